@@ -1,0 +1,175 @@
+//! Process-wide llama.cpp initialisation, done once.
+
+use std::ffi::CStr;
+use std::sync::OnceLock;
+
+use llama_sys as sys;
+
+use crate::error::{Error, Result};
+
+/// Proof that the llama.cpp backend is initialised; every load takes one.
+///
+/// Initialisation happens once per process: the log is routed to the [`log`] crate, NUMA
+/// placement is applied, and llama.cpp's backends register their devices.
+#[derive(Debug)]
+pub struct Backend {
+    numa: Numa,
+}
+
+/// NUMA strategy (`--numa`), applied once per process at initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Numa {
+    /// No NUMA handling (the default).
+    #[default]
+    Disabled,
+    /// Spread threads over all nodes.
+    Distribute,
+    /// Stay on the node the process started on.
+    Isolate,
+    /// Use the CPU map numactl gave the process.
+    Numactl,
+}
+
+static BACKEND: OnceLock<Backend> = OnceLock::new();
+
+impl Backend {
+    /// The backend, initialised with default settings on first use.
+    pub fn get() -> &'static Backend {
+        BACKEND.get_or_init(|| Backend::start(Numa::Disabled))
+    }
+
+    /// Initialises the backend with a NUMA strategy. Fails if it was already initialised with
+    /// another one (NUMA placement is decided once per process).
+    pub fn init(numa: Numa) -> Result<&'static Backend> {
+        let b = BACKEND.get_or_init(|| Backend::start(numa));
+        if b.numa != numa {
+            return Err(Error::AfterInit { what: format!("--numa {numa:?} (initialised with {:?})", b.numa) });
+        }
+        Ok(b)
+    }
+
+    /// Whether the backend has been initialised in this process.
+    pub fn is_initialised() -> bool {
+        BACKEND.get().is_some()
+    }
+
+    fn start(numa: Numa) -> Backend {
+        crate::logging::install();
+        // SAFETY: called exactly once per process (inside OnceLock::get_or_init), before any
+        // other llama.cpp call of this crate.
+        unsafe {
+            sys::llama_backend_init();
+            if numa != Numa::Disabled {
+                sys::llama_numa_init(match numa {
+                    Numa::Disabled => sys::GGML_NUMA_STRATEGY_DISABLED,
+                    Numa::Distribute => sys::GGML_NUMA_STRATEGY_DISTRIBUTE,
+                    Numa::Isolate => sys::GGML_NUMA_STRATEGY_ISOLATE,
+                    Numa::Numactl => sys::GGML_NUMA_STRATEGY_NUMACTL,
+                });
+            }
+        }
+        Backend { numa }
+    }
+
+    /// The NUMA strategy in effect.
+    pub fn numa(&self) -> Numa {
+        self.numa
+    }
+}
+
+/// A compute device llama.cpp knows about.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Device {
+    /// Name used in options (`CPU`, `CUDA0`).
+    pub name: String,
+    /// Human-readable description (the CPU or GPU model).
+    pub description: String,
+    /// `cpu`, `gpu`, `igpu` or `accel`.
+    pub kind: String,
+    /// Free memory in bytes, as the device reports it.
+    pub memory_free: u64,
+    /// Total memory in bytes.
+    pub memory_total: u64,
+}
+
+/// Every registered device, with its current memory.
+pub fn devices() -> Vec<Device> {
+    Backend::get();
+    // SAFETY: the registry is initialised; indices below the count are valid.
+    let n = unsafe { sys::ggml_backend_dev_count() };
+    (0..n)
+        .filter_map(|i| {
+            // SAFETY: `i < count`.
+            let dev = unsafe { sys::ggml_backend_dev_get(i) };
+            (!dev.is_null()).then(|| device_info(dev))
+        })
+        .collect()
+}
+
+fn device_info(dev: sys::ggml_backend_dev_t) -> Device {
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: `dev` is a valid registered device; the out-pointers are valid.
+    unsafe { sys::ggml_backend_dev_memory(dev, &mut free, &mut total) };
+    // SAFETY: as above.
+    let kind = match unsafe { sys::ggml_backend_dev_type(dev) } {
+        sys::GGML_BACKEND_DEVICE_TYPE_CPU => "cpu",
+        sys::GGML_BACKEND_DEVICE_TYPE_GPU => "gpu",
+        sys::GGML_BACKEND_DEVICE_TYPE_IGPU => "igpu",
+        _ => "accel",
+    };
+    Device {
+        // SAFETY: llama.cpp returns static NUL-terminated strings for a registered device.
+        name: unsafe { cstr(sys::ggml_backend_dev_name(dev)) },
+        // SAFETY: as above.
+        description: unsafe { cstr(sys::ggml_backend_dev_description(dev)) },
+        kind: kind.to_string(),
+        memory_free: free as u64,
+        memory_total: total as u64,
+    }
+}
+
+/// Names of every registered device.
+pub fn device_names() -> Vec<String> {
+    devices().into_iter().map(|d| d.name).collect()
+}
+
+/// The backends llama.cpp registered at run time (`CPU`, `CUDA`).
+pub fn backend_names() -> Vec<String> {
+    Backend::get();
+    // SAFETY: the registry is initialised; indices below the count are valid.
+    let n = unsafe { sys::ggml_backend_reg_count() };
+    (0..n)
+        // SAFETY: `i < count`; names are static strings.
+        .map(|i| unsafe { cstr(sys::ggml_backend_reg_name(sys::ggml_backend_reg_get(i))) })
+        .collect()
+}
+
+/// The commit the linked ggml library reports about itself (`ggml_commit()`), which the build
+/// set from the same source as [`llama_sys::build_info::COMMIT`].
+pub fn library_commit() -> String {
+    // SAFETY: returns a static string.
+    unsafe { cstr(sys::ggml_commit()) }
+}
+
+/// The ggml version the linked library reports (`ggml_version()`).
+pub fn library_ggml_version() -> String {
+    // SAFETY: returns a static string.
+    unsafe { cstr(sys::ggml_version()) }
+}
+
+/// llama.cpp's description of the CPU features compiled in and detected.
+pub fn system_info() -> String {
+    // SAFETY: returns a static string.
+    unsafe { cstr(sys::llama_print_system_info()) }
+}
+
+/// # Safety
+/// `p` is null or a valid NUL-terminated string.
+pub(crate) unsafe fn cstr(p: *const std::ffi::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller guarantees validity.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}

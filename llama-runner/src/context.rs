@@ -1,0 +1,265 @@
+//! A context: KV cache and compute state tied to one model.
+
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use llama_sys as sys;
+
+use crate::error::{Error, Result};
+use crate::model::{Model, Token};
+use crate::options::ContextOptions;
+
+/// A llama.cpp context over a borrowed [`Model`]. Frees itself on drop.
+pub struct Context<'m> {
+    raw: NonNull<sys::llama_context>,
+    model: &'m Model,
+    options: ContextOptions,
+    sampler: Sampler,
+    /// Tokens currently in the KV cache (sequence 0).
+    n_past: usize,
+}
+
+// SAFETY: a llama_context may be used from any thread, one at a time; `&mut self` methods
+// enforce that, and no `&self` method mutates it. The borrowed Model is Sync.
+unsafe impl Send for Context<'_> {}
+
+/// The result of a greedy generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Generated token ids (the end-of-generation token, if reached, is not included).
+    pub tokens: Vec<Token>,
+    /// Whether generation stopped at an end-of-generation token.
+    pub stopped_at_eog: bool,
+    /// Prompt tokens processed.
+    pub n_prompt: usize,
+    /// Wall time of prompt processing (chunks of n_batch, one sync at the end).
+    pub prompt_time: Duration,
+    /// Wall time of generation (one token at a time, sampling included).
+    pub gen_time: Duration,
+}
+
+impl Generation {
+    /// Prompt tokens per second.
+    pub fn prompt_tps(&self) -> f64 {
+        rate(self.n_prompt, self.prompt_time)
+    }
+    /// Generated tokens per second.
+    pub fn gen_tps(&self) -> f64 {
+        rate(self.tokens.len(), self.gen_time)
+    }
+}
+
+fn rate(n: usize, t: Duration) -> f64 {
+    if t.is_zero() { 0.0 } else { n as f64 / t.as_secs_f64() }
+}
+
+/// llama.cpp's own counters (`llama_perf_context`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerfCounters {
+    /// Milliseconds of prompt evaluation.
+    pub prompt_ms: f64,
+    /// Prompt tokens evaluated.
+    pub n_prompt: i32,
+    /// Milliseconds of single-token evaluation.
+    pub eval_ms: f64,
+    /// Single tokens evaluated.
+    pub n_eval: i32,
+    /// Graph reuses.
+    pub n_reused: i32,
+}
+
+impl<'m> Context<'m> {
+    /// Creates a context. Options are validated against the model first, so combinations that
+    /// llama.cpp would reject or abort on get a clear error.
+    pub fn new(model: &'m Model, options: &ContextOptions) -> Result<Context<'m>> {
+        crate::validate::context_options(model, options)?;
+        let params = crate::params::context_params(options)?;
+        crate::logging::clear_errors();
+        // SAFETY: the model is valid and outlives the context (borrow); params hold no pointers.
+        let raw = unsafe { sys::llama_init_from_model(model.as_ptr(), params) };
+        let raw = NonNull::new(raw).ok_or_else(|| Error::ContextCreate { log: crate::logging::take_errors() })?;
+        Ok(Context { raw, model, options: options.clone(), sampler: Sampler::greedy(), n_past: 0 })
+    }
+
+    /// The raw pointer, for calls this crate does not wrap.
+    pub fn as_ptr(&self) -> *mut sys::llama_context {
+        self.raw.as_ptr()
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// The options it was created with.
+    pub fn options(&self) -> &ContextOptions {
+        &self.options
+    }
+
+    /// Actual context size (llama.cpp may round it).
+    pub fn n_ctx(&self) -> u32 {
+        // SAFETY: valid context.
+        unsafe { sys::llama_n_ctx(self.raw.as_ptr()) }
+    }
+
+    /// Actual logical batch size (llama.cpp clamps it to the context size).
+    pub fn n_batch(&self) -> u32 {
+        // SAFETY: valid context.
+        unsafe { sys::llama_n_batch(self.raw.as_ptr()) }
+    }
+
+    /// Actual micro-batch size.
+    pub fn n_ubatch(&self) -> u32 {
+        // SAFETY: valid context.
+        unsafe { sys::llama_n_ubatch(self.raw.as_ptr()) }
+    }
+
+    /// Tokens in the KV cache.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Empties the KV cache (as llama-bench does before every repetition).
+    pub fn clear(&mut self) {
+        // SAFETY: valid context; the memory handle belongs to it.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.raw.as_ptr()), false) };
+        self.n_past = 0;
+    }
+
+    /// Appends tokens to the KV cache in chunks of `n_batch`, with one synchronisation at the
+    /// end. Logits are kept for the last token.
+    pub fn decode(&mut self, tokens: &[Token]) -> Result<()> {
+        self.check_room(tokens.len())?;
+        let n_vocab = self.model.n_vocab();
+        if let Some(t) = tokens.iter().find(|&&t| t < 0 || t as u32 >= n_vocab) {
+            return Err(Error::Tokenize(format!("token id {t} is outside the vocabulary (0..{n_vocab})")));
+        }
+        let chunk = self.n_batch().max(1) as usize;
+        for part in tokens.chunks(chunk) {
+            // llama_batch_get_one only reads the tokens despite the `*mut` in its signature.
+            // SAFETY: `part` is valid for its length, which is ≤ n_batch (larger batches abort).
+            let batch = unsafe { sys::llama_batch_get_one(part.as_ptr().cast_mut(), part.len() as i32) };
+            // SAFETY: valid context and batch; the batch's token memory outlives the call.
+            let status = unsafe { sys::llama_decode(self.raw.as_ptr(), batch) };
+            if status != 0 {
+                return Err(decode_error(status));
+            }
+            self.n_past += part.len();
+        }
+        self.synchronize();
+        Ok(())
+    }
+
+    /// Waits for queued work to finish.
+    pub fn synchronize(&mut self) {
+        // SAFETY: valid context.
+        unsafe { sys::llama_synchronize(self.raw.as_ptr()) };
+    }
+
+    /// Picks the most likely next token from the last decoded position (greedy).
+    pub fn sample_greedy(&mut self) -> Token {
+        // SAFETY: valid context and sampler; idx -1 = the last token with logits.
+        unsafe { sys::llama_sampler_sample(self.sampler.raw.as_ptr(), self.raw.as_ptr(), -1) }
+    }
+
+    /// Processes `prompt` (appended to what the cache holds) and then generates up to
+    /// `max_tokens` tokens greedily, stopping early at an end-of-generation token.
+    pub fn generate_greedy(&mut self, prompt: &[Token], max_tokens: usize) -> Result<Generation> {
+        if prompt.is_empty() {
+            return Err(Error::Tokenize("the prompt is empty".into()));
+        }
+        self.check_room(prompt.len() + max_tokens.saturating_sub(1))?;
+        let t0 = Instant::now();
+        self.decode(prompt)?;
+        let prompt_time = t0.elapsed();
+
+        let t1 = Instant::now();
+        let mut tokens = Vec::with_capacity(max_tokens);
+        let mut stopped_at_eog = false;
+        for i in 0..max_tokens {
+            let t = self.sample_greedy();
+            if self.model.is_eog(t) {
+                stopped_at_eog = true;
+                break;
+            }
+            tokens.push(t);
+            if i + 1 < max_tokens {
+                self.decode(&[t])?;
+            }
+        }
+        Ok(Generation { tokens, stopped_at_eog, n_prompt: prompt.len(), prompt_time, gen_time: t1.elapsed() })
+    }
+
+    /// llama.cpp's own timing counters since the last [`reset_perf`](Self::reset_perf).
+    pub fn perf(&self) -> PerfCounters {
+        // SAFETY: valid context.
+        let d = unsafe { sys::llama_perf_context(self.raw.as_ptr()) };
+        PerfCounters {
+            prompt_ms: d.t_p_eval_ms,
+            n_prompt: d.n_p_eval,
+            eval_ms: d.t_eval_ms,
+            n_eval: d.n_eval,
+            n_reused: d.n_reused,
+        }
+    }
+
+    /// Resets llama.cpp's timing counters.
+    pub fn reset_perf(&mut self) {
+        // SAFETY: valid context.
+        unsafe { sys::llama_perf_context_reset(self.raw.as_ptr()) };
+    }
+
+    fn check_room(&self, needed: usize) -> Result<()> {
+        let n_ctx = self.n_ctx();
+        if self.n_past + needed > n_ctx as usize {
+            return Err(Error::ContextFull { needed, used: self.n_past, n_ctx });
+        }
+        Ok(())
+    }
+}
+
+fn decode_error(status: i32) -> Error {
+    let meaning = match status {
+        1 => "no KV cache slot for the batch (context full)",
+        2 => "aborted",
+        -1 => "invalid batch",
+        _ => "fatal error during compute",
+    };
+    Error::Decode { status, meaning }
+}
+
+impl Drop for Context<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by llama_init_from_model and freed once.
+        unsafe { sys::llama_free(self.raw.as_ptr()) }
+    }
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("options", &self.options).field("n_past", &self.n_past).finish_non_exhaustive()
+    }
+}
+
+/// A sampler chain owned by a context.
+struct Sampler {
+    raw: NonNull<sys::llama_sampler>,
+}
+
+impl Sampler {
+    fn greedy() -> Sampler {
+        // SAFETY: plain constructors; the chain takes ownership of the greedy sampler.
+        unsafe {
+            let chain = sys::llama_sampler_chain_init(sys::llama_sampler_chain_default_params());
+            sys::llama_sampler_chain_add(chain, sys::llama_sampler_init_greedy());
+            Sampler { raw: NonNull::new(chain).expect("llama_sampler_chain_init returned null") }
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        // SAFETY: created by llama_sampler_chain_init, freed once (frees its members too).
+        unsafe { sys::llama_sampler_free(self.raw.as_ptr()) }
+    }
+}

@@ -1,0 +1,95 @@
+//! The one error type of this crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong, each variant naming what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The model file does not exist.
+    #[error("model file {path} does not exist")]
+    ModelNotFound {
+        /// The path that was given.
+        path: PathBuf,
+    },
+    /// The model file exists but cannot be read.
+    #[error("model file {path} cannot be read: {source}")]
+    ModelUnreadable {
+        /// The path that was given.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The file is not a GGUF model.
+    #[error("{path} is not a GGUF model file ({reason})")]
+    NotGguf {
+        /// The path that was given.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// llama.cpp refused to load the model.
+    #[error("llama.cpp could not load {path}{}", log_suffix(.log))]
+    ModelLoad {
+        /// The path that was given.
+        path: PathBuf,
+        /// The errors llama.cpp logged while loading.
+        log: Vec<String>,
+    },
+    /// llama.cpp refused to create a context.
+    #[error("llama.cpp could not create a context{}", log_suffix(.log))]
+    ContextCreate {
+        /// The errors llama.cpp logged.
+        log: Vec<String>,
+    },
+    /// An option value is invalid or cannot be combined with the others.
+    #[error("invalid option `{option}`: {reason}")]
+    InvalidOption {
+        /// The option, named as in the typed options (and the llama.cpp flag where there is one).
+        option: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Text could not be tokenized.
+    #[error("tokenization failed: {0}")]
+    Tokenize(String),
+    /// `llama_decode` failed.
+    #[error("llama_decode failed with status {status}: {meaning}")]
+    Decode {
+        /// The status llama_decode returned.
+        status: i32,
+        /// What the status means.
+        meaning: &'static str,
+    },
+    /// More tokens than the context holds.
+    #[error("{needed} tokens do not fit into the context ({n_ctx} cells, {used} in use)")]
+    ContextFull {
+        /// Tokens to be added.
+        needed: usize,
+        /// Tokens already in the context.
+        used: usize,
+        /// Context size.
+        n_ctx: u32,
+    },
+    /// The process-wide backend was already initialised when a once-per-process setting was made.
+    #[error("{what} must be set before the llama.cpp backend is initialised (it is read once per process)")]
+    AfterInit {
+        /// The setting.
+        what: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn log_suffix(log: &[String]) -> String {
+    if log.is_empty() { String::new() } else { format!(": {}", log.join("; ")) }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

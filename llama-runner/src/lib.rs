@@ -1,0 +1,40 @@
+//! A safe runner over llama.cpp with typed options for everything people tune.
+//!
+//! ```no_run
+//! use llama_runner::{Backend, Context, ContextOptions, Model, ModelOptions};
+//!
+//! # fn main() -> llama_runner::Result<()> {
+//! let backend = Backend::get();
+//! let model = Model::load(backend, "model.gguf", &ModelOptions::default())?;
+//! let mut ctx = Context::new(&model, &ContextOptions { n_ctx: 2048, ..Default::default() })?;
+//! let prompt = model.tokenize("Once upon a time", true)?;
+//! let out = ctx.generate_greedy(&prompt, 32)?;
+//! println!("{} ({:.1} tokens/s)", model.detokenize(&out.tokens)?, out.gen_tps());
+//! # Ok(()) }
+//! ```
+//!
+//! Ownership: a [`Model`] owns every pointer handed to llama.cpp when it was loaded (override
+//! patterns and arrays, device lists); a [`Context`] borrows its model, so it cannot outlive it.
+//! llama.cpp's log goes to the [`log`] crate under the target `llama.cpp` and is silent unless
+//! the application installs a logger.
+
+pub mod backend;
+pub mod context;
+pub mod error;
+pub mod logging;
+pub mod model;
+pub mod options;
+pub mod params;
+pub mod validate;
+
+pub use backend::{Backend, Device, Numa};
+pub use context::{Context, Generation, PerfCounters};
+pub use error::{Error, Result};
+pub use logging::Recorder;
+pub use model::{Model, ModelInfo, Token};
+pub use options::{
+    BufferTarget, CacheType, ContextOptions, FlashAttn, GpuLayers, LoadMode, ModelOptions, SplitMode, TensorOverride,
+};
+
+/// The llama.cpp build this crate is linked against.
+pub use llama_sys::build_info;

@@ -1,0 +1,122 @@
+//! llama.cpp's log, routed to the [`log`] crate (target `llama.cpp`) and quiet by default.
+//!
+//! Lines are assembled from llama.cpp's fragments and forwarded whole. Errors logged while this
+//! crate calls into llama.cpp are also kept, so a failed load or context creation can say why.
+//! [`Recorder`] captures lines in-process, which is how tests and the benchmark read llama.cpp's
+//! own accounting (overridden tensors, KV cache sizes, the resolved flash-attention mode).
+
+use std::cell::RefCell;
+use std::ffi::{CStr, c_char, c_void};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use llama_sys as sys;
+
+/// The `log` target of every line llama.cpp prints.
+pub const TARGET: &str = "llama.cpp";
+
+thread_local! {
+    /// The line being assembled on this thread, and its level.
+    static PENDING: RefCell<(String, log::Level)> = const { RefCell::new((String::new(), log::Level::Info)) };
+    /// Error lines logged on this thread since [`take_errors`] was last called.
+    static ERRORS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+type Sink = Arc<Mutex<Vec<String>>>;
+static RECORDERS: Mutex<Vec<Sink>> = Mutex::new(Vec::new());
+
+/// Captures every line llama.cpp logs (any level, any thread) while it is alive.
+///
+/// ```no_run
+/// let rec = llama_runner::Recorder::start();
+/// // ... load a model ...
+/// assert!(rec.lines().iter().any(|l| l.contains("buffer type overridden")));
+/// ```
+pub struct Recorder {
+    sink: Sink,
+}
+
+impl Recorder {
+    /// Starts capturing.
+    pub fn start() -> Self {
+        let sink = Sink::default();
+        lock(&RECORDERS).push(sink.clone());
+        Recorder { sink }
+    }
+
+    /// The lines captured so far, without their trailing newline.
+    pub fn lines(&self) -> Vec<String> {
+        lock(&self.sink).clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        lock(&RECORDERS).retain(|s| !Arc::ptr_eq(s, &self.sink));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Forgets earlier error lines of this thread (call before a llama.cpp call that may fail).
+pub(crate) fn clear_errors() {
+    ERRORS.with(|e| e.borrow_mut().clear());
+}
+
+/// The error lines llama.cpp logged on this thread since [`clear_errors`].
+pub(crate) fn take_errors() -> Vec<String> {
+    ERRORS.with(|e| std::mem::take(&mut *e.borrow_mut()))
+}
+
+/// Installs the callback for both llama and ggml logs.
+pub(crate) fn install() {
+    // SAFETY: `callback` is a valid `extern "C"` function for the whole process lifetime and
+    // ignores its user data, so a null pointer is fine.
+    unsafe {
+        sys::llama_log_set(Some(callback), std::ptr::null_mut());
+        sys::ggml_log_set(Some(callback), std::ptr::null_mut());
+    }
+}
+
+extern "C" fn callback(level: sys::ggml_log_level, text: *const c_char, _: *mut c_void) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: llama.cpp passes a NUL-terminated string valid for the duration of the call.
+    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    // Never unwind into C: a panicking logger is dropped silently.
+    let _ = std::panic::catch_unwind(|| receive(level, &text));
+}
+
+fn receive(level: sys::ggml_log_level, text: &str) {
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        if level != sys::GGML_LOG_LEVEL_CONT && p.0.is_empty() {
+            p.1 = match level {
+                sys::GGML_LOG_LEVEL_ERROR => log::Level::Error,
+                sys::GGML_LOG_LEVEL_WARN => log::Level::Warn,
+                sys::GGML_LOG_LEVEL_INFO => log::Level::Info,
+                _ => log::Level::Debug,
+            };
+        }
+        p.0.push_str(text);
+        while let Some(nl) = p.0.find('\n') {
+            let line: String = p.0.drain(..=nl).collect();
+            emit(p.1, line.trim_end());
+        }
+    });
+}
+
+fn emit(level: log::Level, line: &str) {
+    if line.is_empty() {
+        return;
+    }
+    log::log!(target: TARGET, level, "{line}");
+    if level == log::Level::Error {
+        ERRORS.with(|e| e.borrow_mut().push(line.to_string()));
+    }
+    for sink in lock(&RECORDERS).iter() {
+        lock(sink).push(line.to_string());
+    }
+}

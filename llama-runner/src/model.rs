@@ -1,0 +1,305 @@
+//! A loaded model.
+
+use std::ffi::{CString, c_char};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use llama_sys as sys;
+
+use crate::backend::{Backend, cstr};
+use crate::error::{Error, Result};
+use crate::options::ModelOptions;
+use crate::params::{self, RawModelParams};
+
+/// A token id.
+pub type Token = sys::llama_token;
+
+/// A model loaded from a GGUF file. Frees itself on drop; contexts borrow it.
+pub struct Model {
+    raw: NonNull<sys::llama_model>,
+    path: PathBuf,
+    options: ModelOptions,
+    // Owns every pointer inside the params handed to llama.cpp; lives as long as the model.
+    _params: RawModelParams,
+}
+
+// SAFETY: a llama_model is immutable after loading; llama.cpp supports using one model from
+// several threads and contexts at once (llama-server does). Freeing happens only in Drop.
+unsafe impl Send for Model {}
+// SAFETY: as above: every method through `&Model` only reads.
+unsafe impl Sync for Model {}
+
+/// What a model is, from its metadata.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelInfo {
+    /// `general.architecture` (`llama`, `qwen3moe`, ...).
+    pub architecture: String,
+    /// llama.cpp's one-line description (`qwen3moe 30B.A3B Q8_0`).
+    pub description: String,
+    /// The file type (`Q8_0`, `Q4_K - Medium`).
+    pub file_type: String,
+    /// Number of parameters.
+    pub n_params: u64,
+    /// Size of all tensors in bytes.
+    pub size_bytes: u64,
+    /// Number of layers.
+    pub n_layer: u32,
+    /// Embedding width.
+    pub n_embd: u32,
+    /// Context length the model was trained with.
+    pub n_ctx_train: u32,
+    /// Vocabulary size.
+    pub n_vocab: u32,
+    /// Number of experts (0 for dense models).
+    pub n_expert: u32,
+}
+
+impl Model {
+    /// Loads a model. The file is checked first (exists, readable, GGUF magic), so a bad path
+    /// gets a clear error rather than whatever llama.cpp makes of it.
+    pub fn load(_backend: &Backend, path: impl AsRef<Path>, options: &ModelOptions) -> Result<Model> {
+        let path = path.as_ref().to_path_buf();
+        check_file(&path)?;
+        crate::validate::model_options(options)?;
+        let raw_params = params::model_params(options)?;
+        let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Error::ModelUnreadable {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"),
+        })?;
+        crate::logging::clear_errors();
+        // SAFETY: `cpath` is a valid C string; the params' pointers are owned by `raw_params`,
+        // which the returned Model keeps alive.
+        let raw = unsafe { sys::llama_model_load_from_file(cpath.as_ptr(), raw_params.get()) };
+        let raw = NonNull::new(raw)
+            .ok_or_else(|| Error::ModelLoad { path: path.clone(), log: crate::logging::take_errors() })?;
+        Ok(Model { raw, path, options: options.clone(), _params: raw_params })
+    }
+
+    /// The raw pointer, for calls this crate does not wrap.
+    pub fn as_ptr(&self) -> *mut sys::llama_model {
+        self.raw.as_ptr()
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options it was loaded with.
+    pub fn options(&self) -> &ModelOptions {
+        &self.options
+    }
+
+    pub(crate) fn vocab(&self) -> *const sys::llama_vocab {
+        // SAFETY: the model is valid.
+        unsafe { sys::llama_model_get_vocab(self.raw.as_ptr()) }
+    }
+
+    /// A metadata value as a string (`general.name`), if present.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        let key = CString::new(key).ok()?;
+        let mut buf = vec![0u8; 256];
+        loop {
+            // SAFETY: the buffer is valid for `buf.len()` bytes.
+            let n = unsafe {
+                sys::llama_model_meta_val_str(self.raw.as_ptr(), key.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            };
+            if n < 0 {
+                return None;
+            }
+            let n = n as usize;
+            if n < buf.len() {
+                buf.truncate(n);
+                return Some(String::from_utf8_lossy(&buf).into_owned());
+            }
+            buf.resize(n + 1, 0);
+        }
+    }
+
+    /// Metadata summary.
+    pub fn info(&self) -> ModelInfo {
+        let m = self.raw.as_ptr();
+        let mut desc = [0u8; 256];
+        // SAFETY: valid model and buffer of the given size.
+        let n = unsafe { sys::llama_model_desc(m, desc.as_mut_ptr().cast(), desc.len()) };
+        let description = String::from_utf8_lossy(&desc[..(n.max(0) as usize).min(desc.len())]).into_owned();
+        let architecture = self.meta("general.architecture").unwrap_or_default();
+        let n_expert = self.meta(&format!("{architecture}.expert_count")).and_then(|v| v.parse().ok()).unwrap_or(0);
+        // SAFETY: all of these only read the valid model.
+        unsafe {
+            ModelInfo {
+                file_type: file_type(m),
+                n_params: sys::llama_model_n_params(m),
+                size_bytes: sys::llama_model_size(m),
+                n_layer: sys::llama_model_n_layer(m).max(0) as u32,
+                n_embd: sys::llama_model_n_embd(m).max(0) as u32,
+                n_ctx_train: sys::llama_model_n_ctx_train(m).max(0) as u32,
+                n_vocab: sys::llama_vocab_n_tokens(self.vocab()).max(0) as u32,
+                n_expert,
+                architecture,
+                description,
+            }
+        }
+    }
+
+    /// Tokenizes text. `add_special` adds BOS where the model wants it; special tokens written
+    /// in the text (`<s>`) are parsed as such.
+    pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<Token>> {
+        let len = i32::try_from(text.len()).map_err(|_| Error::Tokenize("text longer than 2 GiB".into()))?;
+        let mut tokens: Vec<Token> = vec![0; text.len() + 2];
+        for _ in 0..2 {
+            // SAFETY: text is valid for `len` bytes, `tokens` for its length.
+            let n = unsafe {
+                sys::llama_tokenize(
+                    self.vocab(),
+                    text.as_ptr().cast(),
+                    len,
+                    tokens.as_mut_ptr(),
+                    tokens.len() as i32,
+                    add_special,
+                    true,
+                )
+            };
+            if n >= 0 {
+                tokens.truncate(n as usize);
+                return Ok(tokens);
+            }
+            if n == i32::MIN {
+                return Err(Error::Tokenize("too many tokens".into()));
+            }
+            tokens.resize((-n) as usize, 0);
+        }
+        Err(Error::Tokenize("token count changed between calls".into()))
+    }
+
+    /// The text of one token.
+    pub fn token_piece(&self, token: Token) -> Result<String> {
+        self.check_token(token)?;
+        let mut buf = vec![0u8; 64];
+        loop {
+            // SAFETY: the buffer is valid for its length; the token is in range.
+            let n = unsafe {
+                sys::llama_token_to_piece(
+                    self.vocab(),
+                    token,
+                    buf.as_mut_ptr().cast::<c_char>(),
+                    buf.len() as i32,
+                    0,
+                    true,
+                )
+            };
+            if n >= 0 {
+                buf.truncate(n as usize);
+                return Ok(String::from_utf8_lossy(&buf).into_owned());
+            }
+            buf.resize((-n) as usize, 0);
+        }
+    }
+
+    /// Turns tokens back into text (special tokens removed).
+    pub fn detokenize(&self, tokens: &[Token]) -> Result<String> {
+        for &t in tokens {
+            self.check_token(t)?;
+        }
+        let mut buf = vec![0u8; tokens.len() * 8 + 16];
+        loop {
+            // SAFETY: tokens and buffer valid for the given lengths; tokens are in range.
+            let n = unsafe {
+                sys::llama_detokenize(
+                    self.vocab(),
+                    tokens.as_ptr(),
+                    tokens.len() as i32,
+                    buf.as_mut_ptr().cast(),
+                    buf.len() as i32,
+                    true,
+                    false,
+                )
+            };
+            if n >= 0 {
+                buf.truncate(n as usize);
+                return Ok(String::from_utf8_lossy(&buf).into_owned());
+            }
+            buf.resize((-n) as usize, 0);
+        }
+    }
+
+    /// Whether a token ends generation (EOS, EOT, ...).
+    pub fn is_eog(&self, token: Token) -> bool {
+        // SAFETY: the vocab is valid; out-of-range ids return false.
+        unsafe { sys::llama_vocab_is_eog(self.vocab(), token) }
+    }
+
+    /// The beginning-of-sequence token, if the model has one.
+    pub fn bos(&self) -> Option<Token> {
+        // SAFETY: the vocab is valid.
+        let t = unsafe { sys::llama_vocab_bos(self.vocab()) };
+        (t >= 0).then_some(t)
+    }
+
+    /// Vocabulary size.
+    pub fn n_vocab(&self) -> u32 {
+        // SAFETY: the vocab is valid.
+        unsafe { sys::llama_vocab_n_tokens(self.vocab()) }.max(0) as u32
+    }
+
+    /// Context length the model was trained with.
+    pub fn n_ctx_train(&self) -> u32 {
+        // SAFETY: the model is valid.
+        unsafe { sys::llama_model_n_ctx_train(self.raw.as_ptr()) }.max(0) as u32
+    }
+
+    fn check_token(&self, t: Token) -> Result<()> {
+        if t < 0 || t as u32 >= self.n_vocab() {
+            return Err(Error::Tokenize(format!("token id {t} is outside the vocabulary (0..{})", self.n_vocab())));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(llama_ftype_name)]
+fn file_type(m: *const sys::llama_model) -> String {
+    // SAFETY: valid model; the name is a static string.
+    unsafe { cstr(sys::llama_ftype_name(sys::llama_model_ftype(m))) }
+}
+
+#[cfg(not(llama_ftype_name))]
+fn file_type(_: *const sys::llama_model) -> String {
+    String::new()
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from llama_model_load_from_file and is freed once; contexts
+        // borrow the model, so none outlives it.
+        unsafe { sys::llama_model_free(self.raw.as_ptr()) }
+    }
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// Checks that `path` is a readable GGUF file before llama.cpp sees it.
+fn check_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::ModelNotFound { path: path.to_path_buf() },
+        _ => Error::ModelUnreadable { path: path.to_path_buf(), source: e },
+    })?;
+    if meta.is_dir() {
+        return Err(Error::NotGguf { path: path.to_path_buf(), reason: "it is a directory".into() });
+    }
+    let mut magic = [0u8; 4];
+    let mut file =
+        std::fs::File::open(path).map_err(|e| Error::ModelUnreadable { path: path.to_path_buf(), source: e })?;
+    match file.read_exact(&mut magic) {
+        Ok(()) if &magic == b"GGUF" => Ok(()),
+        Ok(()) => Err(Error::NotGguf {
+            path: path.to_path_buf(),
+            reason: format!("it starts with {magic:02x?}, not \"GGUF\""),
+        }),
+        Err(_) => Err(Error::NotGguf { path: path.to_path_buf(), reason: format!("only {} bytes long", meta.len()) }),
+    }
+}

@@ -1,0 +1,365 @@
+//! Typed options for everything these users tune, with llama.cpp's command-line defaults.
+//!
+//! The defaults are those of llama.cpp's command-line tools (`common_params`), not those of
+//! `llama_context_default_params()` where the two differ:
+//!
+//! | option | here (= CLI) | `llama_context_default_params` |
+//! |---|---|---|
+//! | `swa_full` | false | true |
+//! | `no_perf` | false (timings kept) | true |
+//! | `n_ctx` | 0 (the model's training context) | 512 |
+//! | `n_threads` | the number of physical cores | 4 |
+//!
+//! The options are plain data (serde), so configuration files deserialize straight into them.
+//! They reach llama.cpp only through [`crate::params`], the one place that lowers them.
+
+use serde::{Deserialize, Serialize};
+
+/// How many layers to offload to GPUs (`-ngl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuLayers {
+    /// llama.cpp decides (`-ngl auto`, the CLI default). Without llama.cpp's fit step, which this
+    /// runner does not run, the library treats it as all layers.
+    #[default]
+    Auto,
+    /// Every layer (`-ngl all`).
+    All,
+    /// The first N layers (`-ngl N`); 0 keeps everything on the CPU.
+    #[serde(untagged)]
+    Count(u32),
+}
+
+/// How the model file is brought into memory (`-lm`, or `--mmap`/`--no-mmap`/`--mlock`/`-dio`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadMode {
+    /// Read into allocated memory (`--no-mmap`, `-lm none`).
+    #[serde(alias = "no-mmap")]
+    None,
+    /// Memory-map the file (the default).
+    #[default]
+    Mmap,
+    /// Read and lock in RAM (`--mlock`, `-lm mlock`).
+    Mlock,
+    /// Memory-map and lock (`-lm mmap+mlock`).
+    #[serde(rename = "mmap+mlock")]
+    MmapMlock,
+    /// Direct I/O, bypassing the page cache (`-dio`, `-lm dio`).
+    #[serde(rename = "dio", alias = "direct-io")]
+    DirectIo,
+}
+
+/// How a model is split over several GPUs (`-sm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitMode {
+    /// One GPU only.
+    None,
+    /// Split layers and KV across GPUs (the default).
+    #[default]
+    Layer,
+    /// Split rows across GPUs.
+    Row,
+    /// Tensor parallelism (needs flash attention).
+    Tensor,
+}
+
+/// Flash attention (`-fa`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlashAttn {
+    /// llama.cpp probes the device and decides (the default).
+    #[default]
+    Auto,
+    /// Always on.
+    On,
+    /// Always off (quantized V caches then fail).
+    Off,
+}
+
+/// Element type of the K or V cache (`-ctk`, `-ctv`): the types llama.cpp's CLI accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float (the default).
+    #[default]
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// 8-bit blocks of 32.
+    Q8_0,
+    /// 4-bit blocks of 32.
+    Q4_0,
+    /// 4-bit blocks of 32 with minimum.
+    Q4_1,
+    /// 4-bit non-linear.
+    Iq4Nl,
+    /// 5-bit blocks of 32.
+    Q5_0,
+    /// 5-bit blocks of 32 with minimum.
+    Q5_1,
+}
+
+impl CacheType {
+    /// Every accepted type.
+    pub const ALL: [CacheType; 9] = [
+        CacheType::F32,
+        CacheType::F16,
+        CacheType::Bf16,
+        CacheType::Q8_0,
+        CacheType::Q4_0,
+        CacheType::Q4_1,
+        CacheType::Iq4Nl,
+        CacheType::Q5_0,
+        CacheType::Q5_1,
+    ];
+
+    /// The name llama.cpp uses (`q8_0`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheType::F32 => "f32",
+            CacheType::F16 => "f16",
+            CacheType::Bf16 => "bf16",
+            CacheType::Q8_0 => "q8_0",
+            CacheType::Q4_0 => "q4_0",
+            CacheType::Q4_1 => "q4_1",
+            CacheType::Iq4Nl => "iq4_nl",
+            CacheType::Q5_0 => "q5_0",
+            CacheType::Q5_1 => "q5_1",
+        }
+    }
+
+    /// Parses a llama.cpp cache type name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name.to_ascii_lowercase())
+    }
+
+    /// Whether the type is a block-quantized one (needs flash attention for V).
+    pub fn is_quantized(self) -> bool {
+        !matches!(self, CacheType::F32 | CacheType::F16 | CacheType::Bf16)
+    }
+
+    /// The ggml type.
+    pub(crate) fn ggml(self) -> llama_sys::ggml_type {
+        use llama_sys as s;
+        match self {
+            CacheType::F32 => s::GGML_TYPE_F32,
+            CacheType::F16 => s::GGML_TYPE_F16,
+            CacheType::Bf16 => s::GGML_TYPE_BF16,
+            CacheType::Q8_0 => s::GGML_TYPE_Q8_0,
+            CacheType::Q4_0 => s::GGML_TYPE_Q4_0,
+            CacheType::Q4_1 => s::GGML_TYPE_Q4_1,
+            CacheType::Iq4Nl => s::GGML_TYPE_IQ4_NL,
+            CacheType::Q5_0 => s::GGML_TYPE_Q5_0,
+            CacheType::Q5_1 => s::GGML_TYPE_Q5_1,
+        }
+    }
+}
+
+impl std::fmt::Display for CacheType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where tensors matching an override pattern are placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum BufferTarget {
+    /// System RAM (`CPU`); llama.cpp then picks the best CPU buffer type (pinned host memory,
+    /// repacked layouts) as for any CPU tensor.
+    Cpu,
+    /// A named device's buffer (`CUDA0`, `CUDA1`, ...).
+    Device(String),
+}
+
+impl BufferTarget {
+    /// The name llama.cpp uses for it.
+    pub fn name(&self) -> &str {
+        match self {
+            BufferTarget::Cpu => "CPU",
+            BufferTarget::Device(d) => d,
+        }
+    }
+}
+
+impl From<BufferTarget> for String {
+    fn from(t: BufferTarget) -> String {
+        t.name().to_string()
+    }
+}
+
+impl TryFrom<String> for BufferTarget {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.trim() {
+            "" => Err("empty buffer type name".into()),
+            "CPU" => Ok(BufferTarget::Cpu),
+            other => Ok(BufferTarget::Device(other.to_string())),
+        }
+    }
+}
+
+/// One tensor buffer override (`-ot PATTERN=TARGET`): tensors whose name matches `pattern`
+/// (ECMAScript regex, searched anywhere in the name) are placed on `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorOverride {
+    /// Regular expression searched in each tensor name.
+    pub pattern: String,
+    /// Where matching tensors go.
+    pub target: BufferTarget,
+}
+
+/// llama.cpp's regex for the expert tensors of MoE models (`LLM_FFN_EXPS_REGEX`), which `-cmoe`
+/// places on the CPU. Includes `gate_up` (fused experts) as upstream does since April 2026.
+pub const EXPERTS_REGEX: &str = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps";
+
+/// The expert regex of layer `i` only, as `-ncmoe` generates it.
+pub fn layer_experts_regex(i: u32) -> String {
+    format!(r"blk\.{i}\.ffn_(up|down|gate|gate_up)_(ch|)exps")
+}
+
+impl TensorOverride {
+    /// `pattern=CPU`.
+    pub fn cpu(pattern: impl Into<String>) -> Self {
+        TensorOverride { pattern: pattern.into(), target: BufferTarget::Cpu }
+    }
+}
+
+/// Options for loading a model (`llama_model_params`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelOptions {
+    /// Devices to use, by name (`-dev CUDA0,CUDA1`); `None` = all, `Some([])` = none (`-dev none`).
+    pub devices: Option<Vec<String>>,
+    /// Layers to offload (`-ngl`).
+    pub gpu_layers: GpuLayers,
+    /// Multi-GPU split (`-sm`).
+    pub split_mode: SplitMode,
+    /// The GPU for the whole model with split mode none (`-mg`).
+    pub main_gpu: u32,
+    /// Fractions of the model per GPU (`-ts 3,1`); empty = proportional to free memory.
+    pub tensor_split: Vec<f32>,
+    /// Tensor buffer overrides, in order; the first matching pattern wins (`-ot`).
+    pub tensor_overrides: Vec<TensorOverride>,
+    /// Keep all expert tensors on the CPU (`-cmoe`). Applied after `tensor_overrides`.
+    pub cpu_moe: bool,
+    /// Keep the expert tensors of the first N layers on the CPU (`-ncmoe N`). Applied after
+    /// `tensor_overrides` and `cpu_moe`.
+    pub n_cpu_moe: u32,
+    /// How the file is loaded (`-lm`).
+    pub load_mode: LoadMode,
+    /// Allow repacked CPU buffer types such as `CPU_REPACK` (on by default; `-nr` turns it off).
+    pub repack: bool,
+    /// Skip pinned host buffers such as `CUDA_Host` (`--no-host`).
+    pub no_host: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            devices: None,
+            gpu_layers: GpuLayers::Auto,
+            split_mode: SplitMode::Layer,
+            main_gpu: 0,
+            tensor_split: Vec::new(),
+            tensor_overrides: Vec::new(),
+            cpu_moe: false,
+            n_cpu_moe: 0,
+            load_mode: LoadMode::Mmap,
+            repack: true,
+            no_host: false,
+        }
+    }
+}
+
+impl ModelOptions {
+    /// Every override in the order llama.cpp applies them: explicit ones, then `-cmoe`, then
+    /// `-ncmoe` (as llama.cpp's tools append them).
+    pub fn effective_overrides(&self) -> Vec<TensorOverride> {
+        let mut all = self.tensor_overrides.clone();
+        if self.cpu_moe {
+            all.push(TensorOverride::cpu(EXPERTS_REGEX));
+        }
+        all.extend((0..self.n_cpu_moe).map(|i| TensorOverride::cpu(layer_experts_regex(i))));
+        all
+    }
+}
+
+/// Options for a context (`llama_context_params`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContextOptions {
+    /// Context size in tokens (`-c`); 0 = the model's training context (the CLI default).
+    pub n_ctx: u32,
+    /// Logical batch: the most tokens per `llama_decode` call (`-b`, default 2048).
+    pub n_batch: u32,
+    /// Physical micro-batch (`-ub`, default 512); at most `n_batch`.
+    pub n_ubatch: u32,
+    /// Parallel sequences (`-np`, default 1).
+    pub n_seq_max: u32,
+    /// Threads for generation (`-t`); `None` = the number of physical cores, as the CLI does.
+    pub n_threads: Option<u32>,
+    /// Threads for prompt processing (`-tb`); `None` = same as `n_threads`.
+    pub n_threads_batch: Option<u32>,
+    /// Flash attention (`-fa`).
+    pub flash_attn: FlashAttn,
+    /// K cache type (`-ctk`).
+    pub type_k: CacheType,
+    /// V cache type (`-ctv`); quantized types need flash attention.
+    pub type_v: CacheType,
+    /// Keep the KV cache on the GPU (default true; `-nkvo` turns it off).
+    pub offload_kqv: bool,
+    /// Offload host-resident ops (such as experts on the CPU) to the GPU for large batches
+    /// (default true; `--no-op-offload` turns it off).
+    pub op_offload: bool,
+    /// Full-size cache for sliding-window layers (`--swa-full`; default false, as in the CLI).
+    pub swa_full: bool,
+    /// One KV buffer shared by all sequences (`-kvu`).
+    pub kv_unified: bool,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        ContextOptions {
+            n_ctx: 0,
+            n_batch: 2048,
+            n_ubatch: 512,
+            n_seq_max: 1,
+            n_threads: None,
+            n_threads_batch: None,
+            flash_attn: FlashAttn::Auto,
+            type_k: CacheType::F16,
+            type_v: CacheType::F16,
+            offload_kqv: true,
+            op_offload: true,
+            swa_full: false,
+            kv_unified: false,
+        }
+    }
+}
+
+impl ContextOptions {
+    /// Generation threads after defaulting: the number of physical cores.
+    pub fn threads(&self) -> u32 {
+        self.n_threads.unwrap_or_else(default_threads)
+    }
+
+    /// Prompt threads after defaulting.
+    pub fn threads_batch(&self) -> u32 {
+        self.n_threads_batch.unwrap_or_else(|| self.threads())
+    }
+}
+
+/// The CLI's default thread count: physical cores (llama.cpp's `cpu_get_num_math`), falling back
+/// to the CPUs available to the process, at least 1.
+pub fn default_threads() -> u32 {
+    sysinfo::System::physical_core_count()
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .map_or(4, |n| n as u32)
+        .max(1)
+}

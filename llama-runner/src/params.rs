@@ -1,0 +1,267 @@
+//! Lowering typed options to llama.cpp's C structs: the one place that does it.
+//!
+//! Everything a C struct points to (override patterns, the override array and its terminator,
+//! the device list, the tensor split) is owned by the value returned here, which the [`Model`]
+//! keeps for its whole life, so no pointer handed to llama.cpp can dangle.
+//!
+//! API variants of older llama.cpp commits are handled here too, through the cfgs llama-sys
+//! probes from the header (`llama_load_mode`, `llama_flash_attn_enum`, ...).
+//!
+//! [`Model`]: crate::Model
+
+use std::ffi::CString;
+use std::ptr;
+
+use llama_sys as sys;
+
+use crate::error::{Error, Result};
+use crate::options::{BufferTarget, ContextOptions, FlashAttn, GpuLayers, LoadMode, ModelOptions, SplitMode};
+
+/// `llama_model_params` plus everything its pointers point to.
+pub struct RawModelParams {
+    params: sys::llama_model_params,
+    _patterns: Vec<CString>,
+    _overrides: Vec<sys::llama_model_tensor_buft_override>,
+    _devices: Vec<sys::ggml_backend_dev_t>,
+    _tensor_split: Vec<f32>,
+}
+
+impl RawModelParams {
+    /// The C struct; valid as long as `self` lives.
+    pub fn get(&self) -> sys::llama_model_params {
+        self.params
+    }
+}
+
+// SAFETY: the struct only holds pointers into its own heap allocations and to llama.cpp's
+// process-wide, immutable device and buffer-type registry.
+unsafe impl Send for RawModelParams {}
+// SAFETY: as above; nothing is mutated through `&self`.
+unsafe impl Sync for RawModelParams {}
+
+/// Looks a device up by the name llama.cpp gives it (`CPU`, `CUDA0`).
+pub(crate) fn device_by_name(name: &str) -> Result<sys::ggml_backend_dev_t> {
+    let c = CString::new(name).map_err(|_| invalid("devices", format!("`{name}` contains a NUL byte")))?;
+    // SAFETY: `c` is a valid C string; the call only reads the registry.
+    let dev = unsafe { sys::ggml_backend_dev_by_name(c.as_ptr()) };
+    if dev.is_null() {
+        return Err(invalid(
+            "devices",
+            format!("no device named `{name}`; available: {}", crate::backend::device_names().join(", ")),
+        ));
+    }
+    Ok(dev)
+}
+
+/// The buffer type for an override target, as llama.cpp's `-ot` parser resolves it.
+fn buffer_type(target: &BufferTarget) -> Result<sys::ggml_backend_buffer_type_t> {
+    let buft = match target {
+        // SAFETY: returns a static buffer type.
+        BufferTarget::Cpu => unsafe { sys::ggml_backend_cpu_buffer_type() },
+        BufferTarget::Device(name) => {
+            let dev = device_by_name(name).map_err(|_| {
+                invalid(
+                    "tensor_overrides",
+                    format!("unknown buffer type `{name}`; available: {}", crate::backend::device_names().join(", ")),
+                )
+            })?;
+            // SAFETY: `dev` is a valid device from the registry.
+            unsafe { sys::ggml_backend_dev_buffer_type(dev) }
+        }
+    };
+    if buft.is_null() {
+        return Err(invalid("tensor_overrides", format!("device `{}` has no buffer type", target.name())));
+    }
+    Ok(buft)
+}
+
+fn invalid(option: &str, reason: String) -> Error {
+    Error::InvalidOption { option: option.to_string(), reason }
+}
+
+/// Lowers model options; `n_layer` (when known) resolves "all layers" on old commits.
+pub fn model_params(opts: &ModelOptions) -> Result<RawModelParams> {
+    // SAFETY: returns a plain struct by value.
+    let mut p = unsafe { sys::llama_model_default_params() };
+
+    let overrides = opts.effective_overrides();
+    let max = 4096; // llama_max_tensor_buft_overrides() at every commit that has it
+    if overrides.len() >= max {
+        return Err(invalid(
+            "tensor_overrides",
+            format!("{} overrides, llama.cpp takes at most {}", overrides.len(), max - 1),
+        ));
+    }
+    let mut patterns = Vec::with_capacity(overrides.len());
+    let mut raw_overrides = Vec::with_capacity(overrides.len() + 1);
+    for o in &overrides {
+        let c = CString::new(o.pattern.as_str())
+            .map_err(|_| invalid("tensor_overrides", format!("pattern `{}` contains a NUL byte", o.pattern)))?;
+        raw_overrides
+            .push(sys::llama_model_tensor_buft_override { pattern: c.as_ptr(), buft: buffer_type(&o.target)? });
+        patterns.push(c); // moving the CString does not move its heap buffer
+    }
+    raw_overrides.push(sys::llama_model_tensor_buft_override { pattern: ptr::null(), buft: ptr::null_mut() });
+    if !overrides.is_empty() {
+        p.tensor_buft_overrides = raw_overrides.as_ptr();
+    }
+
+    let mut devices = Vec::new();
+    if let Some(names) = &opts.devices {
+        for name in names {
+            devices.push(device_by_name(name)?);
+        }
+        devices.push(ptr::null_mut());
+        p.devices = devices.as_mut_ptr();
+    }
+
+    p.n_gpu_layers = match opts.gpu_layers {
+        GpuLayers::Count(n) => i32::try_from(n).map_err(|_| invalid("gpu_layers", format!("{n} is too large")))?,
+        // Before 1051ecd2 a negative value meant no layers; 999 means all on every commit.
+        GpuLayers::Auto | GpuLayers::All if cfg!(not(llama_negative_ngl_is_all)) => 999,
+        GpuLayers::Auto => -1,
+        GpuLayers::All => -2,
+    };
+    p.split_mode = match opts.split_mode {
+        SplitMode::None => sys::LLAMA_SPLIT_MODE_NONE,
+        SplitMode::Layer => sys::LLAMA_SPLIT_MODE_LAYER,
+        SplitMode::Row => sys::LLAMA_SPLIT_MODE_ROW,
+        #[cfg(llama_split_mode_tensor)]
+        SplitMode::Tensor => sys::LLAMA_SPLIT_MODE_TENSOR,
+        #[cfg(not(llama_split_mode_tensor))]
+        SplitMode::Tensor => return Err(unsupported("split_mode", "tensor")),
+    };
+    p.main_gpu = opts.main_gpu as i32;
+
+    let mut tensor_split = Vec::new();
+    if !opts.tensor_split.is_empty() {
+        // SAFETY: a pure function.
+        let max_dev = unsafe { sys::llama_max_devices() };
+        if opts.tensor_split.len() > max_dev {
+            return Err(invalid(
+                "tensor_split",
+                format!("{} values, llama.cpp takes at most {max_dev}", opts.tensor_split.len()),
+            ));
+        }
+        if opts.tensor_split.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err(invalid("tensor_split", "values must be finite and not negative".into()));
+        }
+        tensor_split = opts.tensor_split.clone();
+        tensor_split.resize(max_dev, 0.0); // llama.cpp reads llama_max_devices() entries
+        p.tensor_split = tensor_split.as_ptr();
+    }
+
+    set_load_mode(&mut p, opts.load_mode)?;
+    p.use_extra_bufts = opts.repack;
+    #[cfg(llama_no_host)]
+    {
+        p.no_host = opts.no_host;
+    }
+    #[cfg(not(llama_no_host))]
+    if opts.no_host {
+        return Err(unsupported("no_host", "true"));
+    }
+
+    Ok(RawModelParams {
+        params: p,
+        _patterns: patterns,
+        _overrides: raw_overrides,
+        _devices: devices,
+        _tensor_split: tensor_split,
+    })
+}
+
+#[cfg(llama_load_mode)]
+fn set_load_mode(p: &mut sys::llama_model_params, mode: LoadMode) -> Result<()> {
+    p.load_mode = match mode {
+        LoadMode::None => sys::LLAMA_LOAD_MODE_NONE,
+        LoadMode::Mmap => sys::LLAMA_LOAD_MODE_MMAP,
+        LoadMode::Mlock => sys::LLAMA_LOAD_MODE_MLOCK,
+        LoadMode::MmapMlock => sys::LLAMA_LOAD_MODE_MMAP_MLOCK,
+        LoadMode::DirectIo => sys::LLAMA_LOAD_MODE_DIRECT_IO,
+    };
+    Ok(())
+}
+
+#[cfg(not(llama_load_mode))]
+fn set_load_mode(p: &mut sys::llama_model_params, mode: LoadMode) -> Result<()> {
+    let (mmap, mlock) = match mode {
+        LoadMode::None => (false, false),
+        LoadMode::Mmap => (true, false),
+        LoadMode::Mlock => (false, true),
+        LoadMode::MmapMlock => (true, true),
+        #[cfg(llama_use_direct_io)]
+        LoadMode::DirectIo => {
+            p.use_mmap = false;
+            p.use_mlock = false;
+            p.use_direct_io = true;
+            return Ok(());
+        }
+        #[cfg(not(llama_use_direct_io))]
+        LoadMode::DirectIo => return Err(unsupported("load_mode", "dio")),
+    };
+    p.use_mmap = mmap;
+    p.use_mlock = mlock;
+    #[cfg(llama_use_direct_io)]
+    {
+        p.use_direct_io = false;
+    }
+    Ok(())
+}
+
+/// An option the compiled llama.cpp commit cannot express.
+#[allow(dead_code)]
+fn unsupported(option: &str, value: &str) -> Error {
+    invalid(
+        option,
+        format!(
+            "`{value}` is not supported by llama.cpp {} (the commit this runner was built against)",
+            llama_sys::build_info::COMMIT
+        ),
+    )
+}
+
+/// Lowers context options (after validation, see [`crate::validate`]).
+pub fn context_params(opts: &ContextOptions) -> Result<sys::llama_context_params> {
+    // SAFETY: returns a plain struct by value.
+    let mut p = unsafe { sys::llama_context_default_params() };
+    p.n_ctx = opts.n_ctx;
+    p.n_batch = opts.n_batch;
+    p.n_ubatch = opts.n_ubatch;
+    p.n_seq_max = opts.n_seq_max;
+    p.n_threads = to_i32("n_threads", opts.threads())?;
+    p.n_threads_batch = to_i32("n_threads_batch", opts.threads_batch())?;
+    #[cfg(llama_flash_attn_enum)]
+    {
+        p.flash_attn_type = match opts.flash_attn {
+            FlashAttn::Auto => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            FlashAttn::On => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            FlashAttn::Off => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        };
+    }
+    #[cfg(not(llama_flash_attn_enum))]
+    {
+        p.flash_attn = match opts.flash_attn {
+            FlashAttn::On => true,
+            FlashAttn::Off => false,
+            FlashAttn::Auto => {
+                // This commit has no automatic mode; its own default was off.
+                log::warn!("flash_attn auto: llama.cpp {} has no auto mode, using off", llama_sys::build_info::COMMIT);
+                false
+            }
+        };
+    }
+    p.type_k = opts.type_k.ggml();
+    p.type_v = opts.type_v.ggml();
+    p.offload_kqv = opts.offload_kqv;
+    p.op_offload = opts.op_offload;
+    p.swa_full = opts.swa_full;
+    p.kv_unified = opts.kv_unified;
+    // The CLI keeps performance counters; llama_context_default_params() turns them off.
+    p.no_perf = false;
+    Ok(p)
+}
+
+fn to_i32(option: &str, v: u32) -> Result<i32> {
+    i32::try_from(v).map_err(|_| invalid(option, format!("{v} is too large")))
+}

@@ -1,0 +1,131 @@
+//! Configures and builds llama.cpp with CMake.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use crate::env;
+use crate::source::Source;
+
+/// CMake variables that may be passed through from the environment unchanged (`NAME=value`).
+///
+/// Anything else goes through `LLAMA_SYS_CMAKE_DEFINES="A=1;B=2"`. Both are applied after this
+/// script's own settings, so they win.
+pub const PASS_THROUGH: &[&str] = &[
+    "CMAKE_CUDA_ARCHITECTURES",
+    "CMAKE_CUDA_COMPILER",
+    "CUDAToolkit_ROOT",
+    "GGML_CUDA_FA_ALL_QUANTS",
+    "GGML_CUDA_FORCE_MMQ",
+    "GGML_CUDA_FORCE_CUBLAS",
+    "GGML_CUDA_GRAPHS",
+    "GGML_CUDA_NCCL",
+    "GGML_CUDA_NO_VMM",
+    "GGML_CPU_REPACK",
+    "GGML_SCHED_MAX_COPIES",
+    "GGML_AVX",
+    "GGML_AVX2",
+    "GGML_AVX512",
+    "GGML_FMA",
+    "GGML_F16C",
+    "GGML_BMI2",
+    "GGML_CCACHE",
+];
+
+/// What the build produced: where the libraries and headers were installed.
+pub struct Built {
+    /// Install prefix (`lib/`, `include/`).
+    pub prefix: PathBuf,
+    /// `prefix/lib`.
+    pub lib_dir: PathBuf,
+}
+
+/// Build options derived from features and environment.
+pub struct Options {
+    pub profile: String,
+    pub native: bool,
+    pub cuda: bool,
+    pub shared: bool,
+}
+
+impl Options {
+    pub fn from_env() -> Self {
+        Options {
+            profile: env::var("LLAMA_SYS_PROFILE").unwrap_or_else(|| "Release".into()),
+            native: env::feature("native"),
+            cuda: env::feature("cuda"),
+            shared: env::feature("dynamic-link"),
+        }
+    }
+}
+
+/// The CMake build tree for a source tree: one per source directory, so switching
+/// `LLAMA_CPP_DIR` between worktrees never confuses CMake's cache, and going back to a tree
+/// reuses its objects (incremental bisect steps).
+fn build_root(src: &Path) -> PathBuf {
+    let mut h = DefaultHasher::new();
+    src.hash(&mut h);
+    PathBuf::from(env::cargo("OUT_DIR")).join(format!("llama.cpp-{:016x}", h.finish()))
+}
+
+/// Runs CMake configure + build + install.
+pub fn build(src: &Source, opts: &Options) -> Built {
+    let on = |b: bool| if b { "ON" } else { "OFF" };
+    let prefix = build_root(&src.dir);
+    let mut cfg = cmake::Config::new(&src.dir);
+    cfg.out_dir(&prefix)
+        .profile(&opts.profile)
+        // The cc-derived flags would carry Rust's debug `-O0`; CMake's profile decides instead.
+        .no_default_flags(true)
+        .define("CMAKE_POSITION_INDEPENDENT_CODE", "ON")
+        .define("CMAKE_INSTALL_LIBDIR", "lib")
+        .define("BUILD_SHARED_LIBS", on(opts.shared))
+        .define("LLAMA_BUILD_TESTS", "OFF")
+        .define("LLAMA_BUILD_EXAMPLES", "OFF")
+        .define("LLAMA_BUILD_TOOLS", "OFF")
+        .define("LLAMA_BUILD_SERVER", "OFF")
+        .define("LLAMA_BUILD_APP", "OFF")
+        .define("LLAMA_BUILD_COMMON", "OFF")
+        .define("LLAMA_OPENSSL", "OFF")
+        .define("GGML_OPENMP", "ON")
+        .define("GGML_NATIVE", on(opts.native))
+        .define("GGML_CUDA", on(opts.cuda))
+        // The build info llama.cpp would otherwise derive from git: wrong for a tarball, a
+        // shallow clone, or a tree inside another repository (it would report *that* HEAD).
+        .define("LLAMA_BUILD_COMMIT", &src.commit)
+        .define("LLAMA_BUILD_NUMBER", src.build_number.to_string())
+        // ggml runs `git rev-parse` itself when it finds git; a found-but-false value stops it
+        // from overwriting the commit passed down from LLAMA_BUILD_COMMIT.
+        .define("GIT_EXE", "OFF");
+    if has_option(&src.dir, "LLAMA_CURL") {
+        // Older trees (2025) default to linking libcurl for model downloads.
+        cfg.define("LLAMA_CURL", "OFF");
+    }
+    if opts.cuda {
+        // NCCL is only for multi-GPU tensor parallelism and breaks links where it is half present.
+        cfg.define("GGML_CUDA_NCCL", "OFF");
+        if let Some(archs) = env::var("LLAMA_SYS_CUDA_ARCHS") {
+            cfg.define("CMAKE_CUDA_ARCHITECTURES", archs);
+        }
+    }
+    for name in PASS_THROUGH {
+        if let Some(value) = env::var(name) {
+            cfg.define(name, value);
+        }
+    }
+    if let Some(defines) = env::var("LLAMA_SYS_CMAKE_DEFINES") {
+        for def in defines.split(';').filter(|d| !d.trim().is_empty()) {
+            let (k, v) = def.split_once('=').unwrap_or_else(|| {
+                panic!("LLAMA_SYS_CMAKE_DEFINES: `{def}` is not NAME=VALUE (separate entries with ';')")
+            });
+            cfg.define(k.trim(), v.trim());
+        }
+    }
+    let prefix = cfg.build();
+    Built { lib_dir: prefix.join("lib"), prefix }
+}
+
+/// Whether the tree's top-level CMakeLists.txt declares `option(NAME ...)`.
+fn has_option(dir: &Path, name: &str) -> bool {
+    std::fs::read_to_string(dir.join("CMakeLists.txt")).map(|t| t.contains(&format!("option({name} "))).unwrap_or(false)
+}

@@ -1,0 +1,93 @@
+//! Build script of llama-sys: builds llama.cpp with CMake and provides its bindings.
+//!
+//! The ladder, top to bottom:
+//! 1. read the pin and locate the sources (`LLAMA_CPP_DIR` or `vendor/llama.cpp`), never fetching;
+//! 2. identify their commit (override, provisioning marker, or git);
+//! 3. check the CUDA toolkit early when the `cuda` feature is on;
+//! 4. configure and build with CMake (incremental: one build tree per source tree);
+//! 5. bindings (checked-in when the headers match, else bindgen) and API probes;
+//! 6. link lines, Rust-visible build facts and `DEP_LLAMA_*` metadata.
+
+mod bindings;
+mod cmake;
+mod env;
+mod link;
+mod probe;
+mod source;
+
+use std::path::Path;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build");
+    let pin = source::read_pin();
+    let src = source::locate(&pin);
+    println!(
+        "llama-sys: building llama.cpp {} (b{}, from {}) in {}",
+        src.commit,
+        src.build_number,
+        src.commit_origin,
+        src.dir.display()
+    );
+    source::watch(&src.dir);
+
+    let opts = cmake::Options::from_env();
+    if opts.cuda && link::toolkit_root().is_none() {
+        panic!(
+            "\n\nfeature `cuda` is on but no CUDA toolkit was found (no nvcc).\n\
+             Install one, or point at it with CUDA_PATH=/path/to/cuda (the directory holding bin/nvcc)\n\
+             or CUDAToolkit_ROOT=/path/to/cuda. See scripts/cuda-toolkit-from-pypi.sh for a toolkit from PyPI.\n"
+        );
+    }
+    let built = cmake::build(&src, &opts);
+
+    let hash = bindings::header_hash(&src.dir);
+    let origin = bindings::provide(&src.dir, &hash);
+    probe::emit(&src.dir.join("include/llama.h"));
+    link::emit(&built, &opts);
+    build_facts(&src, &pin, &opts, &hash, origin);
+
+    println!("cargo:root={}", src.dir.display());
+    println!("cargo:include={}", built.prefix.join("include").display());
+    println!("cargo:lib_dir={}", built.lib_dir.display());
+    println!("cargo:commit={}", src.commit);
+    println!("cargo:build_number={}", src.build_number);
+    println!("cargo:cuda={}", u8::from(opts.cuda));
+    println!("cargo:shared={}", u8::from(opts.shared));
+}
+
+/// Exposes what was built as `rustc-env` values that `src/lib.rs` turns into constants.
+fn build_facts(src: &source::Source, pin: &source::Pin, opts: &cmake::Options, hash: &str, origin: &str) {
+    let mut backends = vec!["CPU"];
+    if opts.cuda {
+        backends.push("CUDA");
+    }
+    let mut features = Vec::new();
+    for (on, name) in
+        [(opts.native, "native"), (opts.cuda, "cuda"), (opts.shared, "dynamic-link"), (origin == "bindgen", "bindgen")]
+    {
+        if on {
+            features.push(name);
+        }
+    }
+    let facts = [
+        ("LLAMA_SYS_COMMIT", src.commit.clone()),
+        ("LLAMA_SYS_BUILD_NUMBER", src.build_number.to_string()),
+        ("LLAMA_SYS_COMMIT_ORIGIN", src.commit_origin.to_string()),
+        ("LLAMA_SYS_PIN_COMMIT", pin.commit.clone()),
+        ("LLAMA_SYS_PIN_CRATE", format!("{} {}", pin.crate_name, pin.crate_version)),
+        ("LLAMA_SYS_GGML_VERSION", source::ggml_version(&src.dir)),
+        ("LLAMA_SYS_BACKENDS", backends.join(",")),
+        ("LLAMA_SYS_FEATURES", features.join(",")),
+        ("LLAMA_SYS_PROFILE", opts.profile.clone()),
+        ("LLAMA_SYS_HEADER_SHA256", hash.to_string()),
+        ("LLAMA_SYS_BINDINGS_ORIGIN", origin.to_string()),
+        ("LLAMA_SYS_SOURCE_DIR", path_str(&src.dir)),
+    ];
+    for (k, v) in facts {
+        println!("cargo:rustc-env={k}={v}");
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}

@@ -1,0 +1,79 @@
+//! Raw bindings to [llama.cpp](https://github.com/ggml-org/llama.cpp), built from source.
+//!
+//! The build script compiles llama.cpp with CMake from the workspace's pinned submodule
+//! (`vendor/llama.cpp`, see `vendor/llama.cpp.pin`) or from any tree named by `LLAMA_CPP_DIR`,
+//! and links it statically. Everything here is `unsafe` C API; the safe layer is `llama-runner`.
+//!
+//! What was built is recorded in [`build_info`], so results can carry the exact llama.cpp commit.
+//!
+//! ```no_run
+//! // SAFETY: the backend is initialised once, before any other call.
+//! unsafe { llama_sys::llama_backend_init() };
+//! println!("llama.cpp {} (b{})", llama_sys::build_info::COMMIT, llama_sys::build_info::BUILD_NUMBER);
+//! ```
+
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
+
+#[allow(
+    missing_docs,
+    dead_code,
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
+    unsafe_op_in_unsafe_fn,
+    rustdoc::all
+)]
+mod bindings {
+    include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+}
+
+pub use bindings::*;
+
+/// Facts about the llama.cpp build this crate was compiled with.
+pub mod build_info {
+    /// Full upstream commit hash of the llama.cpp sources that were compiled.
+    pub const COMMIT: &str = env!("LLAMA_SYS_COMMIT");
+    /// Upstream build number (`b<N>`), or 0 when unknown (a tree that is neither the pin nor a
+    /// full git clone).
+    pub const BUILD_NUMBER: u32 = parse_u32(env!("LLAMA_SYS_BUILD_NUMBER"));
+    /// How [`COMMIT`] was determined: `git`, `marker file` (provisioned sources) or
+    /// `LLAMA_SYS_BUILD_COMMIT` (set by hand).
+    pub const COMMIT_ORIGIN: &str = env!("LLAMA_SYS_COMMIT_ORIGIN");
+    /// The commit the workspace pins in `vendor/llama.cpp.pin`.
+    pub const PIN_COMMIT: &str = env!("LLAMA_SYS_PIN_COMMIT");
+    /// The crates.io package that bundles the pinned sources (offline provisioning).
+    pub const PIN_CRATE: &str = env!("LLAMA_SYS_PIN_CRATE");
+    /// ggml version from the compiled tree's `ggml/CMakeLists.txt` (`major.minor.patch`).
+    pub const GGML_VERSION: &str = env!("LLAMA_SYS_GGML_VERSION");
+    /// Backends compiled in, comma-separated (`CPU`, `CPU,CUDA`).
+    pub const BACKENDS: &str = env!("LLAMA_SYS_BACKENDS");
+    /// llama-sys features that shaped the build, comma-separated (`native`, `cuda`, ...).
+    pub const FEATURES: &str = env!("LLAMA_SYS_FEATURES");
+    /// CMake build type of the C++ code (`Release` unless `LLAMA_SYS_PROFILE` says otherwise).
+    pub const PROFILE: &str = env!("LLAMA_SYS_PROFILE");
+    /// SHA-256 of the headers of the compiled tree (see `build/bindings.rs` for which).
+    pub const HEADER_SHA256: &str = env!("LLAMA_SYS_HEADER_SHA256");
+    /// SHA-256 of the headers the bindings in use were generated from.
+    pub const BINDINGS_HEADER_SHA256: &str = super::bindings::BINDINGS_HEADER_SHA256;
+    /// `checked-in` (the file for the pinned commit) or `bindgen` (generated at build time).
+    pub const BINDINGS_ORIGIN: &str = env!("LLAMA_SYS_BINDINGS_ORIGIN");
+    /// The llama.cpp source tree that was compiled.
+    pub const SOURCE_DIR: &str = env!("LLAMA_SYS_SOURCE_DIR");
+
+    /// The commit shortened to 8 hex digits, as llama.cpp's own tools print it.
+    pub fn short_commit() -> &'static str {
+        COMMIT.get(..8).unwrap_or(COMMIT)
+    }
+
+    const fn parse_u32(s: &str) -> u32 {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let mut n = 0u32;
+        while i < b.len() {
+            assert!(b[i].is_ascii_digit(), "build number is not a number");
+            n = n * 10 + (b[i] - b'0') as u32;
+            i += 1;
+        }
+        n
+    }
+}
