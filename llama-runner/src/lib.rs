@@ -25,6 +25,7 @@ pub mod logging;
 pub mod model;
 pub mod options;
 pub mod params;
+pub mod regex;
 pub mod validate;
 
 pub use backend::{Backend, Device, Numa};

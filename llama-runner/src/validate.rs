@@ -14,8 +14,8 @@ pub fn model_options(o: &ModelOptions) -> Result<()> {
         if ov.pattern.is_empty() {
             return Err(invalid("tensor_overrides (-ot)", "empty pattern"));
         }
-        regex::Regex::new(&ov.pattern).map_err(|e| {
-            invalid("tensor_overrides (-ot)", format!("pattern `{}` does not compile: {e}", ov.pattern))
+        crate::regex::check(&ov.pattern).map_err(|e| {
+            invalid("tensor_overrides (-ot)", format!("pattern `{}` does not compile as a std::regex: {e}", ov.pattern))
         })?;
     }
     Ok(())

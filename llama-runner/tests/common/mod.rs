@@ -1,0 +1,80 @@
+//! Shared test support: generated models and the C++ reference program.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use tiny_gguf::ModelSpec;
+
+/// Where generated models and compiled helpers live for the tests.
+pub fn scratch() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("llama-runner-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A generated model file (cached across test runs).
+pub fn model(spec: &ModelSpec) -> PathBuf {
+    tiny_gguf::cached(spec, &scratch()).expect("generate a test model")
+}
+
+/// The real model, when it has been fetched (`scripts/fetch-real-model.sh`) or named by
+/// `LLAMA_TEST_REAL_MODEL`. With `LLAMA_REQUIRE_REAL_MODEL=1` (CI), its absence is a failure.
+pub fn real_model() -> Option<PathBuf> {
+    let path = std::env::var_os("LLAMA_TEST_REAL_MODEL").map(PathBuf::from).unwrap_or_else(|| {
+        let models = std::env::var_os("LLAMA_MODELS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models"));
+        models.join("gemma-3-270m-q4_k_m.gguf")
+    });
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var("LLAMA_REQUIRE_REAL_MODEL").as_deref() == Ok("1") {
+        panic!("LLAMA_REQUIRE_REAL_MODEL=1 but {} is missing: run scripts/fetch-real-model.sh", path.display());
+    }
+    eprintln!("skipping: real model {} not fetched (scripts/fetch-real-model.sh)", path.display());
+    None
+}
+
+/// Compiles `tests/reference/greedy.cpp` against the libraries llama-runner links (once).
+pub fn reference_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/greedy.cpp");
+        let out = scratch().join(format!("greedy-{}", llama_runner::build_info::short_commit()));
+        let lib = env!("LLAMA_RUNNER_LLAMA_LIB_DIR");
+        let status = Command::new(std::env::var("CXX").unwrap_or_else(|_| "c++".into()))
+            .args(["-O2", "-std=c++17", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .arg(format!("-I{}", env!("LLAMA_RUNNER_LLAMA_INCLUDE")))
+            .arg(format!("-L{lib}"))
+            .args(["-lllama", "-lggml", "-lggml-cpu", "-lggml-base", "-fopenmp", "-lpthread", "-ldl", "-lm"])
+            .arg(format!("-Wl,-rpath,{lib}"))
+            .status()
+            .expect("a C++ compiler (c++) is needed for the reference program");
+        assert!(status.success(), "compiling the reference program failed");
+        out
+    })
+}
+
+/// Runs the reference: returns (prompt tokens, generated tokens).
+pub fn reference_generate(model: &Path, prompt: &str, n_predict: usize, threads: u32, n_ctx: u32) -> (Vec<i32>, Vec<i32>) {
+    let out = Command::new(reference_binary())
+        .arg(model)
+        .arg(n_predict.to_string())
+        .arg(threads.to_string())
+        .arg(n_ctx.to_string())
+        .arg(prompt)
+        .output()
+        .expect("run the reference program");
+    assert!(out.status.success(), "reference failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ids = |prefix: &str| -> Vec<i32> {
+        let line = text.lines().find_map(|l| l.strip_prefix(prefix)).expect("reference output line");
+        line.split_whitespace().map(|t| t.parse().unwrap()).collect()
+    };
+    (ids("prompt:"), ids("generated:"))
+}

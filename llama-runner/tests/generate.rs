@@ -1,0 +1,125 @@
+//! Loading and greedy generation on generated models, checked against llama.cpp itself.
+
+mod common;
+
+use llama_runner::{Backend, Context, ContextOptions, Error, Model, ModelOptions};
+use tiny_gguf::ModelSpec;
+
+const PROMPT: &str = "The quick brown fox jumps over the lazy dog";
+
+fn ctx_opts(threads: u32) -> ContextOptions {
+    ContextOptions { n_ctx: 256, n_threads: Some(threads), ..Default::default() }
+}
+
+fn generate(model: &Model, threads: u32, n: usize) -> Vec<i32> {
+    let mut ctx = Context::new(model, &ctx_opts(threads)).unwrap();
+    let prompt = model.tokenize(PROMPT, true).unwrap();
+    ctx.generate_greedy(&prompt, n).unwrap().tokens
+}
+
+#[test]
+fn metadata_of_generated_models() {
+    for (spec, arch, experts) in
+        [(ModelSpec::tiny_llama(), "llama", 0), (ModelSpec::tiny_moe(), "qwen3moe", 4), (ModelSpec::tiny_swa(), "gemma3", 0)]
+    {
+        let model = Model::load(Backend::get(), common::model(&spec), &ModelOptions::default()).unwrap();
+        let info = model.info();
+        assert_eq!(info.architecture, arch);
+        assert_eq!(info.n_layer, spec.n_layer);
+        assert_eq!(info.n_embd, spec.n_embd);
+        assert_eq!(info.n_vocab, tiny_gguf::N_VOCAB);
+        assert_eq!(info.n_expert, experts);
+        assert_eq!(info.n_params, spec.n_params().unwrap());
+        assert!(info.size_bytes > 0 && info.size_bytes <= std::fs::metadata(model.path()).unwrap().len());
+    }
+}
+
+#[test]
+fn tokenize_round_trips() {
+    let model = Model::load(Backend::get(), common::model(&ModelSpec::tiny_llama()), &ModelOptions::default()).unwrap();
+    let toks = model.tokenize("héllo wörld", true).unwrap();
+    assert_eq!(toks[0], model.bos().unwrap());
+    assert_eq!(model.detokenize(&toks[1..]).unwrap(), "héllo wörld");
+    assert!(matches!(model.detokenize(&[100_000]), Err(Error::Tokenize(_))));
+}
+
+#[test]
+fn greedy_generation_is_deterministic_and_matches_llama_cpp() {
+    for spec in [ModelSpec::tiny_llama(), ModelSpec::tiny_moe(), ModelSpec::tiny_swa()] {
+        let path = common::model(&spec);
+        let model = Model::load(Backend::get(), &path, &ModelOptions::default()).unwrap();
+        let a = generate(&model, 1, 24);
+        let b = generate(&model, 1, 24);
+        let c = generate(&model, 2, 24);
+        assert_eq!(a, b, "{}: two runs differ", spec.file_stem());
+        assert_eq!(a, c, "{}: thread count changes the output", spec.file_stem());
+        assert!(!a.is_empty());
+        let distinct: std::collections::HashSet<_> = a.iter().collect();
+        assert!(distinct.len() > 1, "{}: output is one repeated token {a:?}", spec.file_stem());
+
+        let (ref_prompt, ref_gen) = common::reference_generate(&path, PROMPT, 24, 1, 256);
+        assert_eq!(model.tokenize(PROMPT, true).unwrap(), ref_prompt);
+        assert_eq!(a, ref_gen, "{}: runner and llama.cpp reference differ", spec.file_stem());
+    }
+}
+
+#[test]
+fn clearing_the_cache_restarts_generation() {
+    let model = Model::load(Backend::get(), common::model(&ModelSpec::tiny_llama()), &ModelOptions::default()).unwrap();
+    let mut ctx = Context::new(&model, &ctx_opts(2)).unwrap();
+    let prompt = model.tokenize(PROMPT, true).unwrap();
+    let first = ctx.generate_greedy(&prompt, 8).unwrap();
+    assert_eq!(ctx.n_past(), prompt.len() + 7);
+    ctx.clear();
+    assert_eq!(ctx.n_past(), 0);
+    let second = ctx.generate_greedy(&prompt, 8).unwrap();
+    assert_eq!(first.tokens, second.tokens);
+    assert!(second.prompt_time > std::time::Duration::ZERO && second.gen_time > std::time::Duration::ZERO);
+    assert!(second.prompt_tps() > 0.0 && second.gen_tps() > 0.0);
+    let perf = ctx.perf();
+    assert!(perf.n_eval > 0 && perf.n_prompt > 0, "llama.cpp kept no timings: {perf:?}");
+}
+
+#[test]
+fn prompt_longer_than_batch_is_chunked() {
+    let model = Model::load(Backend::get(), common::model(&ModelSpec::tiny_llama()), &ModelOptions::default()).unwrap();
+    // Same micro-batch (so the same compute per ubatch), different logical batch: one context
+    // gets the prompt in chunks of 32 tokens, the other in chunks of 256.
+    let opts = ContextOptions { n_ctx: 512, n_batch: 32, n_ubatch: 32, n_threads: Some(2), ..Default::default() };
+    let mut chunked = Context::new(&model, &opts).unwrap();
+    let mut whole = Context::new(&model, &ContextOptions { n_batch: 256, ..opts.clone() }).unwrap();
+    let text = PROMPT.repeat(4);
+    let prompt = model.tokenize(&text, true).unwrap();
+    assert!(prompt.len() > 100);
+    assert_eq!(chunked.generate_greedy(&prompt, 8).unwrap().tokens, whole.generate_greedy(&prompt, 8).unwrap().tokens);
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let backend = Backend::get();
+    let dir = common::scratch();
+    let missing = dir.join("does-not-exist.gguf");
+    let err = Model::load(backend, &missing, &ModelOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::ModelNotFound { .. }), "{err}");
+    assert!(err.to_string().contains("does-not-exist.gguf"));
+
+    let not_gguf = dir.join("not-a-model.gguf");
+    std::fs::write(&not_gguf, b"hello world").unwrap();
+    assert!(matches!(Model::load(backend, &not_gguf, &ModelOptions::default()), Err(Error::NotGguf { .. })));
+    assert!(matches!(Model::load(backend, &dir, &ModelOptions::default()), Err(Error::NotGguf { .. })));
+
+    // A truncated GGUF passes the magic check; llama.cpp itself must then fail cleanly.
+    let good = std::fs::read(common::model(&ModelSpec::tiny_llama())).unwrap();
+    let truncated = dir.join("truncated.gguf");
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    let err = Model::load(backend, &truncated, &ModelOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::ModelLoad { .. }), "{err}");
+
+    let model = Model::load(backend, common::model(&ModelSpec::tiny_llama()), &ModelOptions::default()).unwrap();
+    let mut ctx = Context::new(&model, &ctx_opts(1)).unwrap();
+    let err = ctx.generate_greedy(&[], 4).unwrap_err();
+    assert!(matches!(err, Error::Tokenize(_)), "{err}");
+    let long = vec![1; 300];
+    assert!(matches!(ctx.generate_greedy(&long, 4), Err(Error::ContextFull { .. })));
+    assert!(matches!(ctx.decode(&[1, 99_999]), Err(Error::Tokenize(_))));
+}

@@ -1,0 +1,97 @@
+//! The library llama-sys links is the llama.cpp it says it is, and the bindings describe it.
+
+use std::path::Path;
+
+use llama_sys::build_info;
+use sha2::{Digest, Sha256};
+
+fn workspace() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn pin_value(key: &str) -> String {
+    let text = std::fs::read_to_string(workspace().join("vendor/llama.cpp.pin")).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap().trim().to_string()
+}
+
+#[test]
+fn commit_matches_the_pin() {
+    assert_eq!(build_info::PIN_COMMIT, pin_value("LLAMA_CPP_COMMIT"));
+    if std::env::var_os("LLAMA_CPP_DIR").is_none() {
+        assert_eq!(build_info::COMMIT, build_info::PIN_COMMIT, "vendor/llama.cpp is not the pinned commit");
+        assert_eq!(build_info::BUILD_NUMBER.to_string(), pin_value("LLAMA_CPP_BUILD_NUMBER"));
+    }
+}
+
+#[test]
+fn the_gitlink_matches_the_pin() {
+    // The submodule commit recorded in the superproject must be the one the pin file names.
+    let out = std::process::Command::new("git")
+        .current_dir(workspace())
+        .args(["ls-files", "--stage", "vendor/llama.cpp"])
+        .output()
+        .expect("git is needed to check the gitlink");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let mut fields = line.split_whitespace();
+    assert_eq!(fields.next(), Some("160000"), "vendor/llama.cpp is not a gitlink: {line}");
+    assert_eq!(fields.next(), Some(pin_value("LLAMA_CPP_COMMIT").as_str()));
+}
+
+#[test]
+fn linked_library_reports_the_same_commit() {
+    // ggml_commit() is compiled into the library from LLAMA_BUILD_COMMIT, so this checks what
+    // was linked, not just what the build script believed.
+    // SAFETY: returns a static NUL-terminated string.
+    let commit = unsafe { std::ffi::CStr::from_ptr(llama_sys::ggml_commit()) }.to_str().unwrap();
+    assert_eq!(commit, build_info::COMMIT);
+    // SAFETY: as above.
+    let version = unsafe { std::ffi::CStr::from_ptr(llama_sys::ggml_version()) }.to_str().unwrap();
+    assert_eq!(version, build_info::GGML_VERSION);
+}
+
+#[test]
+fn bindings_match_the_compiled_headers() {
+    // Hash the headers on disk now, the same way the build script does, and compare with the
+    // hash recorded in the bindings in use.
+    let dir = Path::new(build_info::SOURCE_DIR);
+    let mut h = Sha256::new();
+    for rel in [
+        "include/llama.h",
+        "ggml/include/ggml.h",
+        "ggml/include/ggml-alloc.h",
+        "ggml/include/ggml-backend.h",
+        "ggml/include/ggml-cpu.h",
+        "ggml/include/ggml-opt.h",
+        "ggml/include/gguf.h",
+    ] {
+        let bytes = std::fs::read(dir.join(rel)).unwrap();
+        h.update(rel.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    let on_disk: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(on_disk, build_info::HEADER_SHA256);
+    assert_eq!(build_info::BINDINGS_HEADER_SHA256, build_info::HEADER_SHA256);
+}
+
+#[test]
+fn struct_layout_agrees_with_the_library() {
+    // Defaults filled in by the C library, read through the Rust struct layout: a shifted field
+    // would show up as a wrong value.
+    // SAFETY: plain functions returning structs by value.
+    let (m, c) = unsafe { (llama_sys::llama_model_default_params(), llama_sys::llama_context_default_params()) };
+    assert_eq!(m.n_gpu_layers, -1);
+    assert_eq!(m.split_mode, llama_sys::LLAMA_SPLIT_MODE_LAYER);
+    assert_eq!(m.load_mode, llama_sys::LLAMA_LOAD_MODE_MMAP);
+    assert!(m.use_extra_bufts && !m.no_host && !m.vocab_only);
+    assert_eq!((c.n_ctx, c.n_batch, c.n_ubatch, c.n_seq_max), (512, 2048, 512, 1));
+    assert_eq!(c.flash_attn_type, llama_sys::LLAMA_FLASH_ATTN_TYPE_AUTO);
+    assert_eq!((c.type_k, c.type_v), (llama_sys::GGML_TYPE_F16, llama_sys::GGML_TYPE_F16));
+    assert!(c.offload_kqv && c.op_offload && c.swa_full && c.no_perf && !c.kv_unified);
+}
+
+#[test]
+fn cpu_backend_is_compiled_in() {
+    assert!(build_info::BACKENDS.split(',').any(|b| b == "CPU"));
+    assert_eq!(build_info::PROFILE, "Release");
+}
