@@ -9,11 +9,22 @@ use crate::error::{Error, Result};
 
 /// Proof that the llama.cpp backend is initialised; every load takes one.
 ///
-/// Initialisation happens once per process: the log is routed to the [`log`] crate, NUMA
-/// placement is applied, and llama.cpp's backends register their devices.
+/// Initialisation happens once per process: environment knobs are written, the log is routed
+/// to the [`log`] crate, NUMA placement is applied, and llama.cpp's backends register their
+/// devices.
 #[derive(Debug)]
 pub struct Backend {
-    numa: Numa,
+    options: BackendOptions,
+}
+
+/// Settings llama.cpp takes once per process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendOptions {
+    /// NUMA strategy (`--numa`).
+    pub numa: Numa,
+    /// Environment knobs read once per process (`GGML_CUDA_GRAPH_OPT=1`, ...).
+    pub env: crate::knobs::EnvKnobs,
 }
 
 /// NUMA strategy (`--numa`), applied once per process at initialisation.
@@ -34,19 +45,41 @@ pub enum Numa {
 static BACKEND: OnceLock<Backend> = OnceLock::new();
 
 impl Backend {
-    /// The backend, initialised with default settings on first use.
+    /// The backend: the one already initialised, or initialised now with default settings
+    /// (no NUMA strategy, the environment as it is).
     pub fn get() -> &'static Backend {
-        BACKEND.get_or_init(|| Backend::start(Numa::Disabled))
+        BACKEND.get_or_init(|| Backend::start(BackendOptions::default()))
     }
 
-    /// Initialises the backend with a NUMA strategy. Fails if it was already initialised with
-    /// another one (NUMA placement is decided once per process).
-    pub fn init(numa: Numa) -> Result<&'static Backend> {
-        let b = BACKEND.get_or_init(|| Backend::start(numa));
-        if b.numa != numa {
-            return Err(Error::AfterInit { what: format!("--numa {numa:?} (initialised with {:?})", b.numa) });
+    /// Initialises the backend with once-per-process settings. Call it early, before the
+    /// program starts threads that read the environment: the knobs are written with
+    /// `std::env::set_var`.
+    ///
+    /// Fails, naming the setting, if the backend was already initialised with other settings:
+    /// llama.cpp would silently ignore them.
+    pub fn init(options: &BackendOptions) -> Result<&'static Backend> {
+        let b = BACKEND.get_or_init(|| Backend::start(options.clone()));
+        if b.options.numa != options.numa {
+            return Err(Error::AfterInit {
+                what: format!("--numa {:?} (initialised with {:?})", options.numa, b.options.numa),
+            });
+        }
+        if b.options.env != options.env {
+            let wanted = options.env.to_shell();
+            return Err(Error::AfterInit {
+                what: format!(
+                    "environment knobs `{}` (initialised with `{}`)",
+                    if wanted.is_empty() { "none" } else { &wanted },
+                    b.options.env.to_shell()
+                ),
+            });
         }
         Ok(b)
+    }
+
+    /// The settings it was initialised with.
+    pub fn options(&self) -> &BackendOptions {
+        &self.options
     }
 
     /// Whether the backend has been initialised in this process.
@@ -54,7 +87,11 @@ impl Backend {
         BACKEND.get().is_some()
     }
 
-    fn start(numa: Numa) -> Backend {
+    fn start(options: BackendOptions) -> Backend {
+        let numa = options.numa;
+        // SAFETY: runs once, inside OnceLock initialisation, before llama.cpp starts any thread;
+        // `init`'s documentation asks callers not to touch the environment concurrently.
+        unsafe { options.env.apply() };
         crate::logging::install();
         // SAFETY: called exactly once per process (inside OnceLock::get_or_init), before any
         // other llama.cpp call of this crate.
@@ -69,12 +106,7 @@ impl Backend {
                 });
             }
         }
-        Backend { numa }
-    }
-
-    /// The NUMA strategy in effect.
-    pub fn numa(&self) -> Numa {
-        self.numa
+        Backend { options }
     }
 }
 

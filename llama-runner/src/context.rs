@@ -17,6 +17,8 @@ pub struct Context<'m> {
     sampler: Sampler,
     /// Tokens currently in the KV cache (sequence 0).
     n_past: usize,
+    /// Threadpools attached to the context; dropped after it (see `Drop`).
+    _pools: Vec<ThreadPool>,
 }
 
 // SAFETY: a llama_context may be used from any thread, one at a time; `&mut self` methods
@@ -78,7 +80,31 @@ impl<'m> Context<'m> {
         // SAFETY: the model is valid and outlives the context (borrow); params hold no pointers.
         let raw = unsafe { sys::llama_init_from_model(model.as_ptr(), params) };
         let raw = NonNull::new(raw).ok_or_else(|| Error::ContextCreate { log: crate::logging::take_errors() })?;
-        Ok(Context { raw, model, options: options.clone(), sampler: Sampler::greedy(), n_past: 0 })
+        let mut ctx =
+            Context { raw, model, options: options.clone(), sampler: Sampler::greedy(), n_past: 0, _pools: Vec::new() };
+        ctx.attach_threadpools()?;
+        Ok(ctx)
+    }
+
+    /// Creates the CPU threadpools (one, or two when prompt and generation thread counts
+    /// differ) with the placement options and attaches them, as llama-bench does.
+    fn attach_threadpools(&mut self) -> Result<()> {
+        let o = &self.options;
+        let pool = ThreadPool::new(o.threads(), &o.placement)?;
+        let batch =
+            (o.threads_batch() != o.threads()).then(|| ThreadPool::new(o.threads_batch(), &o.placement)).transpose()?;
+        // SAFETY: valid context and pools; the pools are kept in `self._pools` and freed only
+        // after the context (Drop frees the context first).
+        unsafe {
+            sys::llama_attach_threadpool(
+                self.raw.as_ptr(),
+                pool.0.as_ptr(),
+                batch.as_ref().map_or(std::ptr::null_mut(), |b| b.0.as_ptr()),
+            )
+        };
+        self._pools.push(pool);
+        self._pools.extend(batch);
+        Ok(())
     }
 
     /// The raw pointer, for calls this crate does not wrap.
@@ -238,6 +264,36 @@ impl Drop for Context<'_> {
 impl std::fmt::Debug for Context<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context").field("options", &self.options).field("n_past", &self.n_past).finish_non_exhaustive()
+    }
+}
+
+/// A ggml CPU threadpool owned by a context.
+struct ThreadPool(NonNull<sys::ggml_threadpool>);
+
+impl ThreadPool {
+    fn new(n_threads: u32, placement: &crate::options::ThreadPlacement) -> Result<ThreadPool> {
+        let invalid = |option: &str, reason: String| Error::InvalidOption { option: option.into(), reason };
+        let n = i32::try_from(n_threads).map_err(|_| invalid("n_threads (-t)", format!("{n_threads} is too large")))?;
+        // SAFETY: returns a plain struct by value.
+        let mut params = unsafe { sys::ggml_threadpool_params_default(n) };
+        if let Some(cpus) = placement.cpus().map_err(|e| invalid("cpu_mask (-C)", e))? {
+            params.cpumask.copy_from_slice(&cpus);
+        }
+        params.strict_cpu = placement.strict;
+        params.prio = placement.priority.level();
+        params.poll = placement.poll;
+        // SAFETY: `params` is a fully initialised struct that ggml copies.
+        let raw = unsafe { sys::ggml_threadpool_new(&mut params) };
+        NonNull::new(raw).map(ThreadPool).ok_or_else(|| Error::ContextCreate {
+            log: vec![format!("ggml_threadpool_new({n_threads} threads) failed")],
+        })
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_threadpool_new, freed once, after the context using it.
+        unsafe { sys::ggml_threadpool_free(self.0.as_ptr()) }
     }
 }
 

@@ -21,6 +21,7 @@
 pub mod backend;
 pub mod context;
 pub mod error;
+pub mod knobs;
 pub mod logging;
 pub mod model;
 pub mod options;
@@ -28,13 +29,15 @@ pub mod params;
 pub mod regex;
 pub mod validate;
 
-pub use backend::{Backend, Device, Numa};
+pub use backend::{Backend, BackendOptions, Device, Numa};
 pub use context::{Context, Generation, PerfCounters};
 pub use error::{Error, Result};
+pub use knobs::EnvKnobs;
 pub use logging::Recorder;
 pub use model::{Model, ModelInfo, Token};
 pub use options::{
-    BufferTarget, CacheType, ContextOptions, FlashAttn, GpuLayers, LoadMode, ModelOptions, SplitMode, TensorOverride,
+    BufferTarget, CacheType, ContextOptions, FlashAttn, GpuLayers, LoadMode, ModelOptions, Priority, SplitMode,
+    TensorOverride, ThreadPlacement,
 };
 
 /// The llama.cpp build this crate is linked against.

@@ -321,6 +321,94 @@ pub struct ContextOptions {
     pub swa_full: bool,
     /// One KV buffer shared by all sequences (`-kvu`).
     pub kv_unified: bool,
+    /// Where the CPU threads run (`-C`, `--cpu-strict`, `--prio`, `--poll`).
+    pub placement: ThreadPlacement,
+}
+
+/// Scheduling priority of the compute threads (`--prio`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Priority {
+    /// -1
+    Low,
+    /// 0 (the default)
+    #[default]
+    Normal,
+    /// 1
+    Medium,
+    /// 2
+    High,
+    /// 3
+    Realtime,
+}
+
+impl Priority {
+    /// llama.cpp's number for it (`--prio N`).
+    pub fn level(self) -> i32 {
+        match self {
+            Priority::Low => -1,
+            Priority::Normal => 0,
+            Priority::Medium => 1,
+            Priority::High => 2,
+            Priority::Realtime => 3,
+        }
+    }
+
+    /// From llama.cpp's number.
+    pub fn from_level(n: i32) -> Option<Self> {
+        [Priority::Low, Priority::Normal, Priority::Medium, Priority::High, Priority::Realtime]
+            .into_iter()
+            .find(|p| p.level() == n)
+    }
+}
+
+/// Thread placement for the CPU backend, applied through a ggml threadpool as llama-bench does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThreadPlacement {
+    /// CPU affinity mask in hex (`-C 0xFF`: CPUs 0-7); `None` = no pinning.
+    pub cpu_mask: Option<String>,
+    /// Pin each thread to one CPU of the mask (`--cpu-strict 1`).
+    pub strict: bool,
+    /// Thread priority (`--prio`).
+    pub priority: Priority,
+    /// Busy-wait level 0-100 before sleeping (`--poll`, default 50).
+    pub poll: u32,
+}
+
+impl Default for ThreadPlacement {
+    fn default() -> Self {
+        ThreadPlacement { cpu_mask: None, strict: false, priority: Priority::Normal, poll: 50 }
+    }
+}
+
+/// Number of CPUs a ggml threadpool mask can name (`GGML_MAX_N_THREADS`).
+pub const MAX_CPUS: usize = 512;
+
+impl ThreadPlacement {
+    /// The CPUs of [`cpu_mask`](Self::cpu_mask), as llama.cpp parses it: hex digits, optional
+    /// `0x`, the last digit naming CPUs 0-3.
+    pub fn cpus(&self) -> Result<Option<Vec<bool>>, String> {
+        let Some(mask) = &self.cpu_mask else { return Ok(None) };
+        let hex = mask.strip_prefix("0x").or_else(|| mask.strip_prefix("0X")).unwrap_or(mask);
+        if hex.is_empty() {
+            return Err(format!("`{mask}` has no hex digits"));
+        }
+        if hex.len() * 4 > MAX_CPUS {
+            return Err(format!("`{mask}` names more than {MAX_CPUS} CPUs"));
+        }
+        let mut cpus = vec![false; MAX_CPUS];
+        for (i, c) in hex.chars().rev().enumerate() {
+            let d = c.to_digit(16).ok_or_else(|| format!("`{mask}`: `{c}` is not a hex digit"))?;
+            for bit in 0..4 {
+                cpus[i * 4 + bit] = d & (1 << bit) != 0;
+            }
+        }
+        if !cpus.iter().any(|&c| c) {
+            return Err(format!("`{mask}` selects no CPU"));
+        }
+        Ok(Some(cpus))
+    }
 }
 
 impl Default for ContextOptions {
@@ -339,6 +427,7 @@ impl Default for ContextOptions {
             op_offload: true,
             swa_full: false,
             kv_unified: false,
+            placement: ThreadPlacement::default(),
         }
     }
 }

@@ -47,6 +47,10 @@ pub fn context_options(model: &Model, o: &ContextOptions) -> Result<()> {
             format!("a quantized V cache ({}) needs flash attention, which is off (-fa off)", o.type_v),
         ));
     }
+    o.placement.cpus().map_err(|e| invalid("cpu_mask (-C)", e))?;
+    if o.placement.poll > 100 {
+        return Err(invalid("poll (--poll)", format!("{} is outside 0..=100", o.placement.poll)));
+    }
     let n_ctx_train = model.n_ctx_train();
     if n_ctx_train > 0 && o.n_ctx > n_ctx_train {
         return Err(invalid(

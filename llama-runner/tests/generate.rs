@@ -19,9 +19,11 @@ fn generate(model: &Model, threads: u32, n: usize) -> Vec<i32> {
 
 #[test]
 fn metadata_of_generated_models() {
-    for (spec, arch, experts) in
-        [(ModelSpec::tiny_llama(), "llama", 0), (ModelSpec::tiny_moe(), "qwen3moe", 4), (ModelSpec::tiny_swa(), "gemma3", 0)]
-    {
+    for (spec, arch, experts) in [
+        (ModelSpec::tiny_llama(), "llama", 0),
+        (ModelSpec::tiny_moe(), "qwen3moe", 4),
+        (ModelSpec::tiny_swa(), "gemma3", 0),
+    ] {
         let model = Model::load(Backend::get(), common::model(&spec), &ModelOptions::default()).unwrap();
         let info = model.info();
         assert_eq!(info.architecture, arch);

@@ -11,7 +11,8 @@ fn greedy_output_matches_llama_cpp_on_gemma3() {
     let info = model.info();
     assert_eq!(info.architecture, "gemma3");
     let prompt_text = "The capital of France is";
-    let mut ctx = Context::new(&model, &ContextOptions { n_ctx: 512, n_threads: Some(2), ..Default::default() }).unwrap();
+    let mut ctx =
+        Context::new(&model, &ContextOptions { n_ctx: 512, n_threads: Some(2), ..Default::default() }).unwrap();
     let prompt = model.tokenize(prompt_text, true).unwrap();
     let ours = ctx.generate_greedy(&prompt, 32).unwrap();
     let (ref_prompt, ref_gen) = common::reference_generate(&path, prompt_text, 32, 2, 512);

@@ -61,7 +61,13 @@ pub fn reference_binary() -> &'static Path {
 }
 
 /// Runs the reference: returns (prompt tokens, generated tokens).
-pub fn reference_generate(model: &Path, prompt: &str, n_predict: usize, threads: u32, n_ctx: u32) -> (Vec<i32>, Vec<i32>) {
+pub fn reference_generate(
+    model: &Path,
+    prompt: &str,
+    n_predict: usize,
+    threads: u32,
+    n_ctx: u32,
+) -> (Vec<i32>, Vec<i32>) {
     let out = Command::new(reference_binary())
         .arg(model)
         .arg(n_predict.to_string())
