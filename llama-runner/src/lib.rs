@@ -36,8 +36,8 @@ pub use knobs::EnvKnobs;
 pub use logging::Recorder;
 pub use model::{Model, ModelInfo, Token};
 pub use options::{
-    BufferTarget, CacheType, ContextOptions, FlashAttn, GpuLayers, LoadMode, ModelOptions, Priority, SplitMode,
-    TensorOverride, ThreadPlacement,
+    BufferTarget, CacheType, ContextOptions, FlashAttn, GpuLayers, LoadMode, ModelOptions, Priority, RunOptions,
+    SplitMode, TensorOverride, ThreadPlacement,
 };
 
 /// The llama.cpp build this crate is linked against.

@@ -452,3 +452,17 @@ pub fn default_threads() -> u32 {
         .map_or(4, |n| n as u32)
         .max(1)
 }
+
+/// Everything one run is configured with: what llama.cpp's tools take as command-line flags.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunOptions {
+    /// The model file (`-m`), if given.
+    pub model_path: Option<std::path::PathBuf>,
+    /// Model loading options.
+    pub model: ModelOptions,
+    /// Context options.
+    pub context: ContextOptions,
+    /// Once-per-process settings (NUMA, environment knobs).
+    pub backend: crate::backend::BackendOptions,
+}
