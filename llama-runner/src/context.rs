@@ -145,6 +145,32 @@ impl<'m> Context<'m> {
         self.n_past
     }
 
+    /// Saves the state (KV cache) of sequence 0, to restore it later with
+    /// [`restore_state`](Self::restore_state) instead of recomputing it.
+    pub fn save_state(&mut self) -> Vec<u8> {
+        // SAFETY: valid context; sequence 0 exists.
+        let size = unsafe { sys::llama_state_seq_get_size(self.raw.as_ptr(), 0) };
+        let mut buf = vec![0u8; size];
+        // SAFETY: the buffer is valid for `size` bytes.
+        let written = unsafe { sys::llama_state_seq_get_data(self.raw.as_ptr(), buf.as_mut_ptr(), buf.len(), 0) };
+        buf.truncate(written);
+        buf
+    }
+
+    /// Restores a state saved by [`save_state`](Self::save_state) into an empty cache, holding
+    /// `n_past` tokens.
+    pub fn restore_state(&mut self, state: &[u8], n_past: usize) -> Result<()> {
+        self.clear();
+        // SAFETY: valid context; the buffer is valid for its length and llama.cpp checks its
+        // contents (returning 0 on failure).
+        let read = unsafe { sys::llama_state_seq_set_data(self.raw.as_ptr(), state.as_ptr(), state.len(), 0) };
+        if read == 0 && !state.is_empty() {
+            return Err(Error::ContextCreate { log: vec!["llama_state_seq_set_data rejected the saved state".into()] });
+        }
+        self.n_past = n_past;
+        Ok(())
+    }
+
     /// Empties the KV cache (as llama-bench does before every repetition).
     pub fn clear(&mut self) {
         // SAFETY: valid context; the memory handle belongs to it.

@@ -23,6 +23,7 @@ pub mod context;
 pub mod error;
 pub mod knobs;
 pub mod logging;
+pub mod measure;
 pub mod model;
 pub mod options;
 pub mod params;

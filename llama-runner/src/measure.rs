@@ -1,0 +1,239 @@
+//! Throughput measurement the way llama.cpp's llama-bench does it.
+//!
+//! One module serves `cargo bench --bench decode`, the `llama-runner bench` command and the
+//! bisect step, so the three can never disagree about what "tokens per second" means:
+//!
+//! * a fresh context per test, with `n_ctx = n_prompt + n_gen + n_depth` unless the options name
+//!   a larger one, and the CLI's context defaults (`swa_full` off, timings on);
+//! * an untimed warm-up (a full prompt pass for prompt tests, one token for generation tests);
+//! * before every repetition the KV cache is cleared and the depth restored (computed once,
+//!   then restored from a saved state as llama-bench does);
+//! * prompt processing: random tokens (the first is BOS) in chunks of `n_batch`, one sync at the
+//!   end; generation: one token per `llama_decode`, a sync after each, no sampling;
+//! * per repetition tokens/s, their mean and sample (n-1) standard deviation, raw samples kept.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::model::{Model, Token};
+use crate::options::ContextOptions;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TestKind {
+    /// Prompt processing of `n_prompt` tokens (llama-bench `ppN`).
+    Prompt,
+    /// Generation of `n_gen` tokens (llama-bench `tgN`).
+    Generation,
+}
+
+/// One llama-bench style test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Test {
+    /// Prompt or generation.
+    pub kind: TestKind,
+    /// Tokens processed (prompt) or generated.
+    pub n_tokens: u32,
+    /// Tokens already in the KV cache before the timed part.
+    pub n_depth: u32,
+    /// Timed repetitions.
+    pub repetitions: u32,
+}
+
+impl Test {
+    /// llama-bench's name for it: `pp512`, `tg128`, `pp512 @ d4096`.
+    pub fn name(&self) -> String {
+        let base = match self.kind {
+            TestKind::Prompt => format!("pp{}", self.n_tokens),
+            TestKind::Generation => format!("tg{}", self.n_tokens),
+        };
+        if self.n_depth > 0 { format!("{base} @ d{}", self.n_depth) } else { base }
+    }
+}
+
+/// Timed repetitions of a test: raw samples and llama-bench's statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Samples {
+    /// Tokens per repetition.
+    pub n_tokens: u64,
+    /// Wall time of each repetition, in nanoseconds.
+    pub samples_ns: Vec<u64>,
+}
+
+impl Samples {
+    /// Tokens/s of each repetition.
+    pub fn samples_ts(&self) -> Vec<f64> {
+        self.samples_ns.iter().map(|&ns| if ns == 0 { 0.0 } else { 1e9 * self.n_tokens as f64 / ns as f64 }).collect()
+    }
+    /// Mean of the per-repetition tokens/s (not tokens over mean time, as llama-bench).
+    pub fn avg_ts(&self) -> f64 {
+        mean(&self.samples_ts())
+    }
+    /// Sample standard deviation (n-1) of the per-repetition tokens/s; 0 for one sample.
+    pub fn stddev_ts(&self) -> f64 {
+        stddev(&self.samples_ts())
+    }
+    /// Mean repetition time in nanoseconds.
+    pub fn avg_ns(&self) -> f64 {
+        mean(&self.samples_ns.iter().map(|&v| v as f64).collect::<Vec<_>>())
+    }
+    /// Sample standard deviation of the repetition time in nanoseconds.
+    pub fn stddev_ns(&self) -> f64 {
+        stddev(&self.samples_ns.iter().map(|&v| v as f64).collect::<Vec<_>>())
+    }
+}
+
+/// Arithmetic mean (0 for no values).
+pub fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
+}
+
+/// Sample standard deviation with n-1 in the denominator (0 for fewer than two values).
+pub fn stddev(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+}
+
+/// Deterministic random tokens, as llama-bench feeds (its `std::rand() % n_vocab`).
+pub struct TokenSource {
+    rng: fastrand::Rng,
+    n_vocab: u32,
+    bos: Option<Token>,
+}
+
+impl TokenSource {
+    /// Tokens for `model`, from a fixed seed so runs see the same input.
+    pub fn new(model: &Model) -> Self {
+        TokenSource { rng: fastrand::Rng::with_seed(0x11a3a), n_vocab: model.n_vocab(), bos: model.bos() }
+    }
+    /// One random token.
+    pub fn token(&mut self) -> Token {
+        self.rng.u32(0..self.n_vocab.max(1)) as Token
+    }
+    /// A prompt of `n` tokens, the first being BOS where the model has one.
+    pub fn prompt(&mut self, n: usize) -> Vec<Token> {
+        let mut v: Vec<Token> = (0..n).map(|_| self.token()).collect();
+        if let (Some(first), Some(bos)) = (v.first_mut(), self.bos) {
+            *first = bos;
+        }
+        v
+    }
+}
+
+/// The context options llama-bench would use for a test needing `n_needed` cells: the given
+/// options, with `n_ctx` set to exactly what the test needs when the options leave it at 0 (or
+/// give less).
+pub fn bench_context_options(base: &ContextOptions, n_needed: u32) -> ContextOptions {
+    let mut o = base.clone();
+    if o.n_ctx < n_needed {
+        o.n_ctx = n_needed;
+    }
+    o
+}
+
+/// A context ready for measurements, with the depth prefix saved for fast restores.
+pub struct Bench<'m> {
+    ctx: Context<'m>,
+    tokens: TokenSource,
+    depth: Option<(u32, Vec<u8>)>,
+}
+
+impl<'m> Bench<'m> {
+    /// Creates the context for tests needing up to `n_needed` cells (see
+    /// [`bench_context_options`]).
+    pub fn new(model: &'m Model, options: &ContextOptions, n_needed: u32) -> Result<Self> {
+        let ctx = Context::new(model, &bench_context_options(options, n_needed))?;
+        Ok(Bench { tokens: TokenSource::new(model), ctx, depth: None })
+    }
+
+    /// The context.
+    pub fn context(&self) -> &Context<'m> {
+        &self.ctx
+    }
+
+    /// Clears the cache and brings it to `n_depth` tokens (untimed).
+    pub fn reset(&mut self, n_depth: u32) -> Result<()> {
+        self.ctx.clear();
+        if n_depth == 0 {
+            return Ok(());
+        }
+        match &self.depth {
+            Some((d, state)) if *d == n_depth => self.ctx.restore_state(state, n_depth as usize),
+            _ => {
+                let prompt = self.tokens.prompt(n_depth as usize);
+                self.ctx.decode(&prompt)?;
+                self.depth = Some((n_depth, self.ctx.save_state()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Processes `n` random prompt tokens (chunks of n_batch, one sync); returns nanoseconds.
+    pub fn time_prompt(&mut self, n: u32) -> Result<u64> {
+        let prompt = self.tokens.prompt(n as usize);
+        let t = Instant::now();
+        self.ctx.decode(&prompt)?;
+        Ok(t.elapsed().as_nanos() as u64)
+    }
+
+    /// Generates `n` tokens one at a time (decode + sync each, no sampling); returns nanoseconds.
+    pub fn time_generation(&mut self, n: u32) -> Result<u64> {
+        let mut tok = self.ctx.model().bos().unwrap_or_else(|| self.tokens.token());
+        let t = Instant::now();
+        for _ in 0..n {
+            self.ctx.decode(&[tok])?;
+            tok = self.tokens.token();
+        }
+        Ok(t.elapsed().as_nanos() as u64)
+    }
+
+    /// Runs a test: warm-up, then `repetitions` timed runs, each from a reset cache.
+    pub fn run(&mut self, test: &Test) -> Result<Samples> {
+        if test.repetitions == 0 {
+            return Err(Error::InvalidOption { option: "repetitions".into(), reason: "must be at least 1".into() });
+        }
+        // Untimed warm-up, as llama-bench: a full prompt pass, or one generated token.
+        self.reset(test.n_depth)?;
+        match test.kind {
+            TestKind::Prompt => self.time_prompt(test.n_tokens)?,
+            TestKind::Generation => self.time_generation(1)?,
+        };
+        let mut samples_ns = Vec::with_capacity(test.repetitions as usize);
+        for _ in 0..test.repetitions {
+            self.reset(test.n_depth)?;
+            samples_ns.push(match test.kind {
+                TestKind::Prompt => self.time_prompt(test.n_tokens)?,
+                TestKind::Generation => self.time_generation(test.n_tokens)?,
+            });
+        }
+        Ok(Samples { n_tokens: test.n_tokens as u64, samples_ns })
+    }
+
+    /// A multi-turn conversation, as a chat server sees it: each turn appends `n_prompt` tokens
+    /// (the user's message) and generates `n_gen`, keeping the cache across turns. Returns the
+    /// prompt and generation samples, one per repetition, over all turns.
+    pub fn run_turns(&mut self, turns: u32, n_prompt: u32, n_gen: u32, repetitions: u32) -> Result<(Samples, Samples)> {
+        let mut pp = Samples { n_tokens: u64::from(turns) * u64::from(n_prompt), samples_ns: Vec::new() };
+        let mut tg = Samples { n_tokens: u64::from(turns) * u64::from(n_gen), samples_ns: Vec::new() };
+        for rep in 0..=repetitions {
+            self.reset(0)?;
+            let (mut p_ns, mut g_ns) = (0, 0);
+            for _ in 0..turns {
+                p_ns += self.time_prompt(n_prompt)?;
+                g_ns += self.time_generation(n_gen)?;
+            }
+            if rep > 0 {
+                // repetition 0 is the warm-up
+                pp.samples_ns.push(p_ns);
+                tg.samples_ns.push(g_ns);
+            }
+        }
+        Ok((pp, tg))
+    }
+}
