@@ -27,6 +27,7 @@ pub mod measure;
 pub mod model;
 pub mod options;
 pub mod params;
+pub mod record;
 pub mod regex;
 pub mod validate;
 

@@ -237,3 +237,109 @@ impl<'m> Bench<'m> {
         Ok((pp, tg))
     }
 }
+
+/// A benchmark workload: what one row of a comparison table measures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Name (`short`, `medium`, `long`, `multi-turn`, or any).
+    pub name: String,
+    /// Prompt tokens (per turn for multi-turn).
+    pub n_prompt: u32,
+    /// Generated tokens (per turn for multi-turn).
+    pub n_gen: u32,
+    /// Tokens already in the KV cache before the timed part.
+    #[serde(default)]
+    pub n_depth: u32,
+    /// Timed repetitions.
+    #[serde(default = "default_repetitions")]
+    pub repetitions: u32,
+    /// Turns: more than 1 makes a multi-turn conversation that keeps the cache across turns.
+    #[serde(default = "one")]
+    pub turns: u32,
+}
+
+fn default_repetitions() -> u32 {
+    5
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Workload {
+    /// KV cells the workload needs.
+    pub fn n_cells(&self) -> u32 {
+        self.n_depth.saturating_add(self.turns.max(1).saturating_mul(self.n_prompt.saturating_add(self.n_gen)))
+    }
+}
+
+/// Measured prompt and generation speed of one workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadResult {
+    /// The workload.
+    pub workload: Workload,
+    /// Prompt processing samples (absent when `n_prompt` is 0).
+    pub pp: Option<SampleStats>,
+    /// Generation samples (absent when `n_gen` is 0).
+    pub tg: Option<SampleStats>,
+}
+
+/// Samples with their statistics spelled out (for records that are read without this crate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleStats {
+    /// Tokens per repetition.
+    pub n_tokens: u64,
+    /// Mean tokens/s over repetitions.
+    pub avg_ts: f64,
+    /// Sample standard deviation of tokens/s.
+    pub stddev_ts: f64,
+    /// Mean nanoseconds per repetition.
+    pub avg_ns: f64,
+    /// Sample standard deviation of nanoseconds.
+    pub stddev_ns: f64,
+    /// Raw nanoseconds per repetition.
+    pub samples_ns: Vec<u64>,
+    /// Raw tokens/s per repetition.
+    pub samples_ts: Vec<f64>,
+}
+
+impl From<&Samples> for SampleStats {
+    fn from(s: &Samples) -> Self {
+        SampleStats {
+            n_tokens: s.n_tokens,
+            avg_ts: s.avg_ts(),
+            stddev_ts: s.stddev_ts(),
+            avg_ns: s.avg_ns(),
+            stddev_ns: s.stddev_ns(),
+            samples_ns: s.samples_ns.clone(),
+            samples_ts: s.samples_ts(),
+        }
+    }
+}
+
+/// Runs one workload on a fresh context (llama-bench creates one per test): a prompt test and
+/// a generation test at the workload's depth, or for several turns a conversation.
+pub fn run_workload(model: &Model, options: &ContextOptions, w: &Workload) -> Result<WorkloadResult> {
+    let mut bench = Bench::new(model, options, w.n_cells())?;
+    if w.turns > 1 {
+        if w.n_depth > 0 {
+            return Err(Error::InvalidOption {
+                option: format!("workload {}", w.name),
+                reason: "depth and turns cannot be combined".into(),
+            });
+        }
+        let (pp, tg) = bench.run_turns(w.turns, w.n_prompt, w.n_gen, w.repetitions)?;
+        return Ok(WorkloadResult { workload: w.clone(), pp: Some((&pp).into()), tg: Some((&tg).into()) });
+    }
+    let mut test = |kind, n: u32| -> Result<Option<SampleStats>> {
+        if n == 0 {
+            return Ok(None);
+        }
+        let s = bench.run(&Test { kind, n_tokens: n, n_depth: w.n_depth, repetitions: w.repetitions })?;
+        Ok(Some((&s).into()))
+    };
+    let pp = test(TestKind::Prompt, w.n_prompt)?;
+    let tg = test(TestKind::Generation, w.n_gen)?;
+    Ok(WorkloadResult { workload: w.clone(), pp, tg })
+}
