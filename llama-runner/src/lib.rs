@@ -19,6 +19,7 @@
 //! the application installs a logger.
 
 pub mod backend;
+pub mod compare;
 pub mod context;
 pub mod error;
 pub mod knobs;
