@@ -15,7 +15,9 @@ use std::ptr;
 use llama_sys as sys;
 
 use crate::error::{Error, Result};
-use crate::options::{BufferTarget, ContextOptions, FlashAttn, GpuLayers, LoadMode, ModelOptions, SplitMode};
+use crate::options::{
+    BufferTarget, ContextOptions, FlashAttn, GpuLayers, LoadMode, ModelOptions, SplitMode, ThreadPlacement,
+};
 
 /// `llama_model_params` plus everything its pointers point to.
 pub struct RawModelParams {
@@ -41,38 +43,52 @@ unsafe impl Sync for RawModelParams {}
 
 /// Looks a device up by the name llama.cpp gives it (`CPU`, `CUDA0`).
 pub(crate) fn device_by_name(name: &str) -> Result<sys::ggml_backend_dev_t> {
-    let c = CString::new(name).map_err(|_| invalid("devices", format!("`{name}` contains a NUL byte")))?;
+    let c = CString::new(name).map_err(|_| invalid("devices (-dev)", format!("`{name}` contains a NUL byte")))?;
     // SAFETY: `c` is a valid C string; the call only reads the registry.
     let dev = unsafe { sys::ggml_backend_dev_by_name(c.as_ptr()) };
     if dev.is_null() {
         return Err(invalid(
-            "devices",
+            "devices (-dev)",
             format!("no device named `{name}`; available: {}", crate::backend::device_names().join(", ")),
         ));
     }
     Ok(dev)
 }
 
+/// The buffer types an override may name, as llama.cpp's `-ot` parser lists them: the default
+/// buffer type of every registered device, by its buffer-type name (`CPU`, `CUDA0`, ...).
+/// Host (`CUDA_Host`) and extra (`CPU_REPACK`) buffer types are not among them.
+pub fn override_buffer_types() -> Vec<(String, sys::ggml_backend_buffer_type_t)> {
+    crate::Backend::get();
+    // SAFETY: the registry is initialised; indices below the count are valid.
+    let n = unsafe { sys::ggml_backend_dev_count() };
+    (0..n)
+        .filter_map(|i| {
+            // SAFETY: `i < count`; a registered device's buffer type and its name are static.
+            unsafe {
+                let buft = sys::ggml_backend_dev_buffer_type(sys::ggml_backend_dev_get(i));
+                (!buft.is_null()).then(|| (crate::backend::cstr(sys::ggml_backend_buft_name(buft)), buft))
+            }
+        })
+        .collect()
+}
+
 /// The buffer type for an override target, as llama.cpp's `-ot` parser resolves it.
 fn buffer_type(target: &BufferTarget) -> Result<sys::ggml_backend_buffer_type_t> {
-    let buft = match target {
+    match target {
         // SAFETY: returns a static buffer type.
-        BufferTarget::Cpu => unsafe { sys::ggml_backend_cpu_buffer_type() },
+        BufferTarget::Cpu => Ok(unsafe { sys::ggml_backend_cpu_buffer_type() }),
         BufferTarget::Device(name) => {
-            let dev = device_by_name(name).map_err(|_| {
+            let all = override_buffer_types();
+            all.iter().find(|(n, _)| n == name).map(|(_, b)| *b).ok_or_else(|| {
+                let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
                 invalid(
-                    "tensor_overrides",
-                    format!("unknown buffer type `{name}`; available: {}", crate::backend::device_names().join(", ")),
+                    "tensor_overrides (-ot)",
+                    format!("unknown buffer type `{name}`; available: {}", names.join(", ")),
                 )
-            })?;
-            // SAFETY: `dev` is a valid device from the registry.
-            unsafe { sys::ggml_backend_dev_buffer_type(dev) }
+            })
         }
-    };
-    if buft.is_null() {
-        return Err(invalid("tensor_overrides", format!("device `{}` has no buffer type", target.name())));
     }
-    Ok(buft)
 }
 
 fn invalid(option: &str, reason: String) -> Error {
@@ -88,7 +104,7 @@ pub fn model_params(opts: &ModelOptions) -> Result<RawModelParams> {
     let max = 4096; // llama_max_tensor_buft_overrides() at every commit that has it
     if overrides.len() >= max {
         return Err(invalid(
-            "tensor_overrides",
+            "tensor_overrides (-ot)",
             format!("{} overrides, llama.cpp takes at most {}", overrides.len(), max - 1),
         ));
     }
@@ -96,7 +112,7 @@ pub fn model_params(opts: &ModelOptions) -> Result<RawModelParams> {
     let mut raw_overrides = Vec::with_capacity(overrides.len() + 1);
     for o in &overrides {
         let c = CString::new(o.pattern.as_str())
-            .map_err(|_| invalid("tensor_overrides", format!("pattern `{}` contains a NUL byte", o.pattern)))?;
+            .map_err(|_| invalid("tensor_overrides (-ot)", format!("pattern `{}` contains a NUL byte", o.pattern)))?;
         raw_overrides
             .push(sys::llama_model_tensor_buft_override { pattern: c.as_ptr(), buft: buffer_type(&o.target)? });
         patterns.push(c); // moving the CString does not move its heap buffer
@@ -131,7 +147,8 @@ pub fn model_params(opts: &ModelOptions) -> Result<RawModelParams> {
         #[cfg(not(llama_split_mode_tensor))]
         SplitMode::Tensor => return Err(unsupported("split_mode", "tensor")),
     };
-    p.main_gpu = opts.main_gpu as i32;
+    p.main_gpu = i32::try_from(opts.main_gpu)
+        .map_err(|_| invalid("main_gpu (-mg)", format!("{} is too large", opts.main_gpu)))?;
 
     let mut tensor_split = Vec::new();
     if !opts.tensor_split.is_empty() {
@@ -139,12 +156,12 @@ pub fn model_params(opts: &ModelOptions) -> Result<RawModelParams> {
         let max_dev = unsafe { sys::llama_max_devices() };
         if opts.tensor_split.len() > max_dev {
             return Err(invalid(
-                "tensor_split",
+                "tensor_split (-ts)",
                 format!("{} values, llama.cpp takes at most {max_dev}", opts.tensor_split.len()),
             ));
         }
         if opts.tensor_split.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err(invalid("tensor_split", "values must be finite and not negative".into()));
+            return Err(invalid("tensor_split (-ts)", "values must be finite and not negative".into()));
         }
         tensor_split = opts.tensor_split.clone();
         tensor_split.resize(max_dev, 0.0); // llama.cpp reads llama_max_devices() entries
@@ -260,6 +277,23 @@ pub fn context_params(opts: &ContextOptions) -> Result<sys::llama_context_params
     // The CLI keeps performance counters; llama_context_default_params() turns them off.
     p.no_perf = false;
     Ok(p)
+}
+
+/// Lowers thread placement to the parameters of one ggml CPU threadpool of `n_threads` threads,
+/// as llama.cpp's tools do (`ggml_threadpool_params_from_cpu_params`). A context creates one
+/// pool for generation and, when the prompt thread count differs, one for prompt processing;
+/// both get the same placement.
+pub fn threadpool_params(n_threads: u32, placement: &ThreadPlacement) -> Result<sys::ggml_threadpool_params> {
+    let n = to_i32("n_threads (-t)", n_threads)?;
+    // SAFETY: returns a plain struct by value.
+    let mut params = unsafe { sys::ggml_threadpool_params_default(n) };
+    if let Some(cpus) = placement.cpus().map_err(|e| invalid("cpu_mask (-C)", e))? {
+        params.cpumask.copy_from_slice(&cpus);
+    }
+    params.strict_cpu = placement.strict;
+    params.prio = placement.priority.level();
+    params.poll = placement.poll;
+    Ok(params)
 }
 
 fn to_i32(option: &str, v: u32) -> Result<i32> {

@@ -85,7 +85,10 @@ pub fn build(src: &Source, opts: &Options) -> Built {
         .define("LLAMA_BUILD_TOOLS", "OFF")
         .define("LLAMA_BUILD_SERVER", "OFF")
         .define("LLAMA_BUILD_APP", "OFF")
-        .define("LLAMA_BUILD_COMMON", "OFF")
+        // llama.cpp's common library (argument parser, `common_*_params_to_llama`): the Rust
+        // crates do not link it, but tests compile a C++ program against it to check that our
+        // lowering of options equals what llama.cpp's own command-line parser builds.
+        .define("LLAMA_BUILD_COMMON", "ON")
         .define("LLAMA_OPENSSL", "OFF")
         .define("GGML_OPENMP", "ON")
         .define("GGML_NATIVE", on(opts.native))
@@ -122,7 +125,23 @@ pub fn build(src: &Source, opts: &Options) -> Built {
         }
     }
     let prefix = cfg.build();
-    Built { lib_dir: prefix.join("lib"), prefix }
+    let lib_dir = prefix.join("lib");
+    install_common_deps(&prefix, &lib_dir);
+    Built { lib_dir, prefix }
+}
+
+/// llama.cpp installs `libllama-common.a` but not the static libraries it depends on
+/// (`llama-common-base`: build info; `cpp-httplib`: model downloads). Copies them next to it so
+/// that a program linking llama-common finds everything in one directory.
+fn install_common_deps(prefix: &Path, lib_dir: &Path) {
+    for (sub, name) in [("common", "libllama-common-base.a"), ("vendor/cpp-httplib", "libcpp-httplib.a")] {
+        let from = prefix.join("build").join(sub).join(name);
+        if from.is_file()
+            && let Err(e) = std::fs::copy(&from, lib_dir.join(name))
+        {
+            println!("cargo:warning=could not copy {} into {}: {e}", from.display(), lib_dir.display());
+        }
+    }
 }
 
 /// Whether the tree's top-level CMakeLists.txt declares `option(NAME ...)`.

@@ -41,23 +41,56 @@ pub fn real_model() -> Option<PathBuf> {
 /// Compiles `tests/reference/greedy.cpp` against the libraries llama-runner links (once).
 pub fn reference_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| compile_reference("greedy", &[], &[]))
+}
+
+/// Compiles `tests/reference/params.cpp`, which runs llama.cpp's own command-line parser (the
+/// `llama-common` library llama-sys builds alongside libllama), once.
+pub fn params_reference_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/greedy.cpp");
-        let out = scratch().join(format!("greedy-{}", llama_runner::build_info::short_commit()));
-        let lib = env!("LLAMA_RUNNER_LLAMA_LIB_DIR");
-        let status = Command::new(std::env::var("CXX").unwrap_or_else(|_| "c++".into()))
-            .args(["-O2", "-std=c++17", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .arg(format!("-I{}", env!("LLAMA_RUNNER_LLAMA_INCLUDE")))
-            .arg(format!("-L{lib}"))
-            .args(["-lllama", "-lggml", "-lggml-cpu", "-lggml-base", "-fopenmp", "-lpthread", "-ldl", "-lm"])
-            .arg(format!("-Wl,-rpath,{lib}"))
-            .status()
-            .expect("a C++ compiler (c++) is needed for the reference program");
-        assert!(status.success(), "compiling the reference program failed");
-        out
+        let lib = Path::new(env!("LLAMA_RUNNER_LLAMA_LIB_DIR"));
+        for name in ["libllama-common.a", "libllama-common-base.a", "libcpp-httplib.a"] {
+            assert!(
+                lib.join(name).is_file() || lib.join("libllama-common.so").is_file(),
+                "{name} is missing from {}: llama-sys must build llama.cpp with LLAMA_BUILD_COMMON=ON",
+                lib.display()
+            );
+        }
+        // The common headers are not installed: take them from the source tree that was built.
+        let src = Path::new(llama_sys::build_info::SOURCE_DIR);
+        compile_reference(
+            "params",
+            &[format!("-I{}", src.join("common").display()), format!("-I{}", src.join("vendor").display())],
+            &["-lllama-common", "-lllama-common-base", "-lcpp-httplib"],
+        )
     })
+}
+
+/// Compiles `tests/reference/NAME.cpp` into the scratch directory, linked against the very
+/// libraries llama-runner links (`extra_libs` first, as dependents precede dependencies).
+fn compile_reference(name: &str, includes: &[String], extra_libs: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/reference/{name}.cpp"));
+    let out = scratch().join(format!("{name}-{}", llama_runner::build_info::short_commit()));
+    let lib = env!("LLAMA_RUNNER_LLAMA_LIB_DIR");
+    // Compile next to the final name and rename, so concurrent test binaries never run a
+    // half-written executable.
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let status = Command::new(std::env::var("CXX").unwrap_or_else(|_| "c++".into()))
+        .args(["-O2", "-std=c++17", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .arg(format!("-I{}", env!("LLAMA_RUNNER_LLAMA_INCLUDE")))
+        .args(includes)
+        .arg(format!("-L{lib}"))
+        .args(extra_libs)
+        .args(["-lllama", "-lggml", "-lggml-cpu", "-lggml-base", "-fopenmp", "-lpthread", "-ldl", "-lm"])
+        .arg(format!("-Wl,-rpath,{lib}"))
+        .status()
+        .expect("a C++ compiler (c++) is needed for the reference programs");
+    assert!(status.success(), "compiling {} failed", src.display());
+    std::fs::rename(&tmp, &out).unwrap();
+    out
 }
 
 /// Runs the reference: returns (prompt tokens, generated tokens).
