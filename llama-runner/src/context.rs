@@ -298,16 +298,7 @@ struct ThreadPool(NonNull<sys::ggml_threadpool>);
 
 impl ThreadPool {
     fn new(n_threads: u32, placement: &crate::options::ThreadPlacement) -> Result<ThreadPool> {
-        let invalid = |option: &str, reason: String| Error::InvalidOption { option: option.into(), reason };
-        let n = i32::try_from(n_threads).map_err(|_| invalid("n_threads (-t)", format!("{n_threads} is too large")))?;
-        // SAFETY: returns a plain struct by value.
-        let mut params = unsafe { sys::ggml_threadpool_params_default(n) };
-        if let Some(cpus) = placement.cpus().map_err(|e| invalid("cpu_mask (-C)", e))? {
-            params.cpumask.copy_from_slice(&cpus);
-        }
-        params.strict_cpu = placement.strict;
-        params.prio = placement.priority.level();
-        params.poll = placement.poll;
+        let mut params = crate::params::threadpool_params(n_threads, placement)?;
         // SAFETY: `params` is a fully initialised struct that ggml copies.
         let raw = unsafe { sys::ggml_threadpool_new(&mut params) };
         NonNull::new(raw).map(ThreadPool).ok_or_else(|| Error::ContextCreate {

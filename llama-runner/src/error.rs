@@ -77,6 +77,25 @@ pub enum Error {
         /// The setting.
         what: String,
     },
+    /// A llama.cpp flag (or the `LLAMA_ARG_*` variable standing for one) is unknown, lacks its
+    /// value, or has a value llama.cpp would refuse.
+    #[error("flag `{flag}`{}: {reason}", value_suffix(.value))]
+    Flag {
+        /// The flag as written (`-ctk`), or the environment variable (`LLAMA_ARG_CACHE_TYPE_K`).
+        flag: String,
+        /// The value given to it, if any.
+        value: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A configuration file is invalid.
+    #[error("{}: {reason}", .path.display())]
+    Config {
+        /// The file (or the name the text was given as).
+        path: PathBuf,
+        /// What is wrong, naming the key or line.
+        reason: String,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -85,6 +104,10 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+}
+
+fn value_suffix(value: &Option<String>) -> String {
+    value.as_ref().map_or_else(String::new, |v| format!(" `{v}`"))
 }
 
 fn log_suffix(log: &[String]) -> String {

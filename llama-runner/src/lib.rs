@@ -19,9 +19,12 @@
 //! the application installs a logger.
 
 pub mod backend;
+pub mod cli;
 pub mod compare;
+pub mod config;
 pub mod context;
 pub mod error;
+pub mod flags;
 pub mod knobs;
 pub mod logging;
 pub mod measure;
@@ -33,8 +36,10 @@ pub mod regex;
 pub mod validate;
 
 pub use backend::{Backend, BackendOptions, Device, Numa};
+pub use config::{Config, GeneratedModel, ModelSource};
 pub use context::{Context, Generation, PerfCounters};
 pub use error::{Error, Result};
+pub use flags::{Dialect, Parsed, Rendered};
 pub use knobs::EnvKnobs;
 pub use logging::Recorder;
 pub use model::{Model, ModelInfo, Token};

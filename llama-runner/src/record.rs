@@ -204,10 +204,8 @@ impl Machine {
                 self.load_average[0], self.logical_cpus
             ));
         }
-        if let Some(g) = &self.governor {
-            if g == "powersave" {
-                w.push("CPU frequency governor is powersave: clocks may be low and vary".into());
-            }
+        if self.governor.as_deref() == Some("powersave") {
+            w.push("CPU frequency governor is powersave: clocks may be low and vary".into());
         }
         if model_bytes > 0 && self.ram_available < model_bytes {
             w.push(format!(

@@ -1,0 +1,326 @@
+//! `llama-runner`: run, benchmark, compare and sweep llama.cpp configurations in-process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use llama_runner::cli::{BenchPlan, record_path, run_plan};
+use llama_runner::compare::markdown_table;
+use llama_runner::config::{GeneratedModel, ModelSource};
+use llama_runner::flags::{self, Dialect};
+use llama_runner::record::Record;
+use llama_runner::{Backend, Context, Model, build_info};
+
+/// Run, benchmark, compare and sweep llama.cpp configurations in-process.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Print llama.cpp's own log (info level; -vv for debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The llama.cpp build and the devices it sees.
+    Info,
+    /// Parse a llama.cpp flag string: typed options, warnings, and the flags rendered back.
+    Flags {
+        /// The flags, e.g. "-ot exps=CPU -ctk q8_0 -c 32768".
+        #[arg(allow_hyphen_values = true)]
+        flags: String,
+        /// Print the options as JSON instead of TOML-like debug output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Greedy generation from a prompt.
+    Generate {
+        /// llama.cpp flags (model and context options), including -m.
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        flags: String,
+        /// Model file (overrides -m in --flags).
+        #[arg(short, long)]
+        model: Option<PathBuf>,
+        /// The prompt.
+        #[arg(short, long)]
+        prompt: String,
+        /// Tokens to generate.
+        #[arg(short = 'n', long, default_value_t = 64)]
+        n_predict: usize,
+    },
+    /// Run a configuration's workloads and write a result record.
+    Bench(BenchArgs),
+    /// Compare result records: markdown table, change against the first, verdicts.
+    Compare {
+        /// Result records (JSON) written by `bench` or `sweep`; the first is the baseline.
+        #[arg(required = true, num_args = 2..)]
+        records: Vec<PathBuf>,
+    },
+    /// Run several configurations, each in a fresh process, then compare them.
+    Sweep {
+        /// Configuration files.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+        /// Directory for the records.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Only these workloads (by name).
+        #[arg(long = "workload")]
+        workloads: Vec<String>,
+        /// Override every workload's repetitions.
+        #[arg(long)]
+        repetitions: Option<u32>,
+    },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Configuration file (TOML, or a legacy .env holding llama.cpp flags).
+    #[arg(short, long, conflicts_with = "flags")]
+    config: Option<PathBuf>,
+    /// llama.cpp flags instead of a configuration file.
+    #[arg(long, allow_hyphen_values = true)]
+    flags: Option<String>,
+    /// Model file (overrides the configuration's).
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    /// Name for the record (default: the configuration's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Only these workloads (by name or preset: short, medium, long, multi-turn).
+    #[arg(long = "workload")]
+    workloads: Vec<String>,
+    /// Override every workload's repetitions.
+    #[arg(long)]
+    repetitions: Option<u32>,
+    /// Directory for the record.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// Exact path of the record (instead of a timestamped name in --out).
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Hash the model file into the record (reads the whole file).
+    #[arg(long)]
+    hash: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .filter_module(llama_runner::logging::TARGET, if cli.verbose == 0 { log::LevelFilter::Error } else { level })
+        .parse_env("LLAMA_RUNNER_LOG")
+        .init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Info => info()?,
+        Command::Flags { flags, json } => {
+            let parsed = flags::parse(&flags)?;
+            for w in &parsed.warnings {
+                eprintln!("warning: {w}");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&parsed.options)?);
+            } else {
+                println!("{:#?}", parsed.options);
+            }
+            println!("llama-server: {}", flags::render(&parsed.options, Dialect::Server));
+            let bench = flags::render(&parsed.options, Dialect::Bench);
+            println!("llama-bench:  {bench}");
+            for o in &bench.omitted {
+                println!("  (not expressible in llama-bench: {o})");
+            }
+        }
+        Command::Generate { flags, model, prompt, n_predict } => {
+            let mut opts = flags::parse(&flags)?.options;
+            if model.is_some() {
+                opts.model_path = model;
+            }
+            let path = opts.model_path.clone().context("no model: pass -m in --flags or --model")?;
+            let backend = Backend::init(&opts.backend)?;
+            let model = Model::load(backend, &path, &opts.model)?;
+            let mut ctx = Context::new(&model, &opts.context)?;
+            let tokens = model.tokenize(&prompt, true)?;
+            let out = ctx.generate_greedy(&tokens, n_predict)?;
+            println!("{}{}", prompt, model.detokenize(&out.tokens)?);
+            eprintln!(
+                "prompt: {} tokens, {:.2} t/s; generated: {} tokens, {:.2} t/s",
+                out.n_prompt,
+                out.prompt_tps(),
+                out.tokens.len(),
+                out.gen_tps()
+            );
+        }
+        Command::Bench(args) => bench(args)?,
+        Command::Compare { records } => {
+            let records = records.iter().map(|p| Record::read_json(p)).collect::<Result<Vec<_>, _>>()?;
+            print!("{}", markdown_table(&records));
+        }
+        Command::Sweep { configs, out, workloads, repetitions } => {
+            return sweep(&configs, &out, &workloads, repetitions);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn info() -> Result<()> {
+    println!("llama.cpp {} (b{}), ggml {}", build_info::COMMIT, build_info::BUILD_NUMBER, build_info::GGML_VERSION);
+    println!("  commit from {}, bindings {}", build_info::COMMIT_ORIGIN, build_info::BINDINGS_ORIGIN);
+    println!("  library reports commit {}", llama_runner::backend::library_commit());
+    println!("  backends compiled: {}; features: {}", build_info::BACKENDS, build_info::FEATURES);
+    println!("  C++ profile {}, sources {}", build_info::PROFILE, build_info::SOURCE_DIR);
+    for d in llama_runner::backend::devices() {
+        println!(
+            "device {}: {} ({}), {} / {} MiB free",
+            d.name,
+            d.description,
+            d.kind,
+            d.memory_free >> 20,
+            d.memory_total >> 20
+        );
+    }
+    println!("{}", llama_runner::backend::system_info());
+    Ok(())
+}
+
+fn plan(args: &BenchArgs) -> Result<BenchPlan> {
+    let (name, config_path, mut options, mut workloads) = if let Some(path) = &args.config {
+        let config = llama_runner::config::Config::load(path)?;
+        for w in config.warnings() {
+            eprintln!("warning: {}: {w}", path.display());
+        }
+        let options = match config.model() {
+            ModelSource::Generated(g) if args.model.is_none() => config.run_options_with_model(generated(*g)?),
+            _ => config.run_options()?,
+        };
+        (config.name().to_string(), Some(path.clone()), options, config.workloads())
+    } else if let Some(f) = &args.flags {
+        let parsed = flags::parse(f)?;
+        ("flags".to_string(), None, parsed.options, llama_runner::config::default_workloads())
+    } else {
+        bail!("pass --config FILE or --flags \"...\"");
+    };
+    if let Some(m) = &args.model {
+        options.model_path = Some(m.clone());
+    }
+    if !args.workloads.is_empty() {
+        let all = workloads.clone();
+        workloads = args
+            .workloads
+            .iter()
+            .map(|n| {
+                all.iter()
+                    .find(|w| &w.name == n)
+                    .cloned()
+                    .or_else(|| llama_runner::config::preset_workload(n))
+                    .with_context(|| format!("no workload named `{n}`"))
+            })
+            .collect::<Result<_>>()?;
+    }
+    if let Some(r) = args.repetitions {
+        for w in &mut workloads {
+            w.repetitions = r;
+        }
+    }
+    Ok(BenchPlan { name: args.name.clone().unwrap_or(name), config_path, options, workloads, hash_model: args.hash })
+}
+
+/// The file of a generated model preset, generated on first use into
+/// `$LLAMA_MODELS_DIR/generated` (or `.cache/models/generated`).
+fn generated(g: GeneratedModel) -> Result<PathBuf> {
+    use tiny_gguf::ModelSpec;
+    let spec = match g {
+        GeneratedModel::TinyLlama => ModelSpec::tiny_llama(),
+        GeneratedModel::TinyMoe => ModelSpec::tiny_moe(),
+        GeneratedModel::TinySwa => ModelSpec::tiny_swa(),
+        GeneratedModel::BenchMoe => ModelSpec::bench_moe(),
+        GeneratedModel::LargeMoe => ModelSpec::large_moe(),
+    };
+    let dir = std::env::var_os(llama_runner::config::MODELS_DIR_ENV)
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from(".cache/models"), PathBuf::from)
+        .join("generated");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(tiny_gguf::cached(&spec, &dir)?)
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let plan = plan(&args)?;
+    let path = args.record.clone().unwrap_or_else(|| record_path(&args.out, &plan.name));
+    let record = run_plan(&plan, |w| eprintln!("{}: workload {w}", plan.name))?;
+    record.write_json(&path)?;
+    let jsonl = path.with_extension("jsonl");
+    llama_runner::record::write_atomic(&jsonl, record.to_llama_bench_jsonl().as_bytes())?;
+    for w in &record.warnings {
+        eprintln!("warning: {w}");
+    }
+    print!("{}", markdown_table(std::slice::from_ref(&record)));
+    eprintln!("record: {} (llama-bench JSONL: {})", path.display(), jsonl.display());
+    Ok(())
+}
+
+fn sweep(
+    configs: &[PathBuf],
+    out: &std::path::Path,
+    workloads: &[String],
+    repetitions: Option<u32>,
+) -> Result<ExitCode> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    // Check every configuration before spending time on the first.
+    for c in configs {
+        llama_runner::config::Config::load(c).with_context(|| format!("configuration {}", c.display()))?;
+    }
+    let exe = std::env::current_exe()?;
+    let bar = ProgressBar::new(configs.len() as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")?);
+    let mut written = Vec::new();
+    let mut failed = 0;
+    for c in configs {
+        bar.set_message(c.display().to_string());
+        let name = c.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let record = record_path(out, &name);
+        // A fresh process per configuration: environment knobs are read once per process.
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("bench").arg("--config").arg(c).arg("--record").arg(&record);
+        for w in workloads {
+            cmd.arg("--workload").arg(w);
+        }
+        if let Some(r) = repetitions {
+            cmd.arg("--repetitions").arg(r.to_string());
+        }
+        let status = bar.suspend(|| cmd.stdout(std::process::Stdio::null()).status())?;
+        if status.success() && record.is_file() {
+            written.push(record);
+        } else {
+            failed += 1;
+            bar.suspend(|| eprintln!("{}: failed ({status})", c.display()));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    for r in &written {
+        eprintln!("record: {}", r.display());
+    }
+    if written.len() >= 2 {
+        let records = written.iter().map(|p| Record::read_json(p)).collect::<Result<Vec<_>, _>>()?;
+        print!("{}", markdown_table(&records));
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
