@@ -207,8 +207,9 @@ fn plan(args: &BenchArgs) -> Result<BenchPlan> {
             eprintln!("warning: {}: {w}", path.display());
         }
         let options = match config.model() {
-            ModelSource::Generated(g) if args.model.is_none() => config.run_options_with_model(generated(*g)?),
-            _ => config.run_options()?,
+            _ if args.model.is_some() => config.run_options_with_model(args.model.clone()),
+            ModelSource::Generated(g) => config.run_options_with_model(generated(*g)?),
+            ModelSource::File(_) => config.run_options()?,
         };
         (config.name().to_string(), Some(path.clone()), options, config.workloads())
     } else if let Some(f) = &args.flags {
