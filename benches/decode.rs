@@ -1,27 +1,36 @@
 //! In-process decode benchmark: prompt processing and generation tokens/s, no server.
 //!
 //! ```text
-//! cargo bench --bench decode                                # generated MoE model (~65 MB, Q8_0)
+//! cargo bench --bench decode                                # generated MoE model (~62 MiB, Q8_0)
 //! LLAMA_BENCH_MODEL=/models/x.gguf cargo bench --bench decode
-//! LLAMA_BENCH_THREADS=16 LLAMA_BENCH_PROMPT=512 LLAMA_BENCH_GEN=128 cargo bench --bench decode
+//! LLAMA_BENCH_CONFIGS=configs/cpu-bench-moe.toml,configs/cpu-bench-moe-cmoe.toml cargo bench --bench decode
 //! cargo bench --bench decode -- --save-baseline before      # later: -- --baseline before
 //! ```
 //!
-//! The model is loaded and the context created once, outside the timed region. Each iteration
-//! clears the KV cache (untimed) and times one prompt pass or one generation run with the same
-//! code as `llama-runner bench` (`llama_runner::measure`). Criterion reports tokens/s
-//! (`Throughput::Elements`).
+//! Without configurations it measures pp512 and tg128 (`LLAMA_BENCH_PROMPT`, `LLAMA_BENCH_GEN`,
+//! `LLAMA_BENCH_THREADS` change them) on `LLAMA_BENCH_MODEL` or the generated default model.
+//! With `LLAMA_BENCH_CONFIGS` it measures every workload of every configuration: a pp and a tg
+//! benchmark per workload, at the workload's depth. Environment knobs are read once per process,
+//! so configurations whose knobs differ from the first one's are skipped (use
+//! `llama-runner sweep` for those).
+//!
+//! The model is loaded and the context created once per configuration, outside the timed
+//! region. Each iteration resets the KV cache (untimed) and times one prompt pass or one
+//! generation run with the code `llama-runner bench` uses (`llama_runner::measure`). Criterion
+//! reports tokens/s (`Throughput::Elements`).
 
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use llama_runner::measure::Bench;
-use llama_runner::{Backend, ContextOptions, Model, ModelOptions, build_info};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use llama_runner::config::{Config, GeneratedModel, ModelSource};
+use llama_runner::measure::{Bench, Workload};
+use llama_runner::{Backend, ContextOptions, Model, RunOptions, build_info};
+use tiny_gguf::ModelSpec;
 
 fn env_u32(name: &str, default: u32) -> u32 {
     match std::env::var(name) {
@@ -30,71 +39,133 @@ fn env_u32(name: &str, default: u32) -> u32 {
     }
 }
 
-/// The model to measure: `LLAMA_BENCH_MODEL`, or the generated default MoE model.
-fn model_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("LLAMA_BENCH_MODEL") {
-        return PathBuf::from(p);
-    }
+fn generated_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-models");
     std::fs::create_dir_all(&dir).expect("create the bench model directory");
-    tiny_gguf::cached(&tiny_gguf::ModelSpec::bench_moe(), &dir).expect("generate the default bench model")
+    dir
+}
+
+fn generate(spec: &ModelSpec) -> PathBuf {
+    tiny_gguf::cached(spec, &generated_dir()).expect("generate the bench model")
+}
+
+/// One thing to measure: a name, options and workloads.
+struct Plan {
+    name: String,
+    options: RunOptions,
+    workloads: Vec<Workload>,
+}
+
+fn plans() -> Vec<Plan> {
+    if let Ok(list) = std::env::var("LLAMA_BENCH_CONFIGS") {
+        return list
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|p| {
+                let path = Path::new(p.trim());
+                let config = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
+                let options = match config.model() {
+                    ModelSource::Generated(g) => config.run_options_with_model(generate(&preset(*g))),
+                    ModelSource::File(_) => config.run_options().unwrap_or_else(|e| panic!("{e}")),
+                };
+                Plan { name: config.name().to_string(), options, workloads: config.workloads() }
+            })
+            .collect();
+    }
+    let path = std::env::var_os("LLAMA_BENCH_MODEL").map_or_else(|| generate(&ModelSpec::bench_moe()), PathBuf::from);
+    let mut options = RunOptions { model_path: Some(path.clone()), ..Default::default() };
+    if let Ok(t) = std::env::var("LLAMA_BENCH_THREADS") {
+        options.context.n_threads = Some(t.parse().expect("LLAMA_BENCH_THREADS is not a number"));
+    }
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let workload = Workload {
+        name: "default".into(),
+        n_prompt: env_u32("LLAMA_BENCH_PROMPT", 512),
+        n_gen: env_u32("LLAMA_BENCH_GEN", 128),
+        n_depth: 0,
+        repetitions: 1,
+        turns: 1,
+    };
+    vec![Plan { name, options, workloads: vec![workload] }]
+}
+
+fn preset(g: GeneratedModel) -> ModelSpec {
+    match g {
+        GeneratedModel::TinyLlama => ModelSpec::tiny_llama(),
+        GeneratedModel::TinyMoe => ModelSpec::tiny_moe(),
+        GeneratedModel::TinySwa => ModelSpec::tiny_swa(),
+        GeneratedModel::BenchMoe => ModelSpec::bench_moe(),
+        GeneratedModel::LargeMoe => ModelSpec::large_moe(),
+    }
+}
+
+fn measure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, plan: &Plan, model: &Model) {
+    let ctx: &ContextOptions = &plan.options.context;
+    for w in &plan.workloads {
+        // Several turns are measured as one turn's sizes: criterion times one pass at a time.
+        let depth = if w.n_depth > 0 { format!("@d{}", w.n_depth) } else { String::new() };
+        for (kind, n) in [("pp", w.n_prompt), ("tg", w.n_gen)] {
+            if n == 0 {
+                continue;
+            }
+            // A context sized for this test alone, as llama-bench and `llama-runner bench` do.
+            let mut bench = match Bench::new(model, ctx, w.n_depth + n) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("{} / {}: skipped: {e}", plan.name, w.name);
+                    continue;
+                }
+            };
+            group.throughput(Throughput::Elements(n.into()));
+            let id = BenchmarkId::new(format!("{}/{}", plan.name, w.name), format!("{kind}{n}{depth}"));
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        bench.reset(w.n_depth).expect("reset the cache");
+                        let ns = if kind == "pp" { bench.time_prompt(n) } else { bench.time_generation(n) };
+                        total += Duration::from_nanos(black_box(ns.expect("decode")));
+                    }
+                    total
+                })
+            });
+        }
+    }
 }
 
 fn decode(c: &mut Criterion) {
-    let path = model_path();
-    let model = match Model::load(Backend::get(), &path, &ModelOptions::default()) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("decode bench skipped: {e}");
-            return;
-        }
-    };
-    let info = model.info();
-    let n_prompt = env_u32("LLAMA_BENCH_PROMPT", 512);
-    let n_gen = env_u32("LLAMA_BENCH_GEN", 128);
-    let mut options = ContextOptions::default();
-    if let Ok(t) = std::env::var("LLAMA_BENCH_THREADS") {
-        options.n_threads = Some(t.parse().expect("LLAMA_BENCH_THREADS is not a number"));
-    }
-    eprintln!(
-        "model {} ({}, {:.1} MiB), llama.cpp {} (b{}), {} threads",
-        path.display(),
-        info.description,
-        info.size_bytes as f64 / (1024.0 * 1024.0),
-        build_info::short_commit(),
-        build_info::BUILD_NUMBER,
-        options.threads()
-    );
-    let mut bench = Bench::new(&model, &options, n_prompt + n_gen).expect("create the context");
-    let id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-
+    let plans = plans();
+    let Some(first) = plans.first() else { return };
+    let backend = Backend::init(&first.options.backend).expect("initialise the backend");
     let mut group = c.benchmark_group("decode");
     group.sample_size(10).sampling_mode(SamplingMode::Flat);
     group.warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(10));
-
-    group.throughput(Throughput::Elements(n_prompt.into()));
-    group.bench_function(BenchmarkId::new(format!("pp{n_prompt}"), &id), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                bench.reset(0).expect("clear the cache");
-                total += Duration::from_nanos(black_box(bench.time_prompt(n_prompt).expect("prompt")));
+    for plan in &plans {
+        if plan.options.backend != *backend.options() {
+            eprintln!("{}: skipped: its environment knobs need a process of their own (llama-runner sweep)", plan.name);
+            continue;
+        }
+        let path = plan.options.model_path.clone().expect("a model path");
+        let model = match Model::load(backend, &path, &plan.options.model) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("{}: skipped: {e}", plan.name);
+                continue;
             }
-            total
-        })
-    });
-
-    group.throughput(Throughput::Elements(n_gen.into()));
-    group.bench_function(BenchmarkId::new(format!("tg{n_gen}"), &id), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                bench.reset(0).expect("clear the cache");
-                total += Duration::from_nanos(black_box(bench.time_generation(n_gen).expect("generation")));
-            }
-            total
-        })
-    });
+        };
+        let info = model.info();
+        eprintln!(
+            "{}: {} ({}, {:.1} MiB), llama.cpp {} (b{}), {} threads",
+            plan.name,
+            path.display(),
+            info.description,
+            info.size_bytes as f64 / (1024.0 * 1024.0),
+            build_info::short_commit(),
+            build_info::BUILD_NUMBER,
+            plan.options.context.threads()
+        );
+        measure(&mut group, plan, &model);
+    }
     group.finish();
 }
 

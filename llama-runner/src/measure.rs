@@ -318,10 +318,10 @@ impl From<&Samples> for SampleStats {
     }
 }
 
-/// Runs one workload on a fresh context (llama-bench creates one per test): a prompt test and
-/// a generation test at the workload's depth, or for several turns a conversation.
+/// Runs one workload as llama-bench runs tests: the prompt test and the generation test each on
+/// a fresh context sized for that test alone (`n_ctx = depth + tokens`, unless the options ask
+/// for more), or for several turns one conversation on a context holding all of them.
 pub fn run_workload(model: &Model, options: &ContextOptions, w: &Workload) -> Result<WorkloadResult> {
-    let mut bench = Bench::new(model, options, w.n_cells())?;
     if w.turns > 1 {
         if w.n_depth > 0 {
             return Err(Error::InvalidOption {
@@ -329,13 +329,17 @@ pub fn run_workload(model: &Model, options: &ContextOptions, w: &Workload) -> Re
                 reason: "depth and turns cannot be combined".into(),
             });
         }
+        let mut bench = Bench::new(model, options, w.n_cells())?;
         let (pp, tg) = bench.run_turns(w.turns, w.n_prompt, w.n_gen, w.repetitions)?;
         return Ok(WorkloadResult { workload: w.clone(), pp: Some((&pp).into()), tg: Some((&tg).into()) });
     }
-    let mut test = |kind, n: u32| -> Result<Option<SampleStats>> {
+    let test = |kind, n: u32| -> Result<Option<SampleStats>> {
         if n == 0 {
             return Ok(None);
         }
+        // A larger cache than the test needs makes attention work over more cells: llama-bench
+        // sizes each test's context exactly, and so do we.
+        let mut bench = Bench::new(model, options, w.n_depth.saturating_add(n))?;
         let s = bench.run(&Test { kind, n_tokens: n, n_depth: w.n_depth, repetitions: w.repetitions })?;
         Ok(Some((&s).into()))
     };
