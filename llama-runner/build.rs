@@ -15,4 +15,14 @@ fn main() {
     // the very same build.
     println!("cargo:rustc-env=LLAMA_RUNNER_LLAMA_LIB_DIR={}", dep("LIB_DIR"));
     println!("cargo:rustc-env=LLAMA_RUNNER_LLAMA_INCLUDE={}", dep("INCLUDE"));
+    // Run-time search paths for this package's binaries and tests (llama-sys's own
+    // `rustc-link-arg` reaches only llama-sys's targets): the shared llama.cpp libraries with
+    // `dynamic-link`, and a CUDA runtime outside the loader's path (a toolkit from PyPI).
+    // LD_LIBRARY_PATH, searched first, still points a binary at other libraries.
+    if dep("SHARED") == "1" {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dep("LIB_DIR"));
+    }
+    if !dep("CUDA_LIB_DIR").is_empty() {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dep("CUDA_LIB_DIR"));
+    }
 }

@@ -42,13 +42,24 @@ pub enum Numa {
     Numactl,
 }
 
-static BACKEND: OnceLock<Backend> = OnceLock::new();
+/// The backend, or why the loaded llama.cpp libraries cannot be used.
+static BACKEND: OnceLock<std::result::Result<Backend, sys::LibraryMismatch>> = OnceLock::new();
 
 impl Backend {
     /// The backend: the one already initialised, or initialised now with default settings
     /// (no NUMA strategy, the environment as it is).
+    ///
+    /// # Panics
+    ///
+    /// If the llama.cpp libraries loaded at run time are of another commit than the one this
+    /// crate was compiled against (only possible with the `dynamic-link` feature); see
+    /// [`Error::LibraryMismatch`]. [`Backend::init`] returns that as an error instead, so a
+    /// program that may meet foreign libraries calls it first.
     pub fn get() -> &'static Backend {
-        BACKEND.get_or_init(|| Backend::start(BackendOptions::default()))
+        match BACKEND.get_or_init(|| Backend::start(BackendOptions::default())) {
+            Ok(b) => b,
+            Err(e) => panic!("{e}"),
+        }
     }
 
     /// Initialises the backend with once-per-process settings. Call it early, before the
@@ -56,9 +67,11 @@ impl Backend {
     /// `std::env::set_var`.
     ///
     /// Fails, naming the setting, if the backend was already initialised with other settings:
-    /// llama.cpp would silently ignore them.
+    /// llama.cpp would silently ignore them. Fails with [`Error::LibraryMismatch`], before any
+    /// other llama.cpp call, if the libraries loaded at run time (`dynamic-link`) are of another
+    /// llama.cpp commit than the one this crate was compiled against.
     pub fn init(options: &BackendOptions) -> Result<&'static Backend> {
-        let b = BACKEND.get_or_init(|| Backend::start(options.clone()));
+        let b = BACKEND.get_or_init(|| Backend::start(options.clone())).as_ref().map_err(Error::from)?;
         if b.options.numa != options.numa {
             return Err(Error::AfterInit {
                 what: format!("--numa {:?} (initialised with {:?})", options.numa, b.options.numa),
@@ -87,7 +100,9 @@ impl Backend {
         BACKEND.get().is_some()
     }
 
-    fn start(options: BackendOptions) -> Backend {
+    fn start(options: BackendOptions) -> std::result::Result<Backend, sys::LibraryMismatch> {
+        // First, before any call whose signature or structs could differ between commits.
+        sys::check_library_commit()?;
         let numa = options.numa;
         // SAFETY: runs once, inside OnceLock initialisation, before llama.cpp starts any thread;
         // `init`'s documentation asks callers not to touch the environment concurrently.
@@ -106,7 +121,7 @@ impl Backend {
                 });
             }
         }
-        Backend { options }
+        Ok(Backend { options })
     }
 }
 
@@ -147,6 +162,8 @@ fn device_info(dev: sys::ggml_backend_dev_t) -> Device {
     let kind = match unsafe { sys::ggml_backend_dev_type(dev) } {
         sys::GGML_BACKEND_DEVICE_TYPE_CPU => "cpu",
         sys::GGML_BACKEND_DEVICE_TYPE_GPU => "gpu",
+        // Integrated GPUs are a type of their own from 3d4053f7 on.
+        #[cfg(ggml_dev_type_igpu)]
         sys::GGML_BACKEND_DEVICE_TYPE_IGPU => "igpu",
         _ => "accel",
     };

@@ -96,6 +96,15 @@ pub enum Error {
         /// What is wrong, naming the key or line.
         reason: String,
     },
+    /// The llama.cpp libraries loaded at run time (feature `dynamic-link`) are of another
+    /// commit than the one this crate was compiled against; nothing else was called in them.
+    #[error("{}", mismatch_message(.expected, .found))]
+    LibraryMismatch {
+        /// The commit this program was compiled against.
+        expected: &'static str,
+        /// The commit the loaded libraries report (`ggml_commit()`).
+        found: String,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -104,6 +113,16 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+}
+
+impl From<&llama_sys::LibraryMismatch> for Error {
+    fn from(m: &llama_sys::LibraryMismatch) -> Self {
+        Error::LibraryMismatch { expected: m.expected, found: m.found.clone() }
+    }
+}
+
+fn mismatch_message(expected: &str, found: &str) -> String {
+    llama_sys::LibraryMismatch::message(expected, found)
 }
 
 fn value_suffix(value: &Option<String>) -> String {

@@ -19,12 +19,14 @@
 //! the application installs a logger.
 
 pub mod backend;
+pub mod bisect;
 pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod flags;
+pub mod history;
 pub mod knobs;
 pub mod logging;
 pub mod measure;

@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 
 use llama_sys as sys;
 
-use crate::backend::{Backend, cstr};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::options::ModelOptions;
 use crate::params::{self, RawModelParams};
@@ -260,7 +260,7 @@ impl Model {
 #[cfg(llama_ftype_name)]
 fn file_type(m: *const sys::llama_model) -> String {
     // SAFETY: valid model; the name is a static string.
-    unsafe { cstr(sys::llama_ftype_name(sys::llama_model_ftype(m))) }
+    unsafe { crate::backend::cstr(sys::llama_ftype_name(sys::llama_model_ftype(m))) }
 }
 
 #[cfg(not(llama_ftype_name))]

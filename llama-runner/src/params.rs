@@ -238,6 +238,16 @@ fn unsupported(option: &str, value: &str) -> Error {
     )
 }
 
+/// What a flash-attention setting means on the compiled commit: itself, except `Auto` on commits
+/// before 3d4053f7, whose setting is a bool defaulting to off and which therefore run `Auto` as
+/// `Off` (with a warning when the context is created).
+pub fn effective_flash_attn(fa: FlashAttn) -> FlashAttn {
+    match fa {
+        FlashAttn::Auto if cfg!(not(llama_flash_attn_enum)) => FlashAttn::Off,
+        other => other,
+    }
+}
+
 /// Lowers context options (after validation, see [`crate::validate`]).
 pub fn context_params(opts: &ContextOptions) -> Result<sys::llama_context_params> {
     // SAFETY: returns a plain struct by value.
@@ -258,15 +268,16 @@ pub fn context_params(opts: &ContextOptions) -> Result<sys::llama_context_params
     }
     #[cfg(not(llama_flash_attn_enum))]
     {
-        p.flash_attn = match opts.flash_attn {
-            FlashAttn::On => true,
-            FlashAttn::Off => false,
-            FlashAttn::Auto => {
-                // This commit has no automatic mode; its own default was off.
-                log::warn!("flash_attn auto: llama.cpp {} has no auto mode, using off", llama_sys::build_info::COMMIT);
-                false
-            }
-        };
+        if opts.flash_attn == FlashAttn::Auto {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                log::warn!(
+                    "flash_attn auto: llama.cpp {} has no automatic mode (a bool, default off), using off",
+                    llama_sys::build_info::COMMIT
+                );
+            });
+        }
+        p.flash_attn = effective_flash_attn(opts.flash_attn) == FlashAttn::On;
     }
     p.type_k = opts.type_k.ggml();
     p.type_v = opts.type_v.ggml();

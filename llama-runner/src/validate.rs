@@ -104,13 +104,20 @@ pub fn context_options(model: &Model, o: &ContextOptions) -> Result<()> {
     if o.n_threads_batch == Some(0) {
         return Err(invalid("n_threads_batch (-tb)", "must be at least 1"));
     }
-    if o.type_v.is_quantized() && o.flash_attn == FlashAttn::Off {
+    // `-fa auto` is off on commits without an automatic mode (see params::effective_flash_attn).
+    let fa_off = crate::params::effective_flash_attn(o.flash_attn) == FlashAttn::Off;
+    if o.type_v.is_quantized() && fa_off {
+        let why = if o.flash_attn == FlashAttn::Off {
+            "-fa off".to_string()
+        } else {
+            format!("-fa auto means off at llama.cpp {}", llama_sys::build_info::short_commit())
+        };
         return Err(invalid(
             "type_v (-ctv)",
-            format!("a quantized V cache ({}) needs flash attention, which is off (-fa off)", o.type_v),
+            format!("a quantized V cache ({}) needs flash attention, which is off ({why})", o.type_v),
         ));
     }
-    if model.options().split_mode == SplitMode::Tensor && o.flash_attn == FlashAttn::Off {
+    if model.options().split_mode == SplitMode::Tensor && fa_off {
         return Err(invalid(
             "flash_attn (-fa)",
             "split mode `tensor` (-sm tensor) needs flash attention, which is off",

@@ -14,6 +14,7 @@ use crate::source::Source;
 pub const PASS_THROUGH: &[&str] = &[
     "CMAKE_CUDA_ARCHITECTURES",
     "CMAKE_CUDA_COMPILER",
+    "CMAKE_CUDA_HOST_COMPILER",
     "CUDAToolkit_ROOT",
     "GGML_CUDA_FA_ALL_QUANTS",
     "GGML_CUDA_FORCE_MMQ",
@@ -87,8 +88,11 @@ pub fn build(src: &Source, opts: &Options) -> Built {
         .define("LLAMA_BUILD_APP", "OFF")
         // llama.cpp's common library (argument parser, `common_*_params_to_llama`): the Rust
         // crates do not link it, but tests compile a C++ program against it to check that our
-        // lowering of options equals what llama.cpp's own command-line parser builds.
-        .define("LLAMA_BUILD_COMMON", "ON")
+        // lowering of options equals what llama.cpp's own command-line parser builds. Those
+        // tests are for the pinned commit, so other trees (snapshots, bisect steps) skip it
+        // unless LLAMA_SYS_BUILD_COMMON asks: it is a third of the build time, and older trees'
+        // common/ wants libcurl.
+        .define("LLAMA_BUILD_COMMON", on(build_common(src)))
         .define("LLAMA_OPENSSL", "OFF")
         .define("GGML_OPENMP", "ON")
         .define("GGML_NATIVE", on(opts.native))
@@ -105,6 +109,19 @@ pub fn build(src: &Source, opts: &Options) -> Built {
         cfg.define("LLAMA_CURL", "OFF");
     }
     if opts.cuda {
+        // The toolkit the build script checked is the one CMake uses (CMake's own search would
+        // miss a CUDA_PATH whose nvcc is not on PATH). GGML_CUDA_NCCL etc. below still override.
+        let toolkit = crate::link::Toolkit::find().unwrap_or_else(|e| panic!("{e}"));
+        cfg.define("CMAKE_CUDA_COMPILER", &toolkit.nvcc).define("CUDAToolkit_ROOT", &toolkit.root);
+        // CMake's CUDA::cuda_driver becomes the run-time loader of libcuda.so.1, so that
+        // libggml-cuda.so (dynamic-link) does not need the driver to load either. With
+        // LLAMA_SYS_CUDA_DRIVER=link, a -NOTFOUND value makes CMake search for libcuda again
+        // (the cache would otherwise keep the loader from an earlier configure).
+        let driver = match crate::cuda_driver::mode() {
+            crate::cuda_driver::Driver::Dlopen => crate::cuda_driver::build(&toolkit.include).into_os_string(),
+            crate::cuda_driver::Driver::Link => "CUDA_cuda_driver_LIBRARY-NOTFOUND".into(),
+        };
+        cfg.define("CUDA_cuda_driver_LIBRARY", driver);
         // NCCL is only for multi-GPU tensor parallelism and breaks links where it is half present.
         cfg.define("GGML_CUDA_NCCL", "OFF");
         if let Some(archs) = env::var("LLAMA_SYS_CUDA_ARCHS") {
@@ -128,6 +145,17 @@ pub fn build(src: &Source, opts: &Options) -> Built {
     let lib_dir = prefix.join("lib");
     install_common_deps(&prefix, &lib_dir);
     Built { lib_dir, prefix }
+}
+
+/// Whether to build llama.cpp's common library: `LLAMA_SYS_BUILD_COMMON` (`ON`/`OFF`, `1`/`0`)
+/// when set, else only for the pinned commit.
+fn build_common(src: &Source) -> bool {
+    match env::var("LLAMA_SYS_BUILD_COMMON").map(|v| v.to_ascii_uppercase()) {
+        Some(v) if ["1", "ON", "TRUE", "YES"].contains(&v.as_str()) => true,
+        Some(v) if ["0", "OFF", "FALSE", "NO"].contains(&v.as_str()) => false,
+        Some(v) => panic!("LLAMA_SYS_BUILD_COMMON={v}: use ON or OFF"),
+        None => src.pinned,
+    }
 }
 
 /// llama.cpp installs `libllama-common.a` but not the static libraries it depends on

@@ -10,6 +10,7 @@
 
 mod bindings;
 mod cmake;
+mod cuda_driver;
 mod env;
 mod link;
 mod probe;
@@ -31,18 +32,16 @@ fn main() {
     source::watch(&src.dir);
 
     let opts = cmake::Options::from_env();
-    if opts.cuda && link::toolkit_root().is_none() {
-        panic!(
-            "\n\nfeature `cuda` is on but no CUDA toolkit was found (no nvcc).\n\
-             Install one, or point at it with CUDA_PATH=/path/to/cuda (the directory holding bin/nvcc)\n\
-             or CUDAToolkit_ROOT=/path/to/cuda. See scripts/cuda-toolkit-from-pypi.sh for a toolkit from PyPI.\n"
-        );
+    if opts.cuda {
+        // Fails here, before CMake, naming the missing piece (toolkit, header, library, architecture).
+        let toolkit = link::check_cuda(&opts);
+        println!("llama-sys: CUDA toolkit {} (nvcc {})", toolkit.root.display(), toolkit.nvcc.display());
     }
     let built = cmake::build(&src, &opts);
 
     let hash = bindings::header_hash(&src.dir);
     let origin = bindings::provide(&src.dir, &hash);
-    probe::emit(&src.dir.join("include/llama.h"));
+    probe::emit(&src.dir);
     link::emit(&built, &opts);
     build_facts(&src, &pin, &opts, &hash, origin);
 
@@ -75,7 +74,7 @@ fn build_facts(src: &source::Source, pin: &source::Pin, opts: &cmake::Options, h
         ("LLAMA_SYS_COMMIT_ORIGIN", src.commit_origin.to_string()),
         ("LLAMA_SYS_PIN_COMMIT", pin.commit.clone()),
         ("LLAMA_SYS_PIN_CRATE", format!("{} {}", pin.crate_name, pin.crate_version)),
-        ("LLAMA_SYS_GGML_VERSION", source::ggml_version(&src.dir)),
+        ("LLAMA_SYS_GGML_VERSION", source::ggml_version(&src.dir, src.build_number)),
         ("LLAMA_SYS_BACKENDS", backends.join(",")),
         ("LLAMA_SYS_FEATURES", features.join(",")),
         ("LLAMA_SYS_PROFILE", opts.profile.clone()),

@@ -20,6 +20,8 @@ pub struct Source {
     pub build_number: u32,
     /// How the commit was determined (for the build log and the Rust items).
     pub commit_origin: &'static str,
+    /// Whether it is the commit the workspace pins.
+    pub pinned: bool,
 }
 
 /// The pin file: the workspace's one record of the llama.cpp commit it is built against.
@@ -93,7 +95,8 @@ pub fn locate(pin: &Pin) -> Source {
     }
     let dir = dir.canonicalize().unwrap_or(dir);
     let (commit, build_number, commit_origin) = identify(&dir, pin);
-    Source { dir, commit, build_number, commit_origin }
+    let pinned = commit == pin.commit;
+    Source { dir, commit, build_number, commit_origin, pinned }
 }
 
 /// Determines the commit of a tree: explicit override, the provisioning marker, then git.
@@ -155,13 +158,17 @@ pub fn watch(dir: &Path) {
     }
 }
 
-/// `major.minor.patch` of the ggml bundled in the tree, from `ggml/CMakeLists.txt`.
-pub fn ggml_version(dir: &Path) -> String {
+/// The version the tree's ggml reports through `ggml_version()`: `major.minor.patch` from
+/// `ggml/CMakeLists.txt`, or, in trees before ggml had its own version (2025, up to 3d4053f7),
+/// `0.0.<build number>` as those trees derive it.
+pub fn ggml_version(dir: &Path, build_number: u32) -> String {
     let text = fs::read_to_string(dir.join("ggml/CMakeLists.txt")).unwrap_or_default();
     let part = |name: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("set({name} "))?.strip_suffix(')').map(str::to_string))
-            .unwrap_or_else(|| "?".into())
+        text.lines().find_map(|l| l.trim().strip_prefix(&format!("set({name} "))?.strip_suffix(')').map(str::to_string))
     };
-    format!("{}.{}.{}", part("GGML_VERSION_MAJOR"), part("GGML_VERSION_MINOR"), part("GGML_VERSION_PATCH"))
+    match (part("GGML_VERSION_MAJOR"), part("GGML_VERSION_MINOR"), part("GGML_VERSION_PATCH")) {
+        (Some(major), Some(minor), Some(patch)) => format!("{major}.{minor}.{patch}"),
+        _ if text.contains("set(GGML_INSTALL_VERSION 0.0.${GGML_BUILD_NUMBER})") => format!("0.0.{build_number}"),
+        _ => "?.?.?".into(),
+    }
 }

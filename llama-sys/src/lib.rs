@@ -29,6 +29,74 @@ mod bindings {
 
 pub use bindings::*;
 
+/// The llama.cpp libraries loaded in this process are not of the commit these bindings were
+/// compiled for (see [`check_library_commit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibraryMismatch {
+    /// The commit this crate was compiled against ([`build_info::COMMIT`]).
+    pub expected: &'static str,
+    /// What the loaded library says (`ggml_commit()`): another commit, or `unknown` for a
+    /// library built without its commit recorded.
+    pub found: String,
+}
+
+impl LibraryMismatch {
+    /// The refusal, naming both commits and what to do.
+    pub fn message(expected: &str, found: &str) -> String {
+        let short = expected.get(..8).unwrap_or(expected);
+        format!(
+            "the llama.cpp libraries loaded are of commit {found}, but this program was compiled against \
+             {expected}: its bindings would not match their API. Point LD_LIBRARY_PATH at libraries built \
+             from {short} (CMake with -DLLAMA_BUILD_COMMIT={expected}), or rebuild the program against those \
+             libraries"
+        )
+    }
+}
+
+impl std::fmt::Display for LibraryMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&Self::message(self.expected, &self.found))
+    }
+}
+
+impl std::error::Error for LibraryMismatch {}
+
+/// Checks that the ggml library in this process reports the commit this crate was compiled
+/// against.
+///
+/// With the `dynamic-link` feature the libraries are found at run time (`LD_LIBRARY_PATH`, the
+/// rpath), so they can come from another build: one of the same commit is fine (a CUDA build
+/// made elsewhere, say), one of another commit is not, since the bindings describe the structs
+/// and functions of exactly one commit. Call it before any other llama.cpp function: it only
+/// reads a static string. With static linking it always succeeds.
+///
+/// The commits match when one is a prefix of the other (llama.cpp's own builds record a short
+/// hash) and at least 7 hex digits long; a `-dirty` suffix is ignored. A library that does not
+/// know its commit (`unknown`) is refused too.
+pub fn check_library_commit() -> Result<(), LibraryMismatch> {
+    // SAFETY: ggml_commit takes no arguments and returns a pointer to a static NUL-terminated
+    // string (a compile-time constant of ggml-base), present in every commit these bindings
+    // support.
+    let found = unsafe { std::ffi::CStr::from_ptr(ggml_commit()) }.to_string_lossy().into_owned();
+    if commits_match(build_info::COMMIT, &found) {
+        Ok(())
+    } else {
+        Err(LibraryMismatch { expected: build_info::COMMIT, found })
+    }
+}
+
+/// Whether `found` (a library's `ggml_commit()`) names the commit `expected`.
+pub fn commits_match(expected: &str, found: &str) -> bool {
+    let norm = |s: &str| s.trim().trim_end_matches("-dirty").to_ascii_lowercase();
+    let (e, f) = (norm(expected), norm(found));
+    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
+    if !hex(&e) || !hex(&f) {
+        // Not hashes (`unknown`, a hand-set name): only an exact match counts.
+        return !e.is_empty() && e == f && f != "unknown";
+    }
+    e.len().min(f.len()) >= 7 && (e.starts_with(&f) || f.starts_with(&e))
+}
+
 /// Facts about the llama.cpp build this crate was compiled with.
 pub mod build_info {
     /// Full upstream commit hash of the llama.cpp sources that were compiled.

@@ -77,15 +77,33 @@ fn bindings_match_the_compiled_headers() {
 #[test]
 fn struct_layout_agrees_with_the_library() {
     // Defaults filled in by the C library, read through the Rust struct layout: a shifted field
-    // would show up as a wrong value.
+    // would show up as a wrong value. The expected defaults follow the API variant the build
+    // script probed (the same test then checks a snapshot built with LLAMA_CPP_DIR).
     // SAFETY: plain functions returning structs by value.
     let (m, c) = unsafe { (llama_sys::llama_model_default_params(), llama_sys::llama_context_default_params()) };
-    assert_eq!(m.n_gpu_layers, -1);
+    // -1 (all) from 1051ecd2; 999 from 3d4053f7, the commit that also made flash attention an
+    // enum; 0 before.
+    let ngl = if cfg!(llama_negative_ngl_is_all) {
+        -1
+    } else if cfg!(llama_flash_attn_enum) {
+        999
+    } else {
+        0
+    };
+    assert_eq!(m.n_gpu_layers, ngl);
     assert_eq!(m.split_mode, llama_sys::LLAMA_SPLIT_MODE_LAYER);
+    #[cfg(llama_load_mode)]
     assert_eq!(m.load_mode, llama_sys::LLAMA_LOAD_MODE_MMAP);
-    assert!(m.use_extra_bufts && !m.no_host && !m.vocab_only);
+    #[cfg(not(llama_load_mode))]
+    assert!(m.use_mmap && !m.use_mlock);
+    #[cfg(llama_no_host)]
+    assert!(!m.no_host);
+    assert!(m.use_extra_bufts && !m.vocab_only);
     assert_eq!((c.n_ctx, c.n_batch, c.n_ubatch, c.n_seq_max), (512, 2048, 512, 1));
+    #[cfg(llama_flash_attn_enum)]
     assert_eq!(c.flash_attn_type, llama_sys::LLAMA_FLASH_ATTN_TYPE_AUTO);
+    #[cfg(not(llama_flash_attn_enum))]
+    assert!(!c.flash_attn);
     assert_eq!((c.type_k, c.type_v), (llama_sys::GGML_TYPE_F16, llama_sys::GGML_TYPE_F16));
     assert!(c.offload_kqv && c.op_offload && c.swa_full && c.no_perf && !c.kv_unified);
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use llama_runner::bisect::{Criterion, Metric, Statistic};
 use llama_runner::cli::{BenchPlan, record_path, run_plan};
 use llama_runner::compare::markdown_table;
 use llama_runner::config::{GeneratedModel, ModelSource};
@@ -59,6 +60,34 @@ enum Command {
         #[arg(required = true, num_args = 2..)]
         records: Vec<PathBuf>,
     },
+    /// Judge a record for `git bisect run`: one line, exit 0 (good) or 1 (bad).
+    ///
+    /// Bad when the workload's speed is below an absolute floor (--min-tg / --min-pp) or below
+    /// the baseline's × (1 − margin) (--baseline); without a criterion it only reports.
+    Judge(JudgeArgs),
+    /// Performance across llama.cpp commits: records of one configuration measured against
+    /// several commits, ordered by snapshot date, as a markdown table and an SVG plot.
+    History {
+        /// Result records (JSON) written by `bench`, or directories holding them.
+        #[arg(required = true)]
+        records: Vec<PathBuf>,
+        /// Snapshot list giving the commits' order and dates (crate version, commit, build
+        /// number, date; tab-separated).
+        #[arg(long, default_value = "scripts/llama-cpp-snapshots.tsv")]
+        snapshots: PathBuf,
+        /// Only these workloads (by name; default all).
+        #[arg(long = "workload")]
+        workloads: Vec<String>,
+        /// Write the markdown table here (default: standard output).
+        #[arg(long)]
+        md: Option<PathBuf>,
+        /// Write the SVG plot here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Title of the plot (default: the configuration name).
+        #[arg(long)]
+        title: Option<String>,
+    },
     /// Run several configurations, each in a fresh process, then compare them.
     Sweep {
         /// Configuration files.
@@ -105,6 +134,38 @@ struct BenchArgs {
     /// Hash the model file into the record (reads the whole file).
     #[arg(long)]
     hash: bool,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("criterion").args(["min_tg", "min_pp", "baseline"])))]
+struct JudgeArgs {
+    /// The record to judge (written by `bench`).
+    #[arg(long)]
+    record: PathBuf,
+    /// The workload to judge (needed when the record has several).
+    #[arg(long)]
+    workload: Option<String>,
+    /// Good when generation reaches this many tokens/s.
+    #[arg(long, value_name = "TPS")]
+    min_tg: Option<f64>,
+    /// Good when prompt processing reaches this many tokens/s.
+    #[arg(long, value_name = "TPS")]
+    min_pp: Option<f64>,
+    /// Good when the speed reaches the same workload's in this record × (1 − margin).
+    #[arg(long, value_name = "RECORD")]
+    baseline: Option<PathBuf>,
+    /// Allowed relative slowdown against the baseline.
+    #[arg(long, default_value_t = 0.1, requires = "baseline")]
+    margin: f64,
+    /// The speed judged against a baseline (or reported without criterion): tg or pp.
+    #[arg(long, conflicts_with_all = ["min_tg", "min_pp"])]
+    metric: Option<Metric>,
+    /// How repetitions become one number: mean, median or best.
+    #[arg(long, default_value = "mean")]
+    stat: Statistic,
+    /// Name of the step in the line (default: the record's llama.cpp commit and build number).
+    #[arg(long)]
+    label: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -173,6 +234,10 @@ fn run(command: Command) -> Result<ExitCode> {
             let records = records.iter().map(|p| Record::read_json(p)).collect::<Result<Vec<_>, _>>()?;
             print!("{}", markdown_table(&records));
         }
+        Command::Judge(args) => return judge(args),
+        Command::History { records, snapshots, workloads, md, svg, title } => {
+            history(&records, &snapshots, &workloads, md.as_deref(), svg.as_deref(), title)?
+        }
         Command::Sweep { configs, out, workloads, repetitions } => {
             return sweep(&configs, &out, &workloads, repetitions);
         }
@@ -180,7 +245,44 @@ fn run(command: Command) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn history(
+    paths: &[PathBuf],
+    snapshots: &std::path::Path,
+    workloads: &[String],
+    md: Option<&std::path::Path>,
+    svg: Option<&std::path::Path>,
+    title: Option<String>,
+) -> Result<()> {
+    use llama_runner::history;
+    let files = history::record_files(paths)?;
+    let records = files.iter().map(|p| Record::read_json(p)).collect::<Result<Vec<_>, _>>()?;
+    let snaps = if snapshots.is_file() {
+        history::read_snapshots(snapshots)?
+    } else {
+        eprintln!("warning: no snapshot list at {}: commits ordered by build number and time", snapshots.display());
+        Vec::new()
+    };
+    let h = history::build(&records, &snaps, workloads)?;
+    let title = title.unwrap_or_else(|| format!("llama.cpp performance history: {}", h.configs.join(", ")));
+    let table = format!("## {title}\n\n{}", history::markdown(&h));
+    match md {
+        Some(p) => {
+            llama_runner::record::write_atomic(p, table.as_bytes())?;
+            eprintln!("table: {}", p.display());
+        }
+        None => print!("{table}"),
+    }
+    if let Some(p) = svg {
+        llama_runner::record::write_atomic(p, history::svg(&h, &title).as_bytes())?;
+        eprintln!("plot: {}", p.display());
+    }
+    eprintln!("{} records, {} commits, {} workloads", records.len(), h.entries.len(), h.workloads.len());
+    Ok(())
+}
+
 fn info() -> Result<()> {
+    // Refuses libraries of another commit (dynamic-link) before anything else calls into them.
+    Backend::init(&Default::default())?;
     println!("llama.cpp {} (b{}), ggml {}", build_info::COMMIT, build_info::BUILD_NUMBER, build_info::GGML_VERSION);
     println!("  commit from {}, bindings {}", build_info::COMMIT_ORIGIN, build_info::BINDINGS_ORIGIN);
     println!("  library reports commit {}", llama_runner::backend::library_commit());
@@ -275,6 +377,24 @@ fn bench(args: BenchArgs) -> Result<()> {
     print!("{}", markdown_table(std::slice::from_ref(&record)));
     eprintln!("record: {} (llama-bench JSONL: {})", path.display(), jsonl.display());
     Ok(())
+}
+
+fn judge(args: JudgeArgs) -> Result<ExitCode> {
+    let record = Record::read_json(&args.record)?;
+    let criterion = if let Some(min_tps) = args.min_tg {
+        Criterion::AtLeast { metric: Metric::Generation, min_tps }
+    } else if let Some(min_tps) = args.min_pp {
+        Criterion::AtLeast { metric: Metric::Prompt, min_tps }
+    } else if let Some(path) = &args.baseline {
+        let baseline = Box::new(Record::read_json(path)?);
+        Criterion::Baseline { metric: args.metric.unwrap_or(Metric::Generation), baseline, margin: args.margin }
+    } else {
+        Criterion::MeasureOnly { metric: args.metric.unwrap_or(Metric::Generation) }
+    };
+    let j =
+        llama_runner::bisect::judge(&record, args.workload.as_deref(), args.stat, &criterion, args.label.as_deref())?;
+    println!("{j}");
+    Ok(ExitCode::from(j.verdict.exit_code()))
 }
 
 fn sweep(

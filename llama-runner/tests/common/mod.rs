@@ -53,7 +53,8 @@ pub fn params_reference_binary() -> &'static Path {
         for name in ["libllama-common.a", "libllama-common-base.a", "libcpp-httplib.a"] {
             assert!(
                 lib.join(name).is_file() || lib.join("libllama-common.so").is_file(),
-                "{name} is missing from {}: llama-sys must build llama.cpp with LLAMA_BUILD_COMMON=ON",
+                "{name} is missing from {}: llama-sys must build llama.cpp with LLAMA_BUILD_COMMON=ON \
+                 (it does for the pinned commit; for another tree set LLAMA_SYS_BUILD_COMMON=ON)",
                 lib.display()
             );
         }

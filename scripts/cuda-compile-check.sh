@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Compiles and links `llama-runner --features cuda` without a GPU or driver, against the PyPI
+# toolkit of scripts/cuda-toolkit-from-pypi.sh (or any CUDA_PATH), for one architecture, then
+# checks what the binary links and that it starts and reports no CUDA device on this machine.
+#
+#   scripts/cuda-compile-check.sh                 # dynamic runtime and cuBLAS (the default)
+#   LINK_MODES="0 cudart" scripts/cuda-compile-check.sh   # also the static runtime
+#   LLAMA_SYS_CUDA_ARCHS=89 scripts/cuda-compile-check.sh # another architecture (default 90)
+#
+# The first build compiles ggml-cuda (nvcc through ccache); see docs/cuda.md for the times.
+# Later link modes reuse the CMake build: LLAMA_SYS_CUDA_STATIC changes only the link lines.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+say() { echo "cuda-compile-check: $*" >&2; }
+
+export CUDA_PATH=${CUDA_PATH:-$root/.cache/cuda}
+[ -x "$CUDA_PATH/bin/nvcc" ] || scripts/cuda-toolkit-from-pypi.sh --prefix "$CUDA_PATH"
+export LLAMA_SYS_CUDA_ARCHS=${LLAMA_SYS_CUDA_ARCHS:-90}
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/cuda}
+unset LD_LIBRARY_PATH
+bin="$CARGO_TARGET_DIR/release/llama-runner"
+
+say "a clear error without a toolkit:"
+if CUDA_PATH=/nonexistent/cuda cargo build --quiet --release -p llama-runner --features cuda 2>"$CARGO_TARGET_DIR.no-toolkit.log"; then
+    say "building with CUDA_PATH=/nonexistent/cuda succeeded?"; exit 1
+fi
+grep -A4 'feature `cuda`' "$CARGO_TARGET_DIR.no-toolkit.log" | sed 's/^/    /' >&2 || tail -n 20 "$CARGO_TARGET_DIR.no-toolkit.log" >&2
+
+for mode in ${LINK_MODES:-0}; do
+    t=$SECONDS
+    say "LLAMA_SYS_CUDA_STATIC=$mode: cargo build --release -p llama-runner --features cuda (arch $LLAMA_SYS_CUDA_ARCHS)"
+    LLAMA_SYS_CUDA_STATIC=$mode nice -n 10 cargo build --quiet --release -p llama-runner --features cuda
+    say "  built in $((SECONDS - t)) s"
+    say "  NEEDED: $(readelf -d "$bin" | sed -nE 's/.*Shared library: \[(.*)\]/\1/p' | tr '\n' ' ')"
+    say "  RUNPATH: $(readelf -d "$bin" | sed -nE 's/.*(RPATH|RUNPATH).*\[(.*)\]/\2/p')"
+    ldd "$bin" | grep -E 'cuda|cublas|not found' | sed 's/^/    /' >&2 || true
+    say "  cuda symbols linked in statically: $(nm -C "$bin" 2>/dev/null | grep -c ' T cudaMalloc' || true) cudaMalloc*, $(nm "$bin" 2>/dev/null | grep -c ' T cublasCreate_v2' || true) cublasCreate_v2"
+    set +e
+    out=$("$bin" info 2>&1)
+    rc=$?
+    set -e
+    say "  llama-runner info: exit $rc"
+    echo "$out" | sed 's/^/    /' | head -n 20 >&2
+    cp "$bin" "$CARGO_TARGET_DIR/llama-runner.cuda-static-$mode"
+done
