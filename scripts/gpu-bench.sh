@@ -119,7 +119,7 @@ run_bench gpu "-ngl 99"
 run_bench cmoe "-ngl 99 -cmoe"
 
 # Tokens/s and VRAM per device from the records.
-for r in "$OUT"/bench-*.json; do
+for r in "$OUT/bench-gpu.json" "$OUT/bench-cmoe.json"; do
     [ -f "$r" ] || continue
     python3 - "$r" >>"$summary" 2>&1 <<'PY' || true
 import json, sys
@@ -140,5 +140,6 @@ for snap in r.get("memory", []):
     print(f"  VRAM {snap.get('stage')}: {devs}; process RSS {snap.get('process_rss', 0) >> 20} MiB")
 PY
 done
-ls "$OUT"/bench-*.json >/dev/null 2>&1 && "$runner" compare "$OUT"/bench-*.json >"$OUT/compare.md" 2>>"$OUT/run.log"
+[ -f "$OUT/bench-gpu.json" ] && [ -f "$OUT/bench-cmoe.json" ] \
+    && "$runner" compare "$OUT/bench-gpu.json" "$OUT/bench-cmoe.json" >"$OUT/compare.md" 2>>"$OUT/run.log"
 log "done in ${SECONDS} s"
