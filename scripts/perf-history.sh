@@ -56,14 +56,13 @@ export LLAMA_MODELS_DIR=${LLAMA_MODELS_DIR:-$snap_root/.cache/models}
 mkdir -p "$out/bin" "$out/logs" "$out/records"
 
 # 1. Build.
+# DIR/builds.tsv collects every build made here: commit, date, status, seconds.
 built=()
-: >"$out/builds.tsv"
 for commit in "${commits[@]}"; do
     short=${commit:0:8}
     bin="$out/bin/llama-runner-$short"
     if [ $rebuild -eq 0 ] && [ -x "$bin" ]; then
         echo "== $short: reusing $bin" >&2
-        printf '%s\t%s\treused\n' "$short" "$(snap_date "$commit")" >>"$out/builds.tsv"
         built+=("$commit"); continue
     fi
     echo "== $short: building" >&2
@@ -77,7 +76,7 @@ for commit in "${commits[@]}"; do
 done
 [ ${#built[@]} -gt 0 ] || { echo "nothing built" >&2; exit 1; }
 if [ $build_only -eq 1 ]; then
-    column -t -s $'\t' "$out/builds.tsv"
+    [ -f "$out/builds.tsv" ] && column -t -s $'\t' "$out/builds.tsv"
     exit 0
 fi
 
