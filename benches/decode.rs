@@ -90,13 +90,7 @@ fn plans() -> Vec<Plan> {
 }
 
 fn preset(g: GeneratedModel) -> ModelSpec {
-    match g {
-        GeneratedModel::TinyLlama => ModelSpec::tiny_llama(),
-        GeneratedModel::TinyMoe => ModelSpec::tiny_moe(),
-        GeneratedModel::TinySwa => ModelSpec::tiny_swa(),
-        GeneratedModel::BenchMoe => ModelSpec::bench_moe(),
-        GeneratedModel::LargeMoe => ModelSpec::large_moe(),
-    }
+    ModelSpec::preset(g.name()).unwrap_or_else(|| panic!("tiny-gguf has no preset `{g}`"))
 }
 
 fn measure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, plan: &Plan, model: &Model) {

@@ -167,21 +167,6 @@ fn generated_models_on_the_cpu() {
     assert_eq!(turns, [1, 1, 1, 4]);
 }
 
-#[test]
-fn generated_context_lengths_match_tiny_gguf() {
-    for (g, spec) in [
-        (GeneratedModel::TinyLlama, tiny_gguf::ModelSpec::tiny_llama()),
-        (GeneratedModel::TinyMoe, tiny_gguf::ModelSpec::tiny_moe()),
-        (GeneratedModel::TinySwa, tiny_gguf::ModelSpec::tiny_swa()),
-        (GeneratedModel::BenchMoe, tiny_gguf::ModelSpec::bench_moe()),
-        (GeneratedModel::LargeMoe, tiny_gguf::ModelSpec::large_moe()),
-    ] {
-        assert_eq!(g.context_length(), spec.context_length, "{g}");
-        assert_eq!(g.name().parse::<GeneratedModel>(), Ok(g));
-    }
-    assert!("tiny".parse::<GeneratedModel>().unwrap_err().contains("bench-moe"));
-}
-
 // ---------------------------------------------------------------------------------------------
 // TOML
 
@@ -500,4 +485,19 @@ fn garbage_never_panics() {
         let _ = Config::from_toml_str(&text, "fuzz.toml");
         let _ = Config::from_env_str(&text, "fuzz.env", &[]);
     }
+}
+
+/// Every generated-model name a configuration accepts is a tiny-gguf preset, and the training
+/// context the runner assumes for it (used to validate `n_ctx`) is the one the generator writes.
+#[test]
+fn generated_models_are_tiny_gguf_presets() {
+    let names: Vec<&str> = GeneratedModel::ALL.iter().map(|g| g.name()).collect();
+    assert_eq!(names, tiny_gguf::PRESETS);
+    for g in GeneratedModel::ALL {
+        let spec = tiny_gguf::ModelSpec::preset(g.name()).unwrap_or_else(|| panic!("no preset {g}"));
+        assert_eq!(spec.context_length, g.context_length(), "{g}");
+        assert_eq!(g.name().parse::<GeneratedModel>(), Ok(g));
+    }
+    assert!(tiny_gguf::ModelSpec::preset("huge-moe").is_none());
+    assert!("tiny".parse::<GeneratedModel>().unwrap_err().contains("bench-moe"));
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::builder::PossibleValuesParser;
 use clap::{ArgGroup, Parser, ValueEnum};
 use tiny_gguf::{ModelSpec, WeightType};
 
@@ -15,8 +16,8 @@ use tiny_gguf::{ModelSpec, WeightType};
 #[command(group(ArgGroup::new("dest").required(true).args(["out", "out_dir"])))]
 struct Cli {
     /// Starting point; the options below override its fields.
-    #[arg(long, value_enum)]
-    preset: Preset,
+    #[arg(long, value_parser = PossibleValuesParser::new(tiny_gguf::PRESETS))]
+    preset: String,
     /// Type of the weight matrices.
     #[arg(long, value_enum)]
     weight_type: Option<WeightTypeArg>,
@@ -65,15 +66,6 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum Preset {
-    TinyLlama,
-    TinyMoe,
-    TinySwa,
-    BenchMoe,
-    LargeMoe,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
 enum WeightTypeArg {
     F32,
     F16,
@@ -95,14 +87,11 @@ impl From<WeightTypeArg> for WeightType {
 }
 
 impl Cli {
-    fn spec(&self) -> ModelSpec {
-        let mut s = match self.preset {
-            Preset::TinyLlama => ModelSpec::tiny_llama(),
-            Preset::TinyMoe => ModelSpec::tiny_moe(),
-            Preset::TinySwa => ModelSpec::tiny_swa(),
-            Preset::BenchMoe => ModelSpec::bench_moe(),
-            Preset::LargeMoe => ModelSpec::large_moe(),
-        };
+    fn spec(&self) -> Result<ModelSpec, tiny_gguf::Error> {
+        let mut s = ModelSpec::preset(&self.preset).ok_or_else(|| tiny_gguf::Error::InvalidSpec {
+            field: "preset",
+            reason: format!("unknown preset `{}` (one of {})", self.preset, tiny_gguf::PRESETS.join(", ")),
+        })?;
         let set = |field: &mut u32, v: Option<u32>| {
             if let Some(v) = v {
                 *field = v;
@@ -125,12 +114,12 @@ impl Cli {
         set(&mut s.context_length, self.context);
         set(&mut s.sliding_window, self.sliding_window);
         set(&mut s.sliding_window_pattern, self.swa_pattern);
-        s
+        Ok(s)
     }
 }
 
 fn run(cli: &Cli) -> Result<(), tiny_gguf::Error> {
-    let spec = cli.spec();
+    let spec = cli.spec()?;
     spec.validate()?;
     let start = Instant::now();
     let path = match (&cli.out, &cli.out_dir) {

@@ -203,7 +203,23 @@ pub struct ModelSpec {
     pub sliding_window_pattern: u32,
 }
 
+/// The names of the presets ([`ModelSpec::preset`]), as the `tiny-gguf --preset` option and
+/// configuration files spell them.
+pub const PRESETS: [&str; 5] = ["tiny-llama", "tiny-moe", "tiny-swa", "bench-moe", "large-moe"];
+
 impl ModelSpec {
+    /// The preset called `name` (one of [`PRESETS`]), or `None` for any other name.
+    pub fn preset(name: &str) -> Option<Self> {
+        Some(match name {
+            "tiny-llama" => Self::tiny_llama(),
+            "tiny-moe" => Self::tiny_moe(),
+            "tiny-swa" => Self::tiny_swa(),
+            "bench-moe" => Self::bench_moe(),
+            "large-moe" => Self::large_moe(),
+            _ => return None,
+        })
+    }
+
     /// Dense `llama`, F16, n_embd 128, 4 heads, 2 KV heads (head dim 32), 2 layers, n_ff 256
     /// (about 0.7 MB).
     pub fn tiny_llama() -> Self {

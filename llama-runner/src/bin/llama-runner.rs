@@ -348,14 +348,8 @@ fn plan(args: &BenchArgs) -> Result<BenchPlan> {
 /// The file of a generated model preset, generated on first use into
 /// `$LLAMA_MODELS_DIR/generated` (or `.cache/models/generated`).
 fn generated(g: GeneratedModel) -> Result<PathBuf> {
-    use tiny_gguf::ModelSpec;
-    let spec = match g {
-        GeneratedModel::TinyLlama => ModelSpec::tiny_llama(),
-        GeneratedModel::TinyMoe => ModelSpec::tiny_moe(),
-        GeneratedModel::TinySwa => ModelSpec::tiny_swa(),
-        GeneratedModel::BenchMoe => ModelSpec::bench_moe(),
-        GeneratedModel::LargeMoe => ModelSpec::large_moe(),
-    };
+    let spec = tiny_gguf::ModelSpec::preset(g.name())
+        .with_context(|| format!("tiny-gguf has no preset `{g}` (it has {})", tiny_gguf::PRESETS.join(", ")))?;
     let dir = std::env::var_os(llama_runner::config::MODELS_DIR_ENV)
         .filter(|d| !d.is_empty())
         .map_or_else(|| PathBuf::from(".cache/models"), PathBuf::from)
