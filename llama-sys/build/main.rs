@@ -19,6 +19,19 @@ mod source;
 use std::path::Path;
 
 fn main() {
+    // The build script stops with `panic!` carrying a message written for the user (what is
+    // wrong, what to set). Print just that message: a backtrace of the build script (shown when
+    // RUST_BACKTRACE is set) says nothing to someone building the crate.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        let at = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: llama-sys build script{at}: {}", msg.trim_start_matches('\n'));
+    }));
     println!("cargo:rerun-if-changed=build");
     let pin = source::read_pin();
     let src = source::locate(&pin);
