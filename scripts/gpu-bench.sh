@@ -10,25 +10,30 @@
 # Needs, besides the tracked files: vendor/llama.cpp (the sources) and .cache/gpu-carry/
 # (llama-runner, tiny-gguf). Budget: under 10 minutes on 16 cores, most of it the CUDA build
 # for one architecture (the GPU's own, from nvidia-smi; GPU_BENCH_ARCH overrides).
+# Resumable: the build tree lives in .cache/gpu-work (GPU_BENCH_WORK), which the device tool
+# keeps between calls while the machine is warm. When the build does not finish within its
+# budget the script exits 3 ("RESUME"); running it again at once continues the build where it
+# stopped and goes on to the benchmarks.
+#
 # Writes at most 8 files into $OUT (the device tool's limit):
 #   summary.txt    what ran, the timings, the commit, tokens/s and VRAM per device
-#   gpu.txt        nvidia-smi, nvcc and CMake versions
+#   env.txt        nvidia-smi, nvcc and CMake versions; `llama-runner info` against the CUDA
+#                  libraries (commit check, devices)
 #   build.log      the end of the CMake configure and build output
-#   info.txt       `llama-runner info` against the CUDA libraries (commit check, devices)
-#   bench-gpu.json, bench-cmoe.json   the result records (tokens/s, memory snapshots, commit)
-#   compare.md     the two records side by side
+#   bench-gpu.json, bench-cmoe.json, bench-cmoe-q8.json   the result records
+#   compare.md     the records side by side
 #   run.log        stderr of the runs
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 OUT=${OUT:-/tmp/gpu-bench}
 mkdir -p "$OUT"
-work=${GPU_BENCH_WORK:-/tmp/gpu-bench-work}
+work=${GPU_BENCH_WORK:-$root/.cache/gpu-work}
 mkdir -p "$work"
-budget=${GPU_BENCH_BUDGET_S:-560}   # the whole script; the device tool's limit is 600 s a command
-build_budget=${GPU_BENCH_BUILD_BUDGET_S:-420}
+budget=${GPU_BENCH_BUDGET_S:-570}   # the whole script; the device tool's limit is 600 s a command
+bench_reserve=${GPU_BENCH_RESERVE_S:-150}   # kept for model generation and the benchmarks
 reps=${GPU_BENCH_REPETITIONS:-3}
-workload=${GPU_BENCH_WORKLOAD:-medium}   # 512 prompt tokens, 128 generated
+workloads=${GPU_BENCH_WORKLOADS:-medium long}   # pp512/tg128 and pp2048/tg128
 preset=${GPU_BENCH_PRESET:-large-moe}    # tiny-gguf preset: ~300 MB Q8_0 qwen3moe
 # GPU_BENCH_CUDA=OFF: a dry run of everything but CUDA on a machine without GPU (with fake
 # nvidia-smi/nvcc on PATH), to check the script itself.
@@ -63,7 +68,7 @@ generator=(); command -v ninja >/dev/null && generator=(-G Ninja)
     nvcc --version
     cmake --version | head -n 1
     echo "ninja: $(ninja --version 2>/dev/null || echo none); cores: $(nproc)"
-} >"$OUT/gpu.txt" 2>&1
+} >"$OUT/env.txt" 2>&1
 arch=${GPU_BENCH_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')}
 [ -n "$arch" ] || fail "no GPU architecture (nvidia-smi gave none; set GPU_BENCH_ARCH)"
 log "GPU: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -n 1); arch $arch; $(nvcc --version | tail -n 1)"
@@ -73,6 +78,9 @@ log "GPU: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | hea
 bdir="$work/build"; prefix="$work/install"
 export CCACHE_BASEDIR="$root"   # where ccache exists (not on the device machine), reuse across trees
 t0=$SECONDS
+if [ -f "$bdir/CMakeCache.txt" ]; then
+    log "resuming the build in $bdir"
+else
 cmake -S "$src" -B "$bdir" "${generator[@]}" \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_INSTALL_LIBDIR=lib \
     -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=ON \
@@ -83,11 +91,18 @@ cmake -S "$src" -B "$bdir" "${generator[@]}" \
     -DLLAMA_BUILD_COMMIT="$commit" -DLLAMA_BUILD_NUMBER="$number" -DGIT_EXE=OFF \
     >"$work/configure.log" 2>&1 || { tail -n 40 "$work/configure.log" >"$OUT/build.log"; fail "CMake configure"; }
 log "configured in $((SECONDS - t0)) s"
+fi
 t1=$SECONDS
+build_budget=$((budget - bench_reserve - SECONDS))
+[ $build_budget -gt 30 ] || build_budget=30
 timeout "$build_budget" cmake --build "$bdir" --config Release -j "$(nproc)" >"$work/build-output.log" 2>&1
 rc=$?
 { tail -n 30 "$work/configure.log"; echo ...; tail -n 60 "$work/build-output.log"; } >"$OUT/build.log"
-[ $rc = 124 ] && fail "the CUDA build did not finish within ${build_budget} s (GPU_BENCH_BUILD_BUDGET_S)"
+if [ $rc = 124 ]; then
+    done_n=$(grep -cE '\[[0-9]+/[0-9]+\]|%\]' "$work/build-output.log" || true)
+    log "RESUME: the build did not finish within ${build_budget} s ($done_n steps this call); run the script again at once to continue"
+    exit 3
+fi
 [ $rc = 0 ] || fail "CMake build (exit $rc)"
 cmake --install "$bdir" >/dev/null 2>&1 || fail "CMake install"
 log "built in $((SECONDS - t1)) s: $(ls "$prefix/lib" | grep -E '^lib(llama|ggml).*\.so$' | tr '\n' ' ')"
@@ -95,9 +110,10 @@ export LD_LIBRARY_PATH="$prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # The runner against these libraries: its commit check, the devices it sees.
 runner="$carry/llama-runner"
-"$runner" info >"$OUT/info.txt" 2>>"$OUT/run.log" || fail "llama-runner info (see info.txt, run.log)"
-grep -E 'library reports|^device' "$OUT/info.txt" | tee -a "$summary" >&2
-[ "$cuda" = OFF ] || grep -q '^device CUDA' "$OUT/info.txt" || fail "no CUDA device registered"
+"$runner" info >"$work/info.txt" 2>>"$OUT/run.log" || { cat "$work/info.txt" >>"$OUT/env.txt"; fail "llama-runner info (see env.txt, run.log)"; }
+{ echo; echo "== llama-runner info"; cat "$work/info.txt"; } >>"$OUT/env.txt"
+grep -E 'library reports|^device' "$work/info.txt" | tee -a "$summary" >&2
+[ "$cuda" = OFF ] || grep -q '^device CUDA' "$work/info.txt" || fail "no CUDA device registered"
 
 # The model: ~300 MB Q8_0 qwen3moe, deterministic.
 t2=$SECONDS
@@ -109,17 +125,27 @@ run_bench() { # name, flags
     local left=$((budget - SECONDS))
     [ $left -gt 30 ] || { log "skipped $1: ${left} s left"; return 1; }
     t=$SECONDS
-    timeout "$left" "$runner" bench --flags "-m $model $2" --name "$1" --workload "$workload" \
+    local wl=(); for w in $workloads; do wl+=(--workload "$w"); done
+    timeout "$left" "$runner" bench --flags "-m $model $2" --name "$1" "${wl[@]}" \
         --repetitions "$reps" --record "$work/bench-$1.json" >>"$OUT/run.log" 2>&1 \
         || { log "bench $1 failed (run.log)"; return 1; }
     cp "$work/bench-$1.json" "$OUT/"   # not the .jsonl beside it: 8 files come back at most
     log "bench $1 ($2): $((SECONDS - t)) s"
 }
+# llama.cpp's own log of where the weights went, with and without -cmoe (buffer sizes per device).
+for f in "-ngl 99" "-ngl 99 -cmoe"; do
+    echo "== generate $f: llama.cpp log (buffers, offload)" >>"$summary"
+    timeout 60 "$runner" generate -vv --flags "-m $model $f" -p "hello" -n 8 >"$work/generate.log" 2>&1 || true
+    grep -E 'offload|buffer size' "$work/generate.log" | head -n 20 >>"$summary"
+    echo "tensors overridden: $(grep -c 'buffer type overridden' "$work/generate.log")" >>"$summary"
+done
 run_bench gpu "-ngl 99"
 run_bench cmoe "-ngl 99 -cmoe"
+# The users' own setting: experts on the CPU, flash attention, q8_0 K and V caches.
+run_bench cmoe-q8 "-ngl 99 -cmoe -fa on -ctk q8_0 -ctv q8_0"
 
 # Tokens/s and VRAM per device from the records.
-for r in "$OUT/bench-gpu.json" "$OUT/bench-cmoe.json"; do
+for r in "$OUT"/bench-*.json; do
     [ -f "$r" ] || continue
     python3 - "$r" >>"$summary" 2>&1 <<'PY' || true
 import json, sys
@@ -140,6 +166,6 @@ for snap in r.get("memory", []):
     print(f"  VRAM {snap.get('stage')}: {devs}; process RSS {snap.get('process_rss', 0) >> 20} MiB")
 PY
 done
-[ -f "$OUT/bench-gpu.json" ] && [ -f "$OUT/bench-cmoe.json" ] \
-    && "$runner" compare "$OUT/bench-gpu.json" "$OUT/bench-cmoe.json" >"$OUT/compare.md" 2>>"$OUT/run.log"
+records=(); for n in gpu cmoe cmoe-q8; do [ -f "$OUT/bench-$n.json" ] && records+=("$OUT/bench-$n.json"); done
+[ ${#records[@]} -ge 2 ] && "$runner" compare "${records[@]}" >"$OUT/compare.md" 2>>"$OUT/run.log"
 log "done in ${SECONDS} s"
