@@ -27,6 +27,7 @@
 //! | `--op-offload` / `--no-op-offload` | `context.op_offload` |
 //! | `--swa-full` | `context.swa_full` |
 //! | `-kvu, --kv-unified` / `-no-kvu, --no-kv-unified` | `context.kv_unified` |
+//! | `--perf` / `--no-perf` | `context.perf` |
 //! | `-C, --cpu-mask HEX`, `-Cr, --cpu-range LO-HI` | `context.placement.cpu_mask` |
 //! | `--cpu-strict 0\|1`, `--prio -1..3`, `--poll 0..100` | `context.placement` |
 //! | `--numa distribute\|isolate\|numactl` | `backend.numa` |
@@ -242,6 +243,7 @@ enum Opt {
     UbatchSize,
     SwaFull,
     KvUnified,
+    Perf,
     FlashAttn,
     KvOffload,
     Repack,
@@ -316,6 +318,7 @@ const SPECS: &[Spec] = &[
     spec(Opt::SwaFull, &["--swa-full"], Switch, Some("LLAMA_ARG_SWA_FULL")),
     toggle(Opt::KvUnified, &["-kvu", "--kv-unified"], &["-no-kvu", "--no-kv-unified"], Some("LLAMA_ARG_KV_UNIFIED")),
     spec(Opt::FlashAttn, &["-fa", "--flash-attn"], Value, Some("LLAMA_ARG_FLASH_ATTN")),
+    toggle(Opt::Perf, &["--perf"], &["--no-perf"], Some("LLAMA_ARG_PERF")),
     toggle(Opt::KvOffload, &["-kvo", "--kv-offload"], &["-nkvo", "--no-kv-offload"], Some("LLAMA_ARG_KV_OFFLOAD")),
     toggle(Opt::Repack, &["--repack"], &["-nr", "--no-repack"], Some("LLAMA_ARG_REPACK")),
     spec(Opt::NoHost, &["--no-host"], Switch, Some("LLAMA_ARG_NO_HOST")),
@@ -847,6 +850,7 @@ impl State {
             Opt::SwaFull => self.o.context.swa_full = true,
             Opt::NoHost => self.o.model.no_host = true,
             Opt::KvUnified => self.o.context.kv_unified = item.positive,
+            Opt::Perf => self.o.context.perf = item.positive,
             Opt::KvOffload => self.o.context.offload_kqv = item.positive,
             Opt::Repack => self.o.model.repack = item.positive,
             Opt::OpOffload => self.o.context.op_offload = item.positive,
@@ -1463,6 +1467,10 @@ impl Out {
             } else {
                 self.flag("--swa-full");
             }
+        }
+        // llama-bench's contexts always run without perf timings; it has no flag for them.
+        if !c.perf && !bench {
+            self.flag("--no-perf");
         }
         if c.kv_unified {
             if bench {

@@ -5,8 +5,9 @@
 //! [`Recorder`] captures lines in-process, which is how tests and the benchmark read llama.cpp's
 //! own accounting (overridden tensors, KV cache sizes, the resolved flash-attention mode).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char, c_void};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use llama_sys as sys;
@@ -19,10 +20,14 @@ thread_local! {
     static PENDING: RefCell<(String, log::Level)> = const { RefCell::new((String::new(), log::Level::Info)) };
     /// Error lines logged on this thread since [`take_errors`] was last called.
     static ERRORS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// A debug line nobody listens to is being skipped (until its newline).
+    static SKIPPING: Cell<bool> = const { Cell::new(false) };
 }
 
 type Sink = Arc<Mutex<Vec<String>>>;
 static RECORDERS: Mutex<Vec<Sink>> = Mutex::new(Vec::new());
+/// How many [`Recorder`]s are alive (read on every log call without taking the lock).
+static RECORDING: AtomicUsize = AtomicUsize::new(0);
 
 /// Captures every line llama.cpp logs (any level, any thread) while it is alive.
 ///
@@ -40,6 +45,7 @@ impl Recorder {
     pub fn start() -> Self {
         let sink = Sink::default();
         lock(&RECORDERS).push(sink.clone());
+        RECORDING.fetch_add(1, Ordering::SeqCst);
         Recorder { sink }
     }
 
@@ -52,6 +58,7 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         lock(&RECORDERS).retain(|s| !Arc::ptr_eq(s, &self.sink));
+        RECORDING.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -84,7 +91,17 @@ extern "C" fn callback(level: sys::ggml_log_level, text: *const c_char, _: *mut 
         return;
     }
     // SAFETY: llama.cpp passes a NUL-terminated string valid for the duration of the call.
-    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    let text = unsafe { CStr::from_ptr(text) };
+    // Debug lines come in the hot path (ggml-cuda logs one per decode when it reuses a CUDA
+    // graph). When neither a logger nor a Recorder wants them, drop them here, as llama-bench's
+    // null callback does, with their continuation fragments.
+    let skippable = level == sys::GGML_LOG_LEVEL_DEBUG || (level == sys::GGML_LOG_LEVEL_CONT && SKIPPING.get());
+    if skippable && RECORDING.load(Ordering::Relaxed) == 0 && !log::log_enabled!(target: TARGET, log::Level::Debug) {
+        SKIPPING.set(text.to_bytes().last() != Some(&b'\n'));
+        return;
+    }
+    SKIPPING.set(false);
+    let text = text.to_string_lossy();
     // Never unwind into C: a panicking logger is dropped silently.
     let _ = std::panic::catch_unwind(|| receive(level, &text));
 }

@@ -128,9 +128,12 @@ impl TokenSource {
 
 /// The context options llama-bench would use for a test needing `n_needed` cells: the given
 /// options, with `n_ctx` set to exactly what the test needs when the options leave it at 0 (or
-/// give less).
+/// give less), and libllama's perf timings off.
 pub fn bench_context_options(base: &ContextOptions, n_needed: u32) -> ContextOptions {
     let mut o = base.clone();
+    // llama-bench leaves llama_context_default_params()'s no_perf = true: no timing calls in
+    // decode and synchronize.
+    o.perf = false;
     if o.n_ctx < n_needed {
         o.n_ctx = n_needed;
     }

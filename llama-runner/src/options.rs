@@ -6,7 +6,7 @@
 //! | option | here (= CLI) | `llama_context_default_params` |
 //! |---|---|---|
 //! | `swa_full` | false | true |
-//! | `no_perf` | false (timings kept) | true |
+//! | `no_perf` | false (timings kept: `perf` true) | true |
 //! | `n_ctx` | 0 (the model's training context) | 512 |
 //! | `n_threads` | the number of physical cores | 4 |
 //!
@@ -321,6 +321,9 @@ pub struct ContextOptions {
     pub swa_full: bool,
     /// One KV buffer shared by all sequences (`-kvu`).
     pub kv_unified: bool,
+    /// libllama's internal performance timings (`--perf` / `--no-perf`; default true, as in the
+    /// CLI). The benchmark turns them off for its contexts, as llama-bench does.
+    pub perf: bool,
     /// Where the CPU threads run (`-C`, `--cpu-strict`, `--prio`, `--poll`).
     pub placement: ThreadPlacement,
 }
@@ -427,6 +430,7 @@ impl Default for ContextOptions {
             op_offload: true,
             swa_full: false,
             kv_unified: false,
+            perf: true,
             placement: ThreadPlacement::default(),
         }
     }

@@ -286,7 +286,7 @@ pub fn context_params(opts: &ContextOptions) -> Result<sys::llama_context_params
     p.swa_full = opts.swa_full;
     p.kv_unified = opts.kv_unified;
     // The CLI keeps performance counters; llama_context_default_params() turns them off.
-    p.no_perf = false;
+    p.no_perf = !opts.perf;
     Ok(p)
 }
 

@@ -234,6 +234,8 @@ fn cases() -> Vec<Case> {
         "--op-offload",
         "--swa-full",
         "-kvu",
+        "--no-perf",
+        "--no-perf --perf",
         // CPU placement.
         "-C 0x3 --cpu-strict 1 --prio 2 --poll 0 -t 2",
         "-C f0 --prio -1 --poll 100 -t 4",

@@ -199,6 +199,9 @@ fn every_spelling_of_every_flag() {
     for f in ["-no-kvu", "--no-kv-unified"] {
         assert!(!o(&format!("-kvu {f}")).context.kv_unified);
     }
+    assert!(o("").context.perf, "timings are on by default, as in the CLI");
+    assert!(!o("--no-perf").context.perf);
+    assert!(o("--no-perf --perf").context.perf);
     for (v, numa) in [("distribute", Numa::Distribute), ("isolate", Numa::Isolate), ("numactl", Numa::Numactl)] {
         assert_eq!(o(&format!("--numa {v}")).backend.numa, numa);
     }
@@ -349,6 +352,7 @@ fn random_options(rng: &mut Rng, i: usize) -> RunOptions {
     c.op_offload = rng.flip();
     c.swa_full = rng.flip();
     c.kv_unified = rng.flip();
+    c.perf = rng.flip();
     c.placement.cpu_mask = rng
         .pick(&[
             None,

@@ -83,6 +83,26 @@ fn clearing_the_cache_restarts_generation() {
 }
 
 #[test]
+fn perf_timings_follow_the_option_and_benchmarks_turn_them_off() {
+    let model = Model::load(Backend::get(), common::model(&ModelSpec::tiny_llama()), &ModelOptions::default()).unwrap();
+    let prompt = model.tokenize(PROMPT, true).unwrap();
+    let timed = |opts: &ContextOptions| {
+        let mut ctx = Context::new(&model, opts).unwrap();
+        ctx.generate_greedy(&prompt, 8).unwrap();
+        let perf = ctx.perf();
+        assert!(perf.n_prompt > 0 && perf.n_eval > 0, "llama.cpp counts tokens either way: {perf:?}");
+        perf.prompt_ms > 0.0 && perf.eval_ms > 0.0
+    };
+    let on = ctx_opts(2);
+    assert!(on.perf, "on by default, as in llama.cpp's tools");
+    assert!(timed(&on), "--perf: llama.cpp times evaluation");
+    assert!(!timed(&ContextOptions { perf: false, ..on.clone() }), "--no-perf: no timings");
+    // The benchmark's contexts are llama-bench's: perf timings off, whatever the options say.
+    let bench = llama_runner::measure::bench_context_options(&on, 64);
+    assert!(!bench.perf && !timed(&bench));
+}
+
+#[test]
 fn prompt_longer_than_batch_is_chunked() {
     let model = Model::load(Backend::get(), common::model(&ModelSpec::tiny_llama()), &ModelOptions::default()).unwrap();
     // Same micro-batch (so the same compute per ubatch), different logical batch: one context
