@@ -10,6 +10,13 @@
 # Needs, besides the tracked files: vendor/llama.cpp (the sources) and .cache/gpu-carry/
 # (llama-runner, tiny-gguf). Budget: under 10 minutes on 16 cores, most of it the CUDA build
 # for one architecture (the GPU's own, from nvidia-smi; GPU_BENCH_ARCH overrides).
+# Peer mode (GPU_BENCH_LLAMA_BENCH=<path of llama-bench.cpp>, carried from the user's copy by
+# scripts/gpu-prepare.sh; llama-bench's source is never committed here): also builds llama.cpp's
+# common library and llama-bench against the same CUDA libraries, and instead of the three
+# settings runs llama-runner and llama-bench interleaved, GPU_BENCH_ROUNDS rounds, on `-ngl 99`
+# and on `-ngl 99 -ot exps=CPU`, pp512 and tg128: parity.md and samples.tsv (as
+# scripts/peer-compare.sh writes them).
+#
 # Resumable: the build tree lives in .cache/gpu-work (GPU_BENCH_WORK), which the device tool
 # keeps between calls while the machine is warm. When the build does not finish within its
 # budget the script exits 3 ("RESUME"); running it again at once continues the build where it
@@ -38,6 +45,12 @@ preset=${GPU_BENCH_PRESET:-large-moe}    # tiny-gguf preset: ~300 MB Q8_0 qwen3m
 # GPU_BENCH_CUDA=OFF: a dry run of everything but CUDA on a machine without GPU (with fake
 # nvidia-smi/nvcc on PATH), to check the script itself.
 cuda=${GPU_BENCH_CUDA:-ON}
+peer_src=${GPU_BENCH_LLAMA_BENCH:-}
+rounds=${GPU_BENCH_ROUNDS:-3}
+common=OFF
+if [ -n "$peer_src" ]; then
+    common=ON
+fi
 summary="$OUT/summary.txt"
 log() { echo "[+${SECONDS}s] $*" | tee -a "$summary" >&2; }
 fail() { log "FAILED: $*"; exit 1; }
@@ -78,20 +91,17 @@ log "GPU: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | hea
 bdir="$work/build"; prefix="$work/install"
 export CCACHE_BASEDIR="$root"   # where ccache exists (not on the device machine), reuse across trees
 t0=$SECONDS
-if [ -f "$bdir/CMakeCache.txt" ]; then
-    log "resuming the build in $bdir"
-else
+[ -f "$bdir/CMakeCache.txt" ] && log "resuming the build in $bdir"
 cmake -S "$src" -B "$bdir" "${generator[@]}" \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_INSTALL_LIBDIR=lib \
     -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=ON \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_COMMON=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_COMMON="$common" -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
     -DGGML_OPENMP=ON -DGGML_NATIVE=ON -DGGML_CUDA="$cuda" -DGGML_CUDA_NCCL=OFF \
     -DCMAKE_CUDA_ARCHITECTURES="$arch" \
     -DLLAMA_BUILD_COMMIT="$commit" -DLLAMA_BUILD_NUMBER="$number" -DGIT_EXE=OFF \
     >"$work/configure.log" 2>&1 || { tail -n 40 "$work/configure.log" >"$OUT/build.log"; fail "CMake configure"; }
 log "configured in $((SECONDS - t0)) s"
-fi
 t1=$SECONDS
 build_budget=$((budget - bench_reserve - SECONDS))
 [ $build_budget -gt 30 ] || build_budget=30
@@ -132,6 +142,51 @@ run_bench() { # name, flags
     cp "$work/bench-$1.json" "$OUT/"   # not the .jsonl beside it: 8 files come back at most
     log "bench $1 ($2): $((SECONDS - t)) s"
 }
+if [ -n "$peer_src" ]; then
+    [ -f "$peer_src" ] || fail "GPU_BENCH_LLAMA_BENCH=$peer_src: no such file"
+    # llama-bench's main() lives in a separate file in recent trees (as in scripts/peer-compare.sh).
+    lb_srcs=("$peer_src")
+    if ! grep -q 'int main(' "$peer_src"; then
+        printf 'int llama_bench(int argc, char ** argv);\nint main(int argc, char ** argv) { return llama_bench(argc, argv); }\n' \
+            >"$work/llama-bench-main.cpp"
+        lb_srcs+=("$work/llama-bench-main.cpp")
+    fi
+    common_so=$(find "$bdir" -name 'libllama-common.so' | head -n 1)
+    common_base=$(find "$bdir" -name 'libllama-common-base.a' | head -n 1)
+    [ -n "$common_so" ] && [ -n "$common_base" ] || fail "no libllama-common.so / libllama-common-base.a in $bdir"
+    t=$SECONDS
+    g++ -O3 -DNDEBUG -std=c++17 -I"$prefix/include" -I"$src/common" "${lb_srcs[@]}" \
+        -L"$(dirname "$common_so")" -L"$(dirname "$common_base")" -L"$prefix/lib" \
+        -lllama-common -lllama-common-base -lllama -lggml -lggml-base -fopenmp -lpthread -ldl \
+        -Wl,-rpath,"$(dirname "$common_so")" -o "$work/llama-bench" >>"$OUT/run.log" 2>&1 \
+        || fail "compiling llama-bench (run.log)"
+    export LD_LIBRARY_PATH="$(dirname "$common_so"):$LD_LIBRARY_PATH"
+    log "llama-bench built in $((SECONDS - t)) s"
+    threads=${GPU_BENCH_THREADS:-$(nproc)}
+    samples="$OUT/samples.tsv"; : >"$samples"
+    jsonl() { bash scripts/peer-compare.sh --jsonl-samples "$@"; }
+    for k in $(seq 1 "$rounds"); do
+        for setting in "-ngl 99" "-ngl 99 -ot exps=CPU"; do
+            label="$preset $setting"
+            [ $((budget - SECONDS)) -gt 20 ] || { log "round $k: out of time"; break 2; }
+            tag="r$k-$(echo "$setting" | tr -c 'a-z0-9' '_')"
+            timeout 120 "$runner" bench --flags "-m $model -t $threads $setting" --workload medium \
+                --repetitions "$reps" --record "$work/runner-$tag.json" >>"$OUT/run.log" 2>&1 \
+                || log "llama-runner $setting round $k failed (run.log)"
+            [ -f "$work/runner-$tag.jsonl" ] && jsonl "$label" llama-runner "$work/runner-$tag.jsonl" >>"$samples"
+            timeout 120 "$work/llama-bench" -m "$model" -t "$threads" $setting -p 512 -n 128 -r "$reps" -o jsonl \
+                >"$work/bench-$tag.jsonl" 2>>"$OUT/run.log" || log "llama-bench $setting round $k failed (run.log)"
+            jsonl "$label" llama-bench "$work/bench-$tag.jsonl" >>"$samples"
+            log "round $k, $setting: done"
+        done
+    done
+    bash scripts/peer-compare.sh --table "$samples" >"$OUT/parity.md"
+    cat "$OUT/parity.md" >>"$summary"
+    for f in "$work"/runner-r"$rounds"-*.json; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+    log "done in ${SECONDS} s"
+    exit 0
+fi
+
 # llama.cpp's own log of where the weights went, with and without -cmoe (buffer sizes per device).
 for f in "-ngl 99" "-ngl 99 -cmoe"; do
     echo "== generate $f: llama.cpp log (buffers, offload)" >>"$summary"

@@ -6,6 +6,7 @@
 #
 #   LLAMA_BENCH_SRC=/path/to/llama-bench.cpp scripts/peer-compare.sh [MODEL ...]
 #   scripts/peer-compare.sh --table .cache/peer-compare/*/samples.tsv   # table of earlier runs, pooled
+#   scripts/peer-compare.sh --jsonl-samples LABEL RUNNER FILE.jsonl      # sample lines of one JSONL
 #
 # Models default to the real model (.cache/models/gemma-3-270m-q4_k_m.gguf, see
 # scripts/fetch-real-model.sh) and the generated bench-moe model (made here if missing).
@@ -79,6 +80,27 @@ table() {
             }
         }' "$@"
 }
+
+# llama-bench JSONL (llama-bench itself, and the one llama-runner writes next to its record)
+jsonl_samples() { # model runner file
+    awk -v model="$1" -v runner="$2" -v OFS='\t' '
+        {
+            np = $0; sub(/.*"n_prompt": */, "", np); sub(/[^0-9].*/, "", np)
+            ng = $0; sub(/.*"n_gen": */, "", ng);    sub(/[^0-9].*/, "", ng)
+            test = (np > 0 ? "pp" np : "tg" ng)
+            s = $0; sub(/.*"samples_ts": *\[ */, "", s); sub(/ *\].*/, "", s)
+            n = split(s, v, / *, */)
+            for (i = 1; i <= n; i++) print model, runner, test, v[i]
+        }' "$3"
+}
+
+# `scripts/peer-compare.sh --jsonl-samples LABEL RUNNER FILE`: sample lines of one JSONL file
+# (scripts/gpu-bench.sh uses it on the GPU machine).
+if [ "${1:-}" = "--jsonl-samples" ]; then
+    shift
+    jsonl_samples "$@"
+    exit 0
+fi
 
 # `scripts/peer-compare.sh --table SAMPLES.tsv...`: only the table, from earlier runs' samples.
 if [ "${1:-}" = "--table" ]; then
@@ -163,19 +185,6 @@ fi
 # Every repetition becomes one line of $SAMPLES: model<TAB>runner<TAB>test<TAB>tokens/s.
 SAMPLES="$OUT/samples.tsv"
 : > "$SAMPLES"
-
-# llama-bench JSONL (llama-bench itself, and the one llama-runner writes next to its record)
-jsonl_samples() { # model runner file
-    awk -v model="$1" -v runner="$2" -v OFS='\t' '
-        {
-            np = $0; sub(/.*"n_prompt": */, "", np); sub(/[^0-9].*/, "", np)
-            ng = $0; sub(/.*"n_gen": */, "", ng);    sub(/[^0-9].*/, "", ng)
-            test = (np > 0 ? "pp" np : "tg" ng)
-            s = $0; sub(/.*"samples_ts": *\[ */, "", s); sub(/ *\].*/, "", s)
-            n = split(s, v, / *, */)
-            for (i = 1; i <= n; i++) print model, runner, test, v[i]
-        }' "$3"
-}
 
 # the peer's JSON lines: {"test":"pp512",...,"samples_ns":[...]}
 peer_samples() { # model runner file
