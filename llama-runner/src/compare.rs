@@ -22,6 +22,22 @@ pub const MIN_EFFECT: f64 = 0.02;
 /// Significance level of the t-test.
 pub const ALPHA: f64 = 0.05;
 
+/// When a change counts as faster or slower: the t-test's significance level and the smallest
+/// relative change (`llama-runner compare --alpha --min-effect`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Smallest relative change called faster or slower (0.02 = 2%).
+    pub min_effect: f64,
+    /// Significance level of Welch's t-test.
+    pub alpha: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds { min_effect: MIN_EFFECT, alpha: ALPHA }
+    }
+}
+
 /// The outcome of comparing two sample sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -75,12 +91,17 @@ pub fn welch_p_value(a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
-/// Compares two sample sets of tokens/s (higher is faster).
+/// Compares two sample sets of tokens/s (higher is faster) with the default [`Thresholds`].
 pub fn compare_samples(base: &[f64], new: &[f64]) -> Change {
+    compare_samples_with(base, new, &Thresholds::default())
+}
+
+/// Compares two sample sets of tokens/s (higher is faster).
+pub fn compare_samples_with(base: &[f64], new: &[f64], t: &Thresholds) -> Change {
     let (mb, mn) = (crate::measure::mean(base), crate::measure::mean(new));
     let relative = if mb == 0.0 { 0.0 } else { (mn - mb) / mb };
     let p_value = welch_p_value(base, new);
-    let verdict = if p_value < ALPHA && relative.abs() >= MIN_EFFECT {
+    let verdict = if p_value < t.alpha && relative.abs() >= t.min_effect {
         if relative > 0.0 { Verdict::Faster } else { Verdict::Slower }
     } else {
         Verdict::WithinNoise
@@ -92,10 +113,10 @@ fn cell(s: &Option<SampleStats>) -> String {
     s.as_ref().map_or("–".into(), |s| format!("{:.2} ± {:.2}", s.avg_ts, s.stddev_ts))
 }
 
-fn change_text(base: &Option<SampleStats>, new: &Option<SampleStats>) -> String {
+fn change_text(base: &Option<SampleStats>, new: &Option<SampleStats>, t: &Thresholds) -> String {
     match (base, new) {
         (Some(b), Some(n)) => {
-            let c = compare_samples(&b.samples_ts, &n.samples_ts);
+            let c = compare_samples_with(&b.samples_ts, &n.samples_ts, t);
             format!("{:+.1}% {}", c.relative * 100.0, c.verdict)
         }
         _ => "–".into(),
@@ -106,8 +127,13 @@ fn find<'a>(r: &'a Record, name: &str) -> Option<&'a WorkloadResult> {
     r.workloads.iter().find(|w| w.workload.name == name)
 }
 
-/// The markdown comparison table of `records` (the first is the baseline).
+/// The markdown comparison table of `records` (the first is the baseline), default thresholds.
 pub fn markdown_table(records: &[Record]) -> String {
+    markdown_table_with(records, &Thresholds::default())
+}
+
+/// The markdown comparison table of `records` (the first is the baseline).
+pub fn markdown_table_with(records: &[Record], t: &Thresholds) -> String {
     let mut names: Vec<String> = Vec::new();
     for r in records {
         for w in &r.workloads {
@@ -136,7 +162,7 @@ pub fn markdown_table(records: &[Record]) -> String {
                 let mut text = cell(&stats);
                 if i > 0 {
                     let base = find(&records[0], n).map(pick).unwrap_or(None);
-                    let _ = write!(text, "<br>{}", change_text(&base, &stats));
+                    let _ = write!(text, "<br>{}", change_text(&base, &stats, t));
                 }
                 let _ = write!(out, " {text} |");
             }
@@ -145,8 +171,9 @@ pub fn markdown_table(records: &[Record]) -> String {
     }
     let _ = writeln!(
         out,
-        "\nChange against the first row; a verdict of faster/slower needs Welch's t-test p < {ALPHA} and a change of at least {:.0}%.",
-        MIN_EFFECT * 100.0
+        "\nChange against the first row; a verdict of faster/slower needs Welch's t-test p < {} and a change of at least {}%.",
+        t.alpha,
+        t.min_effect * 100.0
     );
     out
 }

@@ -97,6 +97,13 @@ fn compare_prints_the_sweep_table() {
         table.contains('%') && (table.contains("within noise") || table.contains("faster") || table.contains("slower"))
     );
 
+    // A floor of 99% calls nothing faster or slower, and the footnote says so.
+    let out = exe().args(["compare", "--min-effect", "99"]).arg(&a).arg(&b).output().unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!table.contains("% faster") && !table.contains("% slower"), "{table}");
+    assert!(table.contains("within noise") && table.contains("at least 99%"), "{table}");
+
     let missing = exe().arg("compare").arg(&a).arg(dir.join("nope.json")).output().unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.json"));
@@ -144,6 +151,8 @@ fn bad_inputs_are_errors_not_crashes() {
         vec!["bench", "--flags", "-t banana"],
         vec!["flags", "--no-such-flag"],
         vec!["compare", "Cargo.toml", "Cargo.toml"],
+        vec!["compare", "--min-effect", "150", "a.json", "b.json"],
+        vec!["compare", "--alpha", "0", "a.json", "b.json"],
     ] {
         let out = exe().current_dir(workspace()).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use llama_runner::bisect::{Criterion, Metric, Statistic};
 use llama_runner::cli::{BenchPlan, record_path, run_plan};
-use llama_runner::compare::markdown_table;
+use llama_runner::compare::{Thresholds, markdown_table, markdown_table_with};
 use llama_runner::config::{GeneratedModel, ModelSource};
 use llama_runner::flags::{self, Dialect};
 use llama_runner::record::Record;
@@ -59,6 +59,13 @@ enum Command {
         /// Result records (JSON) written by `bench` or `sweep`; the first is the baseline.
         #[arg(required = true, num_args = 2..)]
         records: Vec<PathBuf>,
+        /// Smallest change in percent called faster or slower. Raise it on a machine whose
+        /// run-to-run spread is larger (compare two records of one configuration to see it).
+        #[arg(long, default_value_t = 2.0, value_name = "PERCENT", value_parser = parse_percent)]
+        min_effect: f64,
+        /// Significance level of Welch's t-test on the per-repetition samples.
+        #[arg(long, default_value_t = 0.05, value_parser = parse_alpha)]
+        alpha: f64,
     },
     /// Judge a record for `git bisect run`: one line, exit 0 (good) or 1 (bad).
     ///
@@ -230,9 +237,10 @@ fn run(command: Command) -> Result<ExitCode> {
             );
         }
         Command::Bench(args) => bench(args)?,
-        Command::Compare { records } => {
+        Command::Compare { records, min_effect, alpha } => {
             let records = records.iter().map(|p| Record::read_json(p)).collect::<Result<Vec<_>, _>>()?;
-            print!("{}", markdown_table(&records));
+            let t = Thresholds { min_effect: min_effect / 100.0, alpha };
+            print!("{}", markdown_table_with(&records, &t));
         }
         Command::Judge(args) => return judge(args),
         Command::History { records, snapshots, workloads, md, svg, title } => {
@@ -438,4 +446,16 @@ fn sweep(
         print!("{}", markdown_table(&records));
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `--min-effect`: a percentage in [0, 100).
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..100.0).contains(&v) { Ok(v) } else { Err(format!("{v} is not a percentage in [0, 100)")) }
+}
+
+/// `--alpha`: a probability in (0, 1).
+fn parse_alpha(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if v > 0.0 && v < 1.0 { Ok(v) } else { Err(format!("{v} is not a significance level in (0, 1)")) }
 }
