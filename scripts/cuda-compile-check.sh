@@ -36,7 +36,7 @@ for mode in ${LINK_MODES:-0}; do
     say "  NEEDED: $(readelf -d "$bin" | sed -nE 's/.*Shared library: \[(.*)\]/\1/p' | tr '\n' ' ')"
     say "  RUNPATH: $(readelf -d "$bin" | sed -nE 's/.*(RPATH|RUNPATH).*\[(.*)\]/\2/p')"
     ldd "$bin" | grep -E 'cuda|cublas|not found' | sed 's/^/    /' >&2 || true
-    say "  cuda symbols linked in statically: $(nm -C "$bin" 2>/dev/null | grep -c ' T cudaMalloc' || true) cudaMalloc*, $(nm "$bin" 2>/dev/null | grep -c ' T cublasCreate_v2' || true) cublasCreate_v2"
+    say "  linked in statically: $(nm "$bin" 2>/dev/null | grep -cE ' [tT] cudaMalloc$' || true) cudaMalloc, $(nm "$bin" 2>/dev/null | grep -cE ' [tT] cublasCreate_v2$' || true) cublasCreate_v2 (1 = in the binary, 0 = from a shared library)"
     set +e
     out=$("$bin" info 2>&1)
     rc=$?
@@ -45,3 +45,17 @@ for mode in ${LINK_MODES:-0}; do
     echo "$out" | sed 's/^/    /' | head -n 20 >&2
     cp "$bin" "$CARGO_TARGET_DIR/llama-runner.cuda-static-$mode"
 done
+
+# The driver loader on its own (llama-sys/build/cuda_driver.rs): ggml's driver calls through the
+# generated trampolines. Without a driver each returns CUDA_ERROR_NO_DEVICE (100); with one they
+# succeed (docs/cuda.md has the run on an H100).
+shim=$(ls -t "$CARGO_TARGET_DIR"/release/build/llama-sys-*/out/cuda-driver/libllama_sys_cuda_driver.a 2>/dev/null | head -n 1)
+if [ -n "$shim" ]; then
+    cc -O1 -Wall -I"$CUDA_PATH/include" scripts/cuda-driver-check.c "$shim" -ldl -o "$CARGO_TARGET_DIR/cuda-driver-check"
+    say "driver loader: $(readelf -d "$CARGO_TARGET_DIR/cuda-driver-check" | grep -c NEEDED) NEEDED entry (libc only), then:"
+    set +e
+    "$CARGO_TARGET_DIR/cuda-driver-check" 2>&1 | head -n 3 | sed 's/^/    /' >&2
+    set -e
+else
+    say "no driver loader built (LLAMA_SYS_CUDA_DRIVER=link?)"
+fi

@@ -80,10 +80,12 @@ fn cuda_libs(toolkit: &Toolkit, mode: CudaStatic) {
             for lib in ["cudart", "cublas", "cublasLt"] {
                 println!("cargo:rustc-link-lib=dylib={lib}");
             }
-            // Dependents add an rpath for the runtime libraries (a toolkit outside the loader's
-            // path, such as scripts/cuda-toolkit-from-pypi.sh's, would not be found otherwise).
-            println!("cargo:cuda_lib_dir={}", toolkit.lib_dirs[0].display());
         }
+    }
+    if mode != CudaStatic::All {
+        // Dependents add an rpath for the shared CUDA libraries (a toolkit outside the loader's
+        // path, such as scripts/cuda-toolkit-from-pypi.sh's, would not be found otherwise).
+        println!("cargo:cuda_lib_dir={}", toolkit.lib_dirs[0].display());
     }
     if mode != CudaStatic::None {
         // What the static runtime needs from the C library.
