@@ -1,0 +1,100 @@
+//! Diagnostic: prompt-processing speed through this crate's benchmark path (`measure::Bench`)
+//! and through a raw llama-bench-style loop (llama.cpp's default context parameters, one
+//! threadpool, `llama_batch_get_one`, one sync) on the same model in the same process,
+//! interleaved round by round. Separates wrapper overhead from differences between processes.
+//!
+//! cargo run --release -p llama-runner --example pp_probe -- MODEL [THREADS] [ROUNDS] [N_PROMPT]
+
+use std::time::Instant;
+
+use llama_runner::measure::{Bench, Test, TestKind};
+use llama_runner::{Backend, ContextOptions, Model, ModelOptions};
+use llama_sys as sys;
+
+fn raw_pp(model: &Model, threads: i32, n_prompt: usize, reps: usize, seed: &mut u64) -> Result<Vec<f64>, String> {
+    // SAFETY: default constructors and a valid model; the context and pool created here are
+    // checked for null and freed here, the context first; the token buffer outlives each decode.
+    unsafe {
+        let mut cp = sys::llama_context_default_params();
+        cp.n_ctx = n_prompt as u32;
+        cp.n_batch = 2048;
+        cp.n_ubatch = 512;
+        cp.n_threads = threads;
+        cp.n_threads_batch = threads;
+        cp.swa_full = false;
+        let ctx = sys::llama_init_from_model(model.as_ptr(), cp);
+        if ctx.is_null() {
+            return Err("llama_init_from_model failed".into());
+        }
+        let mut tpp = sys::ggml_threadpool_params_default(threads);
+        tpp.poll = 50;
+        let tp = sys::ggml_threadpool_new(&mut tpp);
+        if tp.is_null() {
+            sys::llama_free(ctx);
+            return Err("ggml_threadpool_new failed".into());
+        }
+        sys::llama_attach_threadpool(ctx, tp, std::ptr::null_mut());
+        let n_vocab = model.n_vocab() as u64;
+        let bos = model.bos();
+        let mut tokens = vec![0i32; n_prompt];
+        let mut run = |seed: &mut u64| {
+            for (i, t) in tokens.iter_mut().enumerate() {
+                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *t = if i == 0 { bos.unwrap_or(1) } else { ((*seed >> 33) % n_vocab) as i32 };
+            }
+            let t0 = Instant::now();
+            let r = sys::llama_decode(ctx, sys::llama_batch_get_one(tokens.as_mut_ptr(), n_prompt as i32));
+            sys::llama_synchronize(ctx);
+            (r, t0.elapsed().as_secs_f64())
+        };
+        let mut out = Vec::new();
+        let mut status = 0;
+        for rep in 0..=reps {
+            sys::llama_memory_clear(sys::llama_get_memory(ctx), false);
+            let (r, secs) = run(seed);
+            status = r;
+            if r != 0 {
+                break;
+            }
+            if rep > 0 {
+                out.push(n_prompt as f64 / secs); // repetition 0 is the warm-up
+            }
+        }
+        sys::llama_free(ctx);
+        sys::ggml_threadpool_free(tp);
+        if status != 0 { Err(format!("llama_decode returned {status}")) } else { Ok(out) }
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, name: &str, default: T) -> Result<T, String> {
+    args.get(i).map_or(Ok(default), |s| s.parse().map_err(|_| format!("{name}: `{s}` is not a number")))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args.get(1).ok_or("usage: pp_probe MODEL [THREADS] [ROUNDS] [N_PROMPT]")?;
+    let threads: u32 = arg(&args, 2, "THREADS", 2)?;
+    let rounds: usize = arg(&args, 3, "ROUNDS", 6)?;
+    let n_prompt: u32 = arg(&args, 4, "N_PROMPT", 512)?;
+    if threads == 0 || n_prompt == 0 || n_prompt > 2048 {
+        return Err("THREADS must be at least 1 and N_PROMPT in 1..=2048 (one batch)".into());
+    }
+    let model = Model::load(Backend::init(&Default::default())?, path, &ModelOptions::default())?;
+    let opts = ContextOptions { n_threads: Some(threads), ..Default::default() };
+    let test = Test { kind: TestKind::Prompt, n_tokens: n_prompt, n_depth: 0, repetitions: 5 };
+    let mut seed = 1u64;
+    let (mut all_a, mut all_b) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let a: Vec<f64> = Bench::new(&model, &opts, n_prompt)?.run(&test)?.samples_ts();
+        let b = raw_pp(&model, threads as i32, n_prompt as usize, 5, &mut seed)?;
+        println!("round {round}: runner {:8.1}  raw {:8.1}  ratio {:.3}", mean(&a), mean(&b), mean(&a) / mean(&b));
+        all_a.extend(a);
+        all_b.extend(b);
+    }
+    println!("all: runner {:8.1}  raw {:8.1}  ratio {:.3}", mean(&all_a), mean(&all_b), mean(&all_a) / mean(&all_b));
+    Ok(())
+}
