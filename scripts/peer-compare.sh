@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Peer comparison: llama-runner against llama.cpp's own llama-bench and the `llama-cpp-2` crate,
-# same model, same threads, pp512 and tg128, runners interleaved (A, B, C, A, B, C, ...) so that
-# drift of the machine spreads over all of them. Prints a markdown table (mean ± n-1 standard
-# deviation over every repetition of every round) and the ratios of llama-runner to the others.
+# same model, same threads, pp512 and tg128, runners interleaved and rotated (A B C, B C A,
+# C A B, ...) so that drift of the machine and the slot in a round spread over all of them.
+# Prints a markdown table (mean ± n-1 standard deviation over every repetition of every round)
+# and the ratios of llama-runner to the others.
 #
 #   LLAMA_BENCH_SRC=/path/to/llama-bench.cpp scripts/peer-compare.sh [MODEL ...]
 #   scripts/peer-compare.sh --table .cache/peer-compare/*/samples.tsv   # table of earlier runs, pooled
@@ -230,10 +231,12 @@ RUNNERS+=(llama-cpp-2)
 [ -n "$PEER_NAT" ] && RUNNERS+=(llama-cpp-2-native)
 
 log "== cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores; threads $THREADS, $REPS reps x $ROUNDS rounds"
+# Each round starts with the next runner (A B C D, B C D A, ...): the slot a runner runs in
+# matters on a small VM, so no runner always goes first.
 for m in "${MODELS[@]}"; do
     for k in $(seq 1 "$ROUNDS"); do
-        for r in "${RUNNERS[@]}"; do
-            run_one "$m" "$r" "$k"
+        for i in $(seq 0 $((${#RUNNERS[@]} - 1))); do
+            run_one "$m" "${RUNNERS[$(((i + k - 1) % ${#RUNNERS[@]}))]}" "$k"
         done
     done
 done

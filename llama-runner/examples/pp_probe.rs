@@ -3,7 +3,9 @@
 //! threadpool, `llama_batch_get_one`, one sync) on the same model in the same process,
 //! interleaved round by round. Separates wrapper overhead from differences between processes.
 //!
-//! cargo run --release -p llama-runner --example pp_probe -- MODEL [THREADS] [ROUNDS] [N_PROMPT]
+//! cargo run --release -p llama-runner --example pp_probe -- MODEL [THREADS] [ROUNDS] [N_PROMPT] [N_GEN]
+//!
+//! With N_GEN > 0 it also compares generation (N_GEN single-token decodes, a sync after each).
 
 use std::time::Instant;
 
@@ -11,7 +13,17 @@ use llama_runner::measure::{Bench, Test, TestKind};
 use llama_runner::{Backend, ContextOptions, Model, ModelOptions};
 use llama_sys as sys;
 
-fn raw_pp(model: &Model, threads: i32, n_prompt: usize, reps: usize, seed: &mut u64) -> Result<Vec<f64>, String> {
+/// Tokens/s per repetition of a raw prompt test (`gen` false: `n` tokens in one batch) or
+/// generation test (`gen` true: `n` single-token decodes, a sync after each).
+fn raw_test(
+    model: &Model,
+    threads: i32,
+    n: usize,
+    generation: bool,
+    reps: usize,
+    seed: &mut u64,
+) -> Result<Vec<f64>, String> {
+    let n_prompt = n;
     // SAFETY: default constructors and a valid model; the context and pool created here are
     // checked for null and freed here, the context first; the token buffer outlives each decode.
     unsafe {
@@ -43,8 +55,19 @@ fn raw_pp(model: &Model, threads: i32, n_prompt: usize, reps: usize, seed: &mut 
                 *t = if i == 0 { bos.unwrap_or(1) } else { ((*seed >> 33) % n_vocab) as i32 };
             }
             let t0 = Instant::now();
-            let r = sys::llama_decode(ctx, sys::llama_batch_get_one(tokens.as_mut_ptr(), n_prompt as i32));
-            sys::llama_synchronize(ctx);
+            let mut r = 0;
+            if generation {
+                for i in 0..n_prompt {
+                    r = sys::llama_decode(ctx, sys::llama_batch_get_one(tokens.as_mut_ptr().add(i), 1));
+                    sys::llama_synchronize(ctx);
+                    if r != 0 {
+                        break;
+                    }
+                }
+            } else {
+                r = sys::llama_decode(ctx, sys::llama_batch_get_one(tokens.as_mut_ptr(), n_prompt as i32));
+                sys::llama_synchronize(ctx);
+            }
             (r, t0.elapsed().as_secs_f64())
         };
         let mut out = Vec::new();
@@ -57,7 +80,7 @@ fn raw_pp(model: &Model, threads: i32, n_prompt: usize, reps: usize, seed: &mut 
                 break;
             }
             if rep > 0 {
-                out.push(n_prompt as f64 / secs); // repetition 0 is the warm-up
+                out.push(n_prompt as f64 / secs); // repetition 0 is the warm-up (full length, as ours for pp)
             }
         }
         sys::llama_free(ctx);
@@ -80,21 +103,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: u32 = arg(&args, 2, "THREADS", 2)?;
     let rounds: usize = arg(&args, 3, "ROUNDS", 6)?;
     let n_prompt: u32 = arg(&args, 4, "N_PROMPT", 512)?;
-    if threads == 0 || n_prompt == 0 || n_prompt > 2048 {
-        return Err("THREADS must be at least 1 and N_PROMPT in 1..=2048 (one batch)".into());
+    let n_gen: u32 = arg(&args, 5, "N_GEN", 0)?;
+    if threads == 0 || n_prompt == 0 || n_prompt > 2048 || n_gen > 4096 {
+        return Err("THREADS must be at least 1, N_PROMPT in 1..=2048 (one batch), N_GEN at most 4096".into());
     }
     let model = Model::load(Backend::init(&Default::default())?, path, &ModelOptions::default())?;
     let opts = ContextOptions { n_threads: Some(threads), ..Default::default() };
-    let test = Test { kind: TestKind::Prompt, n_tokens: n_prompt, n_depth: 0, repetitions: 5 };
     let mut seed = 1u64;
-    let (mut all_a, mut all_b) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let a: Vec<f64> = Bench::new(&model, &opts, n_prompt)?.run(&test)?.samples_ts();
-        let b = raw_pp(&model, threads as i32, n_prompt as usize, 5, &mut seed)?;
-        println!("round {round}: runner {:8.1}  raw {:8.1}  ratio {:.3}", mean(&a), mean(&b), mean(&a) / mean(&b));
-        all_a.extend(a);
-        all_b.extend(b);
+    let mut tests = vec![("pp", TestKind::Prompt, n_prompt)];
+    if n_gen > 0 {
+        tests.push(("tg", TestKind::Generation, n_gen));
     }
-    println!("all: runner {:8.1}  raw {:8.1}  ratio {:.3}", mean(&all_a), mean(&all_b), mean(&all_a) / mean(&all_b));
+    for (label, kind, n) in tests {
+        let test = Test { kind, n_tokens: n, n_depth: 0, repetitions: 5 };
+        let (mut all_a, mut all_b) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let a: Vec<f64> = Bench::new(&model, &opts, n)?.run(&test)?.samples_ts();
+            let b = raw_test(&model, threads as i32, n as usize, kind == TestKind::Generation, 5, &mut seed)?;
+            println!(
+                "{label}{n} round {round}: runner {:8.1}  raw {:8.1}  ratio {:.3}",
+                mean(&a),
+                mean(&b),
+                mean(&a) / mean(&b)
+            );
+            all_a.extend(a);
+            all_b.extend(b);
+        }
+        let (ma, mb) = (mean(&all_a), mean(&all_b));
+        println!("{label}{n} all: runner {ma:8.1}  raw {mb:8.1}  ratio {:.3}", ma / mb);
+    }
     Ok(())
 }
