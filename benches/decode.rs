@@ -110,6 +110,19 @@ fn measure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, pla
                     continue;
                 }
             };
+            // One untimed run (llama-bench's warm-up) also tells how long an iteration takes:
+            // give criterion time for its 10 samples of at least one iteration each.
+            let once = bench
+                .reset(w.n_depth)
+                .and_then(|()| if kind == "pp" { bench.time_prompt(n) } else { bench.time_generation(n) });
+            let once = match once {
+                Ok(ns) => Duration::from_nanos(ns),
+                Err(e) => {
+                    eprintln!("{} / {}: skipped: {e}", plan.name, w.name);
+                    continue;
+                }
+            };
+            group.measurement_time(MEASUREMENT.max(once.mul_f64(SAMPLES as f64 * 1.2)));
             group.throughput(Throughput::Elements(n.into()));
             let id = BenchmarkId::new(format!("{}/{}", plan.name, w.name), format!("{kind}{n}{depth}"));
             group.bench_function(id, |b| {
@@ -127,13 +140,18 @@ fn measure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, pla
     }
 }
 
+/// Criterion samples per benchmark (flat sampling: each sample runs whole iterations).
+const SAMPLES: usize = 10;
+/// Measurement time per benchmark, raised for workloads whose 10 iterations take longer.
+const MEASUREMENT: Duration = Duration::from_secs(10);
+
 fn decode(c: &mut Criterion) {
     let plans = plans();
     let Some(first) = plans.first() else { return };
     let backend = Backend::init(&first.options.backend).expect("initialise the backend");
     let mut group = c.benchmark_group("decode");
-    group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(10));
+    group.sample_size(SAMPLES).sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_secs(2)).measurement_time(MEASUREMENT);
     for plan in &plans {
         if plan.options.backend != *backend.options() {
             eprintln!("{}: skipped: its environment knobs need a process of their own (llama-runner sweep)", plan.name);
