@@ -59,13 +59,8 @@ enum Command {
         /// Result records (JSON) written by `bench` or `sweep`; the first is the baseline.
         #[arg(required = true, num_args = 2..)]
         records: Vec<PathBuf>,
-        /// Smallest change in percent called faster or slower. Raise it on a machine whose
-        /// run-to-run spread is larger (compare two records of one configuration to see it).
-        #[arg(long, default_value_t = 2.0, value_name = "PERCENT", value_parser = parse_percent)]
-        min_effect: f64,
-        /// Significance level of Welch's t-test on the per-repetition samples.
-        #[arg(long, default_value_t = 0.05, value_parser = parse_alpha)]
-        alpha: f64,
+        #[command(flatten)]
+        verdicts: VerdictArgs,
     },
     /// Judge a record for `git bisect run`: one line, exit 0 (good) or 1 (bad).
     ///
@@ -109,7 +104,27 @@ enum Command {
         /// Override every workload's repetitions.
         #[arg(long)]
         repetitions: Option<u32>,
+        #[command(flatten)]
+        verdicts: VerdictArgs,
     },
+}
+
+/// When the comparison table calls a change faster or slower.
+#[derive(clap::Args)]
+struct VerdictArgs {
+    /// Smallest change in percent called faster or slower. Raise it on a machine whose
+    /// run-to-run spread is larger (compare two records of one configuration to see it).
+    #[arg(long, default_value_t = 2.0, value_name = "PERCENT", value_parser = parse_percent)]
+    min_effect: f64,
+    /// Significance level of Welch's t-test on the per-repetition samples.
+    #[arg(long, default_value_t = 0.05, value_parser = parse_alpha)]
+    alpha: f64,
+}
+
+impl VerdictArgs {
+    fn thresholds(&self) -> Thresholds {
+        Thresholds { min_effect: self.min_effect / 100.0, alpha: self.alpha }
+    }
 }
 
 #[derive(clap::Args)]
@@ -237,17 +252,16 @@ fn run(command: Command) -> Result<ExitCode> {
             );
         }
         Command::Bench(args) => bench(args)?,
-        Command::Compare { records, min_effect, alpha } => {
+        Command::Compare { records, verdicts } => {
             let records = records.iter().map(|p| Record::read_json(p)).collect::<Result<Vec<_>, _>>()?;
-            let t = Thresholds { min_effect: min_effect / 100.0, alpha };
-            print!("{}", markdown_table_with(&records, &t));
+            print!("{}", markdown_table_with(&records, &verdicts.thresholds()));
         }
         Command::Judge(args) => return judge(args),
         Command::History { records, snapshots, workloads, md, svg, title } => {
             history(&records, &snapshots, &workloads, md.as_deref(), svg.as_deref(), title)?
         }
-        Command::Sweep { configs, out, workloads, repetitions } => {
-            return sweep(&configs, &out, &workloads, repetitions);
+        Command::Sweep { configs, out, workloads, repetitions, verdicts } => {
+            return sweep(&configs, &out, &workloads, repetitions, &verdicts.thresholds());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -404,6 +418,7 @@ fn sweep(
     out: &std::path::Path,
     workloads: &[String],
     repetitions: Option<u32>,
+    thresholds: &Thresholds,
 ) -> Result<ExitCode> {
     use indicatif::{ProgressBar, ProgressStyle};
     // Check every configuration before spending time on the first.
@@ -443,7 +458,7 @@ fn sweep(
     }
     if written.len() >= 2 {
         let records = written.iter().map(|p| Record::read_json(p)).collect::<Result<Vec<_>, _>>()?;
-        print!("{}", markdown_table(&records));
+        print!("{}", markdown_table_with(&records, thresholds));
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
