@@ -95,8 +95,10 @@ extern "C" fn callback(level: sys::ggml_log_level, text: *const c_char, _: *mut 
     // Debug lines come in the hot path (ggml-cuda logs one per decode when it reuses a CUDA
     // graph). When neither a logger nor a Recorder wants them, drop them here, as llama-bench's
     // null callback does, with their continuation fragments.
-    let skippable = level == sys::GGML_LOG_LEVEL_DEBUG || (level == sys::GGML_LOG_LEVEL_CONT && SKIPPING.get());
-    if skippable && RECORDING.load(Ordering::Relaxed) == 0 && !log::log_enabled!(target: TARGET, log::Level::Debug) {
+    // (The rest of a line whose start was dropped goes too, even if a listener came meanwhile.)
+    let rest_of_dropped = level == sys::GGML_LOG_LEVEL_CONT && SKIPPING.get();
+    let unheard = || RECORDING.load(Ordering::Relaxed) == 0 && !log::log_enabled!(target: TARGET, log::Level::Debug);
+    if rest_of_dropped || (level == sys::GGML_LOG_LEVEL_DEBUG && unheard()) {
         SKIPPING.set(text.to_bytes().last() != Some(&b'\n'));
         return;
     }
@@ -135,5 +137,36 @@ fn emit(level: log::Level, line: &str) {
     }
     for sink in lock(&RECORDERS).iter() {
         lock(sink).push(line.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+
+    fn call(level: sys::ggml_log_level, text: &str) {
+        let c = CString::new(text).unwrap();
+        callback(level, c.as_ptr(), std::ptr::null_mut());
+    }
+
+    #[test]
+    fn unheard_debug_lines_are_dropped_with_their_continuations() {
+        // No logger in unit tests and no Recorder yet: this debug line is dropped, and so is
+        // its continuation although a Recorder starts in between.
+        call(sys::GGML_LOG_LEVEL_DEBUG, "dropped ");
+        let rec = Recorder::start();
+        call(sys::GGML_LOG_LEVEL_CONT, "tail\n");
+        // With a listener, debug lines and their continuations arrive whole.
+        call(sys::GGML_LOG_LEVEL_DEBUG, "kept ");
+        call(sys::GGML_LOG_LEVEL_CONT, "too\n");
+        call(sys::GGML_LOG_LEVEL_INFO, "info\n");
+        assert_eq!(rec.lines(), ["kept too", "info"]);
+        drop(rec);
+        // Without one again: dropped, while other levels still reach a later Recorder.
+        call(sys::GGML_LOG_LEVEL_DEBUG, "gone\n");
+        let rec = Recorder::start();
+        call(sys::GGML_LOG_LEVEL_WARN, "warn\n");
+        assert_eq!(rec.lines(), ["warn"]);
     }
 }
