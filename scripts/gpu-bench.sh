@@ -173,10 +173,10 @@ if [ -n "$peer_src" ]; then
             timeout 120 "$runner" bench --flags "-m $model -t $threads $setting" --workload medium \
                 --repetitions "$reps" --record "$work/runner-$tag.json" >>"$OUT/run.log" 2>&1 \
                 || log "llama-runner $setting round $k failed (run.log)"
-            [ -f "$work/runner-$tag.jsonl" ] && jsonl "$label" llama-runner "$work/runner-$tag.jsonl" >>"$samples"
+            [ -f "$work/runner-$tag.jsonl" ] && jsonl "$label" llama-runner "$work/runner-$tag.jsonl" "$k" >>"$samples"
             timeout 120 "$work/llama-bench" -m "$model" -t "$threads" $setting -p 512 -n 128 -r "$reps" -o jsonl \
                 >"$work/bench-$tag.jsonl" 2>>"$OUT/run.log" || log "llama-bench $setting round $k failed (run.log)"
-            jsonl "$label" llama-bench "$work/bench-$tag.jsonl" >>"$samples"
+            jsonl "$label" llama-bench "$work/bench-$tag.jsonl" "$k" >>"$samples"
             log "round $k, $setting: done"
         done
     done

@@ -7,7 +7,7 @@
 #
 #   LLAMA_BENCH_SRC=/path/to/llama-bench.cpp scripts/peer-compare.sh [MODEL ...]
 #   scripts/peer-compare.sh --table .cache/peer-compare/*/samples.tsv   # table of earlier runs, pooled
-#   scripts/peer-compare.sh --jsonl-samples LABEL RUNNER FILE.jsonl      # sample lines of one JSONL
+#   scripts/peer-compare.sh --jsonl-samples LABEL RUNNER FILE.jsonl [ROUND]   # sample lines of one JSONL
 #
 # Models default to the real model (.cache/models/gemma-3-270m-q4_k_m.gguf, see
 # scripts/fetch-real-model.sh) and the generated bench-moe model (made here if missing).
@@ -43,8 +43,10 @@ OUT="${OUT:-.cache/peer-compare/$(date -u +%Y%m%dT%H%M%SZ)}"
 
 log() { printf '%s\n' "$*" >&2; }
 
-# Markdown table from sample files (model<TAB>runner<TAB>test<TAB>tokens/s per repetition): mean and
-# n-1 standard deviation over all repetitions of all rounds, and llama-runner's ratio to each peer.
+# Markdown table from sample files (model<TAB>runner<TAB>test<TAB>tokens/s per repetition, and
+# optionally <TAB>round): mean and n-1 standard deviation over all repetitions of all rounds, and
+# llama-runner's ratio to each peer: the ratio of the pooled means, and where rounds are known
+# the mean ± standard error of the per-round ratios (each round's means, runs minutes apart).
 table() {
     awk -F'\t' '
         {
@@ -52,11 +54,26 @@ table() {
             n[key]++; s[key] += $4; ss[key] += $4 * $4
             if (!($1 in seen)) { seen[$1] = 1; models[++nm] = $1 }
             if (!($2 in rseen)) { rseen[$2] = 1; R[++nr] = $2 }
+            if (NF >= 5) {
+                rk = key SUBSEP $5; rn[rk]++; rs[rk] += $4
+                if (!($5 in kseen)) { kseen[$5] = 1; K[++nk] = $5 }
+            }
         }
         function mean(k) { return s[k] / n[k] }
         function sd(k,   m) { if (n[k] < 2) return 0; m = mean(k); v = (ss[k] - n[k] * m * m) / (n[k] - 1); return v > 0 ? sqrt(v) : 0 }
         function cell(k) { return (k in n) ? sprintf("%.2f ± %.2f (n=%d)", mean(k), sd(k), n[k]) : "-" }
-        function ratio(a, b) { return ((a in n) && (b in n)) ? sprintf("%.3f", mean(a) / mean(b)) : "-" }
+        function ratio(a, b,   c, i, x, sx, sxx, v) {
+            if (!((a in n) && (b in n))) return "-"
+            c = 0; sx = 0; sxx = 0
+            for (i = 1; i <= nk; i++) {
+                if (!((a SUBSEP K[i]) in rn) || !((b SUBSEP K[i]) in rn)) continue
+                x = (rs[a SUBSEP K[i]] / rn[a SUBSEP K[i]]) / (rs[b SUBSEP K[i]] / rn[b SUBSEP K[i]])
+                c++; sx += x; sxx += x * x
+            }
+            if (c < 2) return sprintf("%.3f", mean(a) / mean(b))
+            v = (sxx - sx * sx / c) / (c - 1); if (v < 0) v = 0
+            return sprintf("%.3f (%.3f ± %.3f, %d rounds)", mean(a) / mean(b), sx / c, sqrt(v / c), c)
+        }
         END {
             print "| model | runner | pp512 t/s | tg128 t/s | tg RSD |"
             print "|---|---|---:|---:|---:|"
@@ -83,19 +100,19 @@ table() {
 }
 
 # llama-bench JSONL (llama-bench itself, and the one llama-runner writes next to its record)
-jsonl_samples() { # model runner file
-    awk -v model="$1" -v runner="$2" -v OFS='\t' '
+jsonl_samples() { # model runner file [round]
+    awk -v model="$1" -v runner="$2" -v round="${4:-}" -v OFS='\t' '
         {
             np = $0; sub(/.*"n_prompt": */, "", np); sub(/[^0-9].*/, "", np)
             ng = $0; sub(/.*"n_gen": */, "", ng);    sub(/[^0-9].*/, "", ng)
             test = (np > 0 ? "pp" np : "tg" ng)
             s = $0; sub(/.*"samples_ts": *\[ */, "", s); sub(/ *\].*/, "", s)
             n = split(s, v, / *, */)
-            for (i = 1; i <= n; i++) print model, runner, test, v[i]
+            for (i = 1; i <= n; i++) if (round != "") print model, runner, test, v[i], round; else print model, runner, test, v[i]
         }' "$3"
 }
 
-# `scripts/peer-compare.sh --jsonl-samples LABEL RUNNER FILE`: sample lines of one JSONL file
+# `scripts/peer-compare.sh --jsonl-samples LABEL RUNNER FILE [ROUND]`: sample lines of one JSONL file
 # (scripts/gpu-bench.sh uses it on the GPU machine).
 if [ "${1:-}" = "--jsonl-samples" ]; then
     shift
@@ -188,14 +205,14 @@ SAMPLES="$OUT/samples.tsv"
 : > "$SAMPLES"
 
 # the peer's JSON lines: {"test":"pp512",...,"samples_ns":[...]}
-peer_samples() { # model runner file
-    awk -v model="$1" -v runner="$2" -v OFS='\t' '
+peer_samples() { # model runner file round
+    awk -v model="$1" -v runner="$2" -v round="$4" -v OFS='\t' '
         /"test"/ {
             t = $0; sub(/.*"test":"/, "", t); sub(/".*/, "", t)
             ntok = t; sub(/^[a-z]+/, "", ntok)
             s = $0; sub(/.*"samples_ns":\[/, "", s); sub(/\].*/, "", s)
             n = split(s, v, / *, */)
-            for (i = 1; i <= n; i++) printf "%s\t%s\t%s\t%.6f\n", model, runner, t, 1e9 * ntok / v[i]
+            for (i = 1; i <= n; i++) printf "%s\t%s\t%s\t%.6f\t%s\n", model, runner, t, 1e9 * ntok / v[i], round
         }' "$3"
 }
 
@@ -207,20 +224,20 @@ run_one() { # model runner round
         llama-runner)
             "$RUNNER" bench --flags "-m $m -t $THREADS" --workload medium --repetitions "$REPS" \
                 --record "$OUT/$tag.json" > "$OUT/$tag.out" 2>&1
-            jsonl_samples "$m" "$r" "$OUT/$tag.jsonl" >> "$SAMPLES"
+            jsonl_samples "$m" "$r" "$OUT/$tag.jsonl" "$k" >> "$SAMPLES"
             ;;
         llama-bench)
             "$LLAMA_BENCH" -m "$m" -t "$THREADS" -p "$N_PROMPT" -n "$N_GEN" -r "$REPS" -o jsonl \
                 > "$OUT/$tag.jsonl" 2> "$OUT/$tag.err"
-            jsonl_samples "$m" "$r" "$OUT/$tag.jsonl" >> "$SAMPLES"
+            jsonl_samples "$m" "$r" "$OUT/$tag.jsonl" "$k" >> "$SAMPLES"
             ;;
         llama-cpp-2)
             "$PEER" "$m" "$THREADS" "$N_PROMPT" "$N_GEN" "$REPS" > "$OUT/$tag.jsonl" 2> "$OUT/$tag.err"
-            peer_samples "$m" "$r" "$OUT/$tag.jsonl" >> "$SAMPLES"
+            peer_samples "$m" "$r" "$OUT/$tag.jsonl" "$k" >> "$SAMPLES"
             ;;
         llama-cpp-2-native)
             "$PEER_NAT" "$m" "$THREADS" "$N_PROMPT" "$N_GEN" "$REPS" > "$OUT/$tag.jsonl" 2> "$OUT/$tag.err"
-            peer_samples "$m" "$r" "$OUT/$tag.jsonl" >> "$SAMPLES"
+            peer_samples "$m" "$r" "$OUT/$tag.jsonl" "$k" >> "$SAMPLES"
             ;;
     esac
 }
