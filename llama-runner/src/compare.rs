@@ -221,4 +221,17 @@ mod tests {
         // Significant but tiny (0.5%): within noise.
         assert_eq!(compare_samples(&base, &[100.5, 101.5, 99.5, 101.0, 100.0]).verdict, Verdict::WithinNoise);
     }
+
+    #[test]
+    fn thresholds_move_the_verdict() {
+        let base = [100.0, 101.0, 99.0, 100.5, 99.5];
+        let new = [96.0, 97.0, 95.0, 96.5, 95.5]; // -4%, p ≈ 3e-5
+        let c = compare_samples(&base, &new);
+        assert!((c.relative + 0.04).abs() < 1e-12 && c.p_value < 1e-4, "{c:?}");
+        assert_eq!(c.verdict, Verdict::Slower);
+        let with = |min_effect, alpha| compare_samples_with(&base, &new, &Thresholds { min_effect, alpha }).verdict;
+        assert_eq!(with(0.05, ALPHA), Verdict::WithinNoise, "a 5% floor");
+        assert_eq!(with(0.03, ALPHA), Verdict::Slower);
+        assert_eq!(with(MIN_EFFECT, 1e-6), Verdict::WithinNoise, "a stricter significance level");
+    }
 }
