@@ -16,7 +16,7 @@
 //!
 //! The model is loaded and the context created once per configuration, outside the timed
 //! region. Each iteration resets the KV cache (untimed) and times one prompt pass or one
-//! generation run with the code `llama-runner bench` uses (`llama_runner::measure`). Criterion
+//! generation run with the code `llama-runner bench` uses (`llama_workbench::measure`). Criterion
 //! reports tokens/s (`Throughput::Elements`).
 
 // criterion_group! generates an undocumented function.
@@ -27,9 +27,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use llama_runner::config::{Config, GeneratedModel, ModelSource};
-use llama_runner::measure::{Bench, Workload};
 use llama_runner::{Backend, ContextOptions, Model, RunOptions, build_info};
+use llama_workbench::config::{Config, GeneratedModel, ModelSource};
+use llama_workbench::measure::{Bench, Workload};
 use tiny_gguf::ModelSpec;
 
 fn env_u32(name: &str, default: u32) -> u32 {
@@ -148,7 +148,10 @@ const MEASUREMENT: Duration = Duration::from_secs(10);
 fn decode(c: &mut Criterion) {
     let plans = plans();
     let Some(first) = plans.first() else { return };
-    let backend = Backend::init(&first.options.backend).expect("initialise the backend");
+    // SAFETY: criterion (without its rayon feature) runs benchmark functions on the main thread
+    // and has started no thread yet, nor has llama.cpp: nothing reads the environment while the
+    // first configuration's knobs are written.
+    let backend = unsafe { Backend::init_setting_env(&first.options.backend) }.expect("initialise the backend");
     let mut group = c.benchmark_group("decode");
     group.sample_size(SAMPLES).sampling_mode(SamplingMode::Flat);
     group.warm_up_time(Duration::from_secs(2)).measurement_time(MEASUREMENT);

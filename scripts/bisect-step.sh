@@ -117,7 +117,7 @@ export CARGO_PROFILE_RELEASE_INCREMENTAL=${CARGO_PROFILE_RELEASE_INCREMENTAL:-tr
 features=$bindgen$features
 t0=$SECONDS
 if ! (cd "$root" && LLAMA_CPP_DIR=$tree CARGO_TARGET_DIR=$target \
-    cargo build --release -p llama-runner --bin llama-runner --features "${features#,}") >>"$log" 2>&1; then
+    cargo build --release -p llama-workbench --bin llama-runner --features "${features#,}") >>"$log" 2>&1; then
     echo "$label: skip (does not build; see $log) [build $((SECONDS - t0)) s]"
     exit 125
 fi

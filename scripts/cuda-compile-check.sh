@@ -23,15 +23,15 @@ unset LD_LIBRARY_PATH
 bin="$CARGO_TARGET_DIR/release/llama-runner"
 
 say "a clear error without a toolkit:"
-if CUDA_PATH=/nonexistent/cuda cargo build --quiet --release -p llama-runner --features cuda 2>"$CARGO_TARGET_DIR.no-toolkit.log"; then
+if CUDA_PATH=/nonexistent/cuda cargo build --quiet --release -p llama-workbench --features cuda 2>"$CARGO_TARGET_DIR.no-toolkit.log"; then
     say "building with CUDA_PATH=/nonexistent/cuda succeeded?"; exit 1
 fi
 grep -A4 'feature `cuda`' "$CARGO_TARGET_DIR.no-toolkit.log" | sed 's/^/    /' >&2 || tail -n 20 "$CARGO_TARGET_DIR.no-toolkit.log" >&2
 
 for mode in ${LINK_MODES:-0}; do
     t=$SECONDS
-    say "LLAMA_SYS_CUDA_STATIC=$mode: cargo build --release -p llama-runner --features cuda (arch $LLAMA_SYS_CUDA_ARCHS)"
-    LLAMA_SYS_CUDA_STATIC=$mode nice -n 10 cargo build --quiet --release -p llama-runner --features cuda
+    say "LLAMA_SYS_CUDA_STATIC=$mode: cargo build --release -p llama-workbench --features cuda (arch $LLAMA_SYS_CUDA_ARCHS)"
+    LLAMA_SYS_CUDA_STATIC=$mode nice -n 10 cargo build --quiet --release -p llama-workbench --features cuda
     say "  built in $((SECONDS - t)) s"
     say "  NEEDED: $(readelf -d "$bin" | sed -nE 's/.*Shared library: \[(.*)\]/\1/p' | tr '\n' ' ')"
     say "  RUNPATH: $(readelf -d "$bin" | sed -nE 's/.*(RPATH|RUNPATH).*\[(.*)\]/\2/p')"

@@ -5,7 +5,7 @@
 #
 #   scripts/cuda-toolkit-from-pypi.sh                  # CUDA 13.0 into .cache/cuda
 #   scripts/cuda-toolkit-from-pypi.sh --prefix DIR     # elsewhere
-#   CUDA_PATH=$PWD/.cache/cuda cargo build -p llama-runner --features cuda
+#   CUDA_PATH=$PWD/.cache/cuda cargo build -p llama-workbench --features cuda
 #
 # Why 13.0: the CUDA 12 wheels (nvidia-cuda-nvcc-cu12) ship only ptxas and libnvvm, no nvcc; the
 # CUDA 13 wheels ship a complete compiler (nvcc, cicc, cudafe++, fatbinary, nvlink) under

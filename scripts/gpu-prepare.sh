@@ -20,7 +20,7 @@ carry="$root/.cache/gpu-carry"
 target=${CARGO_TARGET_DIR:-$root/target/dynlink}
 mkdir -p "$carry"
 say "building llama-runner (dynamic-link) and tiny-gguf in $target"
-CARGO_TARGET_DIR="$target" nice -n 10 cargo build --release --quiet -p llama-runner --features dynamic-link
+CARGO_TARGET_DIR="$target" nice -n 10 cargo build --release --quiet -p llama-workbench --features dynamic-link
 CARGO_TARGET_DIR="$target" nice -n 10 cargo build --release --quiet -p tiny-gguf
 for bin in llama-runner tiny-gguf; do
     cp "$target/release/$bin" "$carry/$bin"

@@ -131,7 +131,7 @@ fi
 mkdir -p "$OUT"
 if [ "$BUILD" = 1 ]; then
     log "== building llama-runner (release)"
-    cargo build --release -p llama-runner >&2
+    cargo build --release -p llama-workbench >&2
 fi
 RUNNER=target/release/llama-runner
 

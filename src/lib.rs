@@ -1,1 +1,25 @@
-//! Shared helpers for the workspace-level benchmarks and tests.
+//! The workbench over [`llama_runner`]: measuring, records, comparisons, sweeps, regression
+//! hunting and the `llama-runner` command line.
+//!
+//! Everything about measuring and tooling lives here, so the library stays lean:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`measure`] | llama-bench's method: workloads, repetitions, per-repetition tokens/s |
+//! | [`record`] | result records (JSON) with build, model, machine and memory, and llama-bench's JSONL |
+//! | [`compare`] | the comparison table and its verdicts (Welch's t-test plus a minimum effect) |
+//! | [`config`] | configuration files (TOML and the legacy `.env` form) with workloads and generated models |
+//! | [`bisect`] | the judge of a `git bisect run` step |
+//! | [`history`] | performance across llama.cpp commits: table and SVG |
+//! | [`cli`] | the glue of `llama-runner bench` |
+
+pub mod bisect;
+pub mod cli;
+pub mod compare;
+pub mod config;
+pub mod error;
+pub mod history;
+pub mod measure;
+pub mod record;
+
+pub use error::{Error, Result};

@@ -18,8 +18,9 @@ pub struct Backend {
 }
 
 /// Settings llama.cpp takes once per process.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct BackendOptions {
     /// NUMA strategy (`--numa`).
     pub numa: Numa,
@@ -28,8 +29,9 @@ pub struct BackendOptions {
 }
 
 /// NUMA strategy (`--numa`), applied once per process at initialisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum Numa {
     /// No NUMA handling (the default).
     #[default]
@@ -46,31 +48,52 @@ pub enum Numa {
 static BACKEND: OnceLock<std::result::Result<Backend, sys::LibraryMismatch>> = OnceLock::new();
 
 impl Backend {
-    /// The backend: the one already initialised, or initialised now with default settings
-    /// (no NUMA strategy, the environment as it is).
+    /// The backend: the one already initialised, or initialised now with default settings (no
+    /// NUMA strategy, the environment as the process found it).
     ///
-    /// # Panics
-    ///
-    /// If the llama.cpp libraries loaded at run time are of another commit than the one this
-    /// crate was compiled against (only possible with the `dynamic-link` feature); see
-    /// [`Error::LibraryMismatch`]. [`Backend::init`] returns that as an error instead, so a
-    /// program that may meet foreign libraries calls it first.
-    pub fn get() -> &'static Backend {
-        match BACKEND.get_or_init(|| Backend::start(BackendOptions::default())) {
-            Ok(b) => b,
-            Err(e) => panic!("{e}"),
-        }
+    /// Fails with [`Error::LibraryMismatch`], before any other llama.cpp call, if the llama.cpp
+    /// libraries loaded at run time (`dynamic-link`) are of another commit than the one this
+    /// crate was compiled against.
+    pub fn get() -> Result<&'static Backend> {
+        BACKEND.get_or_init(|| Backend::start(BackendOptions::default())).as_ref().map_err(Error::from)
     }
 
-    /// Initialises the backend with once-per-process settings. Call it early, before the
-    /// program starts threads that read the environment: the knobs are written with
-    /// `std::env::set_var`.
+    /// Initialises the backend with once-per-process settings, or returns the one already
+    /// initialised with the same settings.
     ///
-    /// Fails, naming the setting, if the backend was already initialised with other settings:
-    /// llama.cpp would silently ignore them. Fails with [`Error::LibraryMismatch`], before any
-    /// other llama.cpp call, if the libraries loaded at run time (`dynamic-link`) are of another
-    /// llama.cpp commit than the one this crate was compiled against.
+    /// Environment knobs are *checked*, not written: each knob in `options.env` must already
+    /// have its value in the process environment (set by the shell, a launcher, or a parent
+    /// process such as `llama-runner sweep`, which sets them on its children); otherwise this
+    /// fails with [`Error::EnvKnob`] naming the variable. Writing the environment of a running
+    /// process is unsound while another thread may read it, so that is left to
+    /// [`Backend::init_setting_env`], whose caller promises there is no such thread.
+    ///
+    /// Fails, naming the setting, if the backend was already initialised with other settings
+    /// (llama.cpp would silently ignore them), and with [`Error::LibraryMismatch`] as
+    /// [`Backend::get`] does.
     pub fn init(options: &BackendOptions) -> Result<&'static Backend> {
+        options.env.check_environment()?;
+        Self::init_checked(options)
+    }
+
+    /// [`Backend::init`] after writing the environment knobs of `options` into the process
+    /// environment (`std::env::set_var`, and `remove_var` for knobs set to off).
+    ///
+    /// # Safety
+    ///
+    /// No other thread may read or write the process environment while this runs: call it at
+    /// the start of `main`, before any thread is spawned (by the program or by a library it
+    /// initialised). This is the contract of [`std::env::set_var`]; llama.cpp reads the knobs
+    /// with `getenv` from its own threads later, which is safe once the writes are done.
+    pub unsafe fn init_setting_env(options: &BackendOptions) -> Result<&'static Backend> {
+        if !Self::is_initialised() {
+            // SAFETY: the caller guarantees that no other thread touches the environment.
+            unsafe { options.env.apply() };
+        }
+        Self::init(options)
+    }
+
+    fn init_checked(options: &BackendOptions) -> Result<&'static Backend> {
         let b = BACKEND.get_or_init(|| Backend::start(options.clone())).as_ref().map_err(Error::from)?;
         if b.options.numa != options.numa {
             return Err(Error::AfterInit {
@@ -100,13 +123,30 @@ impl Backend {
         BACKEND.get().is_some()
     }
 
+    /// Every registered device, with its current memory.
+    pub fn devices(&self) -> Vec<Device> {
+        devices()
+    }
+
+    /// Names of every registered device.
+    pub fn device_names(&self) -> Vec<String> {
+        self.devices().into_iter().map(|d| d.name).collect()
+    }
+
+    /// The backends llama.cpp registered at run time (`CPU`, `CUDA`).
+    pub fn backend_names(&self) -> Vec<String> {
+        // SAFETY: the registry is initialised (`self` proves it); indices below the count are valid.
+        let n = unsafe { sys::ggml_backend_reg_count() };
+        (0..n)
+            // SAFETY: `i < count`; names are static strings.
+            .map(|i| unsafe { cstr(sys::ggml_backend_reg_name(sys::ggml_backend_reg_get(i))) })
+            .collect()
+    }
+
     fn start(options: BackendOptions) -> std::result::Result<Backend, sys::LibraryMismatch> {
         // First, before any call whose signature or structs could differ between commits.
         sys::check_library_commit()?;
         let numa = options.numa;
-        // SAFETY: runs once, inside OnceLock initialisation, before llama.cpp starts any thread;
-        // `init`'s documentation asks callers not to touch the environment concurrently.
-        unsafe { options.env.apply() };
         crate::logging::install();
         // SAFETY: called exactly once per process (inside OnceLock::get_or_init), before any
         // other llama.cpp call of this crate.
@@ -126,7 +166,8 @@ impl Backend {
 }
 
 /// A compute device llama.cpp knows about.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Device {
     /// Name used in options (`CPU`, `CUDA0`).
     pub name: String,
@@ -140,10 +181,10 @@ pub struct Device {
     pub memory_total: u64,
 }
 
-/// Every registered device, with its current memory.
-pub fn devices() -> Vec<Device> {
-    Backend::get();
-    // SAFETY: the registry is initialised; indices below the count are valid.
+/// Every registered device; only called with the backend initialised.
+pub(crate) fn devices() -> Vec<Device> {
+    // SAFETY: the registry is initialised (callers hold a Backend); indices below the count
+    // are valid.
     let n = unsafe { sys::ggml_backend_dev_count() };
     (0..n)
         .filter_map(|i| {
@@ -178,20 +219,9 @@ fn device_info(dev: sys::ggml_backend_dev_t) -> Device {
     }
 }
 
-/// Names of every registered device.
-pub fn device_names() -> Vec<String> {
+/// Names of every registered device; only called with the backend initialised.
+pub(crate) fn device_names() -> Vec<String> {
     devices().into_iter().map(|d| d.name).collect()
-}
-
-/// The backends llama.cpp registered at run time (`CPU`, `CUDA`).
-pub fn backend_names() -> Vec<String> {
-    Backend::get();
-    // SAFETY: the registry is initialised; indices below the count are valid.
-    let n = unsafe { sys::ggml_backend_reg_count() };
-    (0..n)
-        // SAFETY: `i < count`; names are static strings.
-        .map(|i| unsafe { cstr(sys::ggml_backend_reg_name(sys::ggml_backend_reg_get(i))) })
-        .collect()
 }
 
 /// The commit the linked ggml library reports about itself (`ggml_commit()`), which the build

@@ -17,6 +17,10 @@ pub struct Context<'m> {
     sampler: Sampler,
     /// Tokens currently in the KV cache (sequence 0).
     n_past: usize,
+    /// Whether the last decode left logits for its last token. False on a fresh context, after
+    /// [`clear`](Context::clear), [`restore_state`](Context::restore_state) and a failed
+    /// decode: llama.cpp aborts (`GGML_ASSERT(logits != nullptr)`) when sampling then.
+    has_logits: bool,
     /// Threadpools attached to the context; dropped after it (see `Drop`).
     _pools: Vec<ThreadPool>,
 }
@@ -24,6 +28,40 @@ pub struct Context<'m> {
 // SAFETY: a llama_context may be used from any thread, one at a time; `&mut self` methods
 // enforce that, and no `&self` method mutates it. The borrowed Model is Sync.
 unsafe impl Send for Context<'_> {}
+
+/// A saved KV cache state of sequence 0 ([`Context::save_state`]), restorable into a context of
+/// the same model ([`Context::restore_state`]). Opaque: its bytes are llama.cpp's own format,
+/// which llama.cpp does not check thoroughly enough to take from untrusted sources.
+#[derive(Clone)]
+pub struct SavedState {
+    data: Vec<u8>,
+    /// The address of the model it was saved from (compared, never dereferenced).
+    model: usize,
+    n_tokens: usize,
+}
+
+impl SavedState {
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the state holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Tokens the cache held when it was saved.
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+}
+
+impl std::fmt::Debug for SavedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SavedState").field("bytes", &self.data.len()).field("n_tokens", &self.n_tokens).finish()
+    }
+}
 
 /// The result of a greedy generation.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,10 +116,11 @@ impl<'m> Context<'m> {
         let params = crate::params::context_params(options)?;
         crate::logging::clear_errors();
         // SAFETY: the model is valid and outlives the context (borrow); params hold no pointers.
-        let raw = unsafe { sys::llama_init_from_model(model.as_ptr(), params) };
+        let raw = unsafe { sys::llama_init_from_model(model.raw().as_ptr(), params) };
         let raw = NonNull::new(raw).ok_or_else(|| Error::ContextCreate { log: crate::logging::take_errors() })?;
+        let sampler = Sampler::greedy()?;
         let mut ctx =
-            Context { raw, model, options: options.clone(), sampler: Sampler::greedy(), n_past: 0, _pools: Vec::new() };
+            Context { raw, model, options: options.clone(), sampler, n_past: 0, has_logits: false, _pools: Vec::new() };
         ctx.attach_threadpools()?;
         Ok(ctx)
     }
@@ -107,8 +146,16 @@ impl<'m> Context<'m> {
         Ok(())
     }
 
-    /// The raw pointer, for calls this crate does not wrap.
-    pub fn as_ptr(&self) -> *mut sys::llama_context {
+    /// The raw `llama_context`, for calls this crate does not wrap.
+    ///
+    /// # Safety
+    ///
+    /// The pointer is valid while `self` lives. The caller must not free it, must not use it
+    /// from another thread while `self` is in use, and must leave the context as this type
+    /// expects it: a call that changes the KV cache or the outputs (decode, memory operations,
+    /// state loads) through the pointer makes [`n_past`](Self::n_past) and the logits check of
+    /// [`sample_greedy`](Self::sample_greedy) wrong, so do such calls only through this type.
+    pub unsafe fn as_ptr(&self) -> *mut sys::llama_context {
         self.raw.as_ptr()
     }
 
@@ -147,28 +194,47 @@ impl<'m> Context<'m> {
 
     /// Saves the state (KV cache) of sequence 0, to restore it later with
     /// [`restore_state`](Self::restore_state) instead of recomputing it.
-    pub fn save_state(&mut self) -> Vec<u8> {
+    pub fn save_state(&mut self) -> SavedState {
         // SAFETY: valid context; sequence 0 exists.
         let size = unsafe { sys::llama_state_seq_get_size(self.raw.as_ptr(), 0) };
-        let mut buf = vec![0u8; size];
+        let mut data = vec![0u8; size];
         // SAFETY: the buffer is valid for `size` bytes.
-        let written = unsafe { sys::llama_state_seq_get_data(self.raw.as_ptr(), buf.as_mut_ptr(), buf.len(), 0) };
-        buf.truncate(written);
-        buf
+        let written = unsafe { sys::llama_state_seq_get_data(self.raw.as_ptr(), data.as_mut_ptr(), data.len(), 0) };
+        data.truncate(written);
+        SavedState { data, model: self.model.raw().as_ptr() as usize, n_tokens: self.n_past }
     }
 
-    /// Restores a state saved by [`save_state`](Self::save_state) into an empty cache, holding
-    /// `n_past` tokens.
-    pub fn restore_state(&mut self, state: &[u8], n_past: usize) -> Result<()> {
-        self.clear();
-        // SAFETY: valid context; the buffer is valid for its length and llama.cpp checks its
-        // contents (returning 0 on failure).
-        let read = unsafe { sys::llama_state_seq_set_data(self.raw.as_ptr(), state.as_ptr(), state.len(), 0) };
-        if read == 0 && !state.is_empty() {
-            return Err(Error::ContextCreate { log: vec!["llama_state_seq_set_data rejected the saved state".into()] });
+    /// Replaces the KV cache with a state saved by [`save_state`](Self::save_state) from a
+    /// context of the same model. Afterwards [`n_past`](Self::n_past) is what llama.cpp reports
+    /// the restored cache to hold (its position range), and there are no logits until the next
+    /// decode. On failure the cache is empty.
+    pub fn restore_state(&mut self, state: &SavedState) -> Result<()> {
+        if state.model != self.model.raw().as_ptr() as usize {
+            return Err(Error::StateRestore { reason: "the state was saved from a context of another model".into() });
         }
-        self.n_past = n_past;
+        self.clear();
+        crate::logging::clear_errors();
+        // SAFETY: valid context; the buffer is valid for its length; it was written by
+        // llama_state_seq_get_data for this model, and llama.cpp checks it against this context
+        // (returning 0 on a mismatch, such as too few free cells).
+        let read =
+            unsafe { sys::llama_state_seq_set_data(self.raw.as_ptr(), state.data.as_ptr(), state.data.len(), 0) };
+        if read == 0 && !state.data.is_empty() {
+            let log = crate::logging::take_errors();
+            self.clear();
+            return Err(Error::StateRestore {
+                reason: if log.is_empty() { "llama.cpp rejected the saved state".into() } else { log.join("; ") },
+            });
+        }
+        self.n_past = self.cached_tokens();
         Ok(())
+    }
+
+    /// How many tokens sequence 0 holds, from llama.cpp's memory (`llama_memory_seq_pos_max`).
+    fn cached_tokens(&self) -> usize {
+        // SAFETY: valid context; the memory handle belongs to it.
+        let max = unsafe { sys::llama_memory_seq_pos_max(sys::llama_get_memory(self.raw.as_ptr()), 0) };
+        usize::try_from(max + 1).unwrap_or(0)
     }
 
     /// Empties the KV cache (as llama-bench does before every repetition).
@@ -176,17 +242,22 @@ impl<'m> Context<'m> {
         // SAFETY: valid context; the memory handle belongs to it.
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.raw.as_ptr()), false) };
         self.n_past = 0;
+        self.has_logits = false;
     }
 
     /// Appends tokens to the KV cache in chunks of `n_batch`, with one synchronisation at the
     /// end. Logits are kept for the last token.
     pub fn decode(&mut self, tokens: &[Token]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyInput { what: "tokens to decode" });
+        }
         self.check_room(tokens.len())?;
         let n_vocab = self.model.n_vocab();
-        if let Some(t) = tokens.iter().find(|&&t| t < 0 || t as u32 >= n_vocab) {
-            return Err(Error::Tokenize(format!("token id {t} is outside the vocabulary (0..{n_vocab})")));
+        if let Some(&token) = tokens.iter().find(|&&t| t < 0 || t as u32 >= n_vocab) {
+            return Err(Error::InvalidToken { token, n_vocab });
         }
         let chunk = self.n_batch().max(1) as usize;
+        self.has_logits = false;
         for part in tokens.chunks(chunk) {
             // llama_batch_get_one only reads the tokens despite the `*mut` in its signature.
             // SAFETY: `part` is valid for its length, which is ≤ n_batch (larger batches abort).
@@ -199,6 +270,8 @@ impl<'m> Context<'m> {
             self.n_past += part.len();
         }
         self.synchronize();
+        // llama_batch_get_one asks for the logits of the last token of each chunk.
+        self.has_logits = true;
         Ok(())
     }
 
@@ -209,16 +282,24 @@ impl<'m> Context<'m> {
     }
 
     /// Picks the most likely next token from the last decoded position (greedy).
-    pub fn sample_greedy(&mut self) -> Token {
-        // SAFETY: valid context and sampler; idx -1 = the last token with logits.
-        unsafe { sys::llama_sampler_sample(self.sampler.raw.as_ptr(), self.raw.as_ptr(), -1) }
+    ///
+    /// Fails with [`Error::NoLogits`] when there is nothing to sample from: on a fresh context,
+    /// after [`clear`](Self::clear) or [`restore_state`](Self::restore_state), and after a
+    /// failed decode.
+    pub fn sample_greedy(&mut self) -> Result<Token> {
+        if !self.has_logits {
+            return Err(Error::NoLogits);
+        }
+        // SAFETY: valid context and sampler; the last decode succeeded and produced logits for
+        // its last token, which idx -1 selects.
+        Ok(unsafe { sys::llama_sampler_sample(self.sampler.raw.as_ptr(), self.raw.as_ptr(), -1) })
     }
 
     /// Processes `prompt` (appended to what the cache holds) and then generates up to
     /// `max_tokens` tokens greedily, stopping early at an end-of-generation token.
     pub fn generate_greedy(&mut self, prompt: &[Token], max_tokens: usize) -> Result<Generation> {
         if prompt.is_empty() {
-            return Err(Error::Tokenize("the prompt is empty".into()));
+            return Err(Error::EmptyInput { what: "prompt" });
         }
         self.check_room(prompt.len() + max_tokens.saturating_sub(1))?;
         let t0 = Instant::now();
@@ -229,7 +310,7 @@ impl<'m> Context<'m> {
         let mut tokens = Vec::with_capacity(max_tokens);
         let mut stopped_at_eog = false;
         for i in 0..max_tokens {
-            let t = self.sample_greedy();
+            let t = self.sample_greedy()?;
             if self.model.is_eog(t) {
                 stopped_at_eog = true;
                 break;
@@ -320,13 +401,20 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn greedy() -> Sampler {
-        // SAFETY: plain constructors; the chain takes ownership of the greedy sampler.
-        unsafe {
-            let chain = sys::llama_sampler_chain_init(sys::llama_sampler_chain_default_params());
-            sys::llama_sampler_chain_add(chain, sys::llama_sampler_init_greedy());
-            Sampler { raw: NonNull::new(chain).expect("llama_sampler_chain_init returned null") }
+    fn greedy() -> Result<Sampler> {
+        // SAFETY: a plain constructor.
+        let chain = unsafe { sys::llama_sampler_chain_init(sys::llama_sampler_chain_default_params()) };
+        let chain = NonNull::new(chain).ok_or(Error::ContextCreate { log: vec!["no sampler chain".into()] })?;
+        // SAFETY: a plain constructor.
+        let greedy = unsafe { sys::llama_sampler_init_greedy() };
+        if greedy.is_null() {
+            // SAFETY: created above and freed once.
+            unsafe { sys::llama_sampler_free(chain.as_ptr()) };
+            return Err(Error::ContextCreate { log: vec!["no greedy sampler".into()] });
         }
+        // SAFETY: both are valid; the chain takes ownership of the greedy sampler.
+        unsafe { sys::llama_sampler_chain_add(chain.as_ptr(), greedy) };
+        Ok(Sampler { raw: chain })
     }
 }
 

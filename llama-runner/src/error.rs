@@ -50,6 +50,30 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Sampling was asked for when the last decode left no logits: on a fresh context, after
+    /// `clear`, after `restore_state`, or after a failed decode.
+    #[error("no logits to sample from: decode tokens first (a fresh, cleared or restored context has none)")]
+    NoLogits,
+    /// An input that must not be empty was.
+    #[error("the {what} is empty")]
+    EmptyInput {
+        /// What was empty (`prompt`, `tokens to decode`).
+        what: &'static str,
+    },
+    /// A saved state could not be restored; the cache is left empty.
+    #[error("cannot restore the saved state: {reason}")]
+    StateRestore {
+        /// Why (what llama.cpp logged, or the mismatch found before calling it).
+        reason: String,
+    },
+    /// A token id outside the model's vocabulary.
+    #[error("token id {token} is outside the vocabulary (0..{n_vocab})")]
+    InvalidToken {
+        /// The id.
+        token: i32,
+        /// The vocabulary size.
+        n_vocab: u32,
+    },
     /// Text could not be tokenized.
     #[error("tokenization failed: {0}")]
     Tokenize(String),
@@ -77,6 +101,17 @@ pub enum Error {
         /// The setting.
         what: String,
     },
+    /// An environment knob asked for is not what the process environment holds
+    /// ([`Backend::init`](crate::Backend::init) checks, it does not write).
+    #[error("environment knob {name}: wanted {}, the environment has {}{}", show(.wanted), show(.found), ENV_HINT)]
+    EnvKnob {
+        /// The variable.
+        name: &'static str,
+        /// The value asked for (`None`: unset).
+        wanted: Option<String>,
+        /// The value in the environment (`None`: unset).
+        found: Option<String>,
+    },
     /// A llama.cpp flag (or the `LLAMA_ARG_*` variable standing for one) is unknown, lacks its
     /// value, or has a value llama.cpp would refuse.
     #[error("flag `{flag}`{}: {reason}", value_suffix(.value))]
@@ -88,14 +123,6 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// A configuration file is invalid.
-    #[error("{}: {reason}", .path.display())]
-    Config {
-        /// The file (or the name the text was given as).
-        path: PathBuf,
-        /// What is wrong, naming the key or line.
-        reason: String,
-    },
     /// The llama.cpp libraries loaded at run time (feature `dynamic-link`) are of another
     /// commit than the one this crate was compiled against; nothing else was called in them.
     #[error("{}", mismatch_message(.expected, .found))]
@@ -104,14 +131,6 @@ pub enum Error {
         expected: &'static str,
         /// The commit the loaded libraries report (`ggml_commit()`).
         found: String,
-    },
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
     },
 }
 
@@ -123,6 +142,12 @@ impl From<&llama_sys::LibraryMismatch> for Error {
 
 fn mismatch_message(expected: &str, found: &str) -> String {
     llama_sys::LibraryMismatch::message(expected, found)
+}
+
+const ENV_HINT: &str = " (set it before the program starts, or use Backend::init_setting_env before any thread)";
+
+fn show(v: &Option<String>) -> String {
+    v.as_ref().map_or_else(|| "it unset".to_string(), |v| format!("`{v}`"))
 }
 
 fn value_suffix(value: &Option<String>) -> String {

@@ -201,7 +201,7 @@ pub fn parse_with_env_args<S: AsRef<str>>(env: &[(String, String)], args: &[S]) 
 }
 
 /// [`parse_with_env_args`] without logging the warnings (the caller reports them).
-pub(crate) fn parse_quietly<S: AsRef<str>>(env: &[(String, String)], args: &[S]) -> Result<Parsed> {
+pub fn parse_quietly<S: AsRef<str>>(env: &[(String, String)], args: &[S]) -> Result<Parsed> {
     let mut state = State::default();
     let mut items = env_items(env, &mut state.warnings)?;
     items.extend(arg_items(args)?);
@@ -535,7 +535,7 @@ fn c_integer_prefix(s: &str) -> Option<(bool, u128, &str)> {
 }
 
 /// C `atoi`: the leading decimal number (after spaces and a sign), 0 when there is none.
-pub(crate) fn c_atoi(v: &str) -> i64 {
+pub fn c_atoi(v: &str) -> i64 {
     match c_integer_prefix(v) {
         Some((neg, mag, _)) => {
             let m = i64::try_from(mag).unwrap_or(i64::MAX);

@@ -2,56 +2,68 @@
 //!
 //! ggml reads these with `getenv`, most of them once (the first time a backend or context needs
 //! them), so they must be in the environment before the backend initialises. [`EnvKnobs`] are
-//! applied by [`Backend::init`](crate::Backend::init); asking for different knobs after that is an
-//! error, not a silent no-op. A/B tests of knobs need separate processes (`llama-runner sweep`
+//! checked by [`Backend::init`](crate::Backend::init) (the environment must already hold them) or
+//! written by the `unsafe` [`Backend::init_setting_env`](crate::Backend::init_setting_env);
+//! asking for different knobs after initialisation is an error, not a silent no-op. A/B tests of knobs need separate processes (`llama-runner sweep`
 //! runs each configuration in its own).
-
-use serde::{Deserialize, Serialize};
 
 /// Environment knobs. `None` leaves the variable as the process found it; `Some(true)` sets it
 /// to `1`; `Some(false)` removes it (several are checked for presence, not value).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct EnvKnobs {
     /// `GGML_CUDA_GRAPH_OPT`: CUDA graph optimisation / stream concurrency (one GPU only).
-    #[serde(rename = "GGML_CUDA_GRAPH_OPT", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(rename = "GGML_CUDA_GRAPH_OPT", skip_serializing_if = "Option::is_none"))]
     pub cuda_graph_opt: Option<bool>,
     /// `GGML_CUDA_DISABLE_GRAPHS`: no CUDA graphs (they matter for generation speed).
-    #[serde(rename = "GGML_CUDA_DISABLE_GRAPHS", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(rename = "GGML_CUDA_DISABLE_GRAPHS", skip_serializing_if = "Option::is_none"))]
     pub cuda_disable_graphs: Option<bool>,
     /// `GGML_CUDA_DISABLE_FUSION`: no CUDA op fusion.
-    #[serde(rename = "GGML_CUDA_DISABLE_FUSION", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(rename = "GGML_CUDA_DISABLE_FUSION", skip_serializing_if = "Option::is_none"))]
     pub cuda_disable_fusion: Option<bool>,
     /// `GGML_CUDA_PDL`: programmatic dependent launch (`false` writes `0`, turning it off).
-    #[serde(rename = "GGML_CUDA_PDL", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(rename = "GGML_CUDA_PDL", skip_serializing_if = "Option::is_none"))]
     pub cuda_pdl: Option<bool>,
     /// `GGML_CUDA_ENABLE_UNIFIED_MEMORY`: managed memory, VRAM may spill into system RAM.
-    #[serde(rename = "GGML_CUDA_ENABLE_UNIFIED_MEMORY", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "GGML_CUDA_ENABLE_UNIFIED_MEMORY", skip_serializing_if = "Option::is_none")
+    )]
     pub cuda_unified_memory: Option<bool>,
     /// `GGML_CUDA_NO_PINNED`: no pinned host buffers (affects expert-on-CPU prompt uploads).
-    #[serde(rename = "GGML_CUDA_NO_PINNED", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(rename = "GGML_CUDA_NO_PINNED", skip_serializing_if = "Option::is_none"))]
     pub cuda_no_pinned: Option<bool>,
     /// `GGML_CUDA_REGISTER_HOST`: `cudaHostRegister` on memory-mapped model memory.
-    #[serde(rename = "GGML_CUDA_REGISTER_HOST", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(rename = "GGML_CUDA_REGISTER_HOST", skip_serializing_if = "Option::is_none"))]
     pub cuda_register_host: Option<bool>,
     /// `GGML_CUDA_P2P`: peer access between GPUs.
-    #[serde(rename = "GGML_CUDA_P2P", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(rename = "GGML_CUDA_P2P", skip_serializing_if = "Option::is_none"))]
     pub cuda_p2p: Option<bool>,
     /// `GGML_OP_OFFLOAD_MIN_BATCH`: smallest batch for which host-resident ops (experts on the
     /// CPU) are offloaded to the GPU (llama.cpp's default 32).
-    #[serde(rename = "GGML_OP_OFFLOAD_MIN_BATCH", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "GGML_OP_OFFLOAD_MIN_BATCH", skip_serializing_if = "Option::is_none")
+    )]
     pub op_offload_min_batch: Option<u32>,
     /// `GGML_CUDA_CUBLAS_COMPUTE_TYPE`: cuBLAS compute type (`f32`, `f16`, ...).
-    #[serde(rename = "GGML_CUDA_CUBLAS_COMPUTE_TYPE", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "GGML_CUDA_CUBLAS_COMPUTE_TYPE", skip_serializing_if = "Option::is_none")
+    )]
     pub cuda_cublas_compute_type: Option<String>,
     /// `GGML_CPU_DISABLE_FUSION`: no CPU op fusion.
-    #[serde(rename = "GGML_CPU_DISABLE_FUSION", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(rename = "GGML_CPU_DISABLE_FUSION", skip_serializing_if = "Option::is_none"))]
     pub cpu_disable_fusion: Option<bool>,
     /// `LLAMA_GRAPH_REUSE_DISABLE`: no compute-graph reuse between decode calls.
-    #[serde(rename = "LLAMA_GRAPH_REUSE_DISABLE", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "LLAMA_GRAPH_REUSE_DISABLE", skip_serializing_if = "Option::is_none")
+    )]
     pub graph_reuse_disable: Option<bool>,
     /// `LLAMA_ATTN_ROT_DISABLE`: no Hadamard rotation for quantized KV caches.
-    #[serde(rename = "LLAMA_ATTN_ROT_DISABLE", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(rename = "LLAMA_ATTN_ROT_DISABLE", skip_serializing_if = "Option::is_none"))]
     pub attn_rot_disable: Option<bool>,
 }
 
@@ -88,11 +100,24 @@ impl EnvKnobs {
         self.vars().into_iter().filter_map(|(k, v)| v.map(|v| format!("{k}={v}"))).collect::<Vec<_>>().join(" ")
     }
 
+    /// Checks that the process environment already holds every knob: a variable set to a value
+    /// has exactly that value, a variable switched off is absent.
+    pub fn check_environment(&self) -> crate::Result<()> {
+        for (name, wanted) in self.vars() {
+            let found = std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+            if found != wanted {
+                return Err(crate::Error::EnvKnob { name, wanted, found });
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the knobs into the process environment.
     ///
     /// # Safety
     /// No other thread may read or write the environment at the same time (`std::env::set_var`).
-    /// [`Backend::init`](crate::Backend::init) calls this once, before llama.cpp starts threads.
+    /// [`Backend::init_setting_env`](crate::Backend::init_setting_env) calls this, passing its
+    /// caller's promise on.
     pub(crate) unsafe fn apply(&self) {
         for (k, v) in self.vars() {
             match v {

@@ -4,7 +4,7 @@
 //! use llama_runner::{Backend, Context, ContextOptions, Model, ModelOptions};
 //!
 //! # fn main() -> llama_runner::Result<()> {
-//! let backend = Backend::get();
+//! let backend = Backend::get()?;
 //! let model = Model::load(backend, "model.gguf", &ModelOptions::default())?;
 //! let mut ctx = Context::new(&model, &ContextOptions { n_ctx: 2048, ..Default::default() })?;
 //! let prompt = model.tokenize("Once upon a time", true)?;
@@ -19,27 +19,19 @@
 //! the application installs a logger.
 
 pub mod backend;
-pub mod bisect;
-pub mod cli;
-pub mod compare;
-pub mod config;
 pub mod context;
 pub mod error;
 pub mod flags;
-pub mod history;
 pub mod knobs;
 pub mod logging;
-pub mod measure;
 pub mod model;
 pub mod options;
 pub mod params;
-pub mod record;
 pub mod regex;
 pub mod validate;
 
 pub use backend::{Backend, BackendOptions, Device, Numa};
-pub use config::{Config, GeneratedModel, ModelSource};
-pub use context::{Context, Generation, PerfCounters};
+pub use context::{Context, Generation, PerfCounters, SavedState};
 pub use error::{Error, Result};
 pub use flags::{Dialect, Parsed, Rendered};
 pub use knobs::EnvKnobs;

@@ -31,7 +31,8 @@ unsafe impl Send for Model {}
 unsafe impl Sync for Model {}
 
 /// What a model is, from its metadata.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ModelInfo {
     /// `general.architecture` (`llama`, `qwen3moe`, ...).
     pub architecture: String,
@@ -76,9 +77,19 @@ impl Model {
         Ok(Model { raw, path, options: options.clone(), _params: raw_params })
     }
 
-    /// The raw pointer, for calls this crate does not wrap.
-    pub fn as_ptr(&self) -> *mut sys::llama_model {
+    /// The raw `llama_model`, for calls this crate does not wrap.
+    ///
+    /// # Safety
+    ///
+    /// The pointer is valid while `self` lives. The caller must not free it and may use it only
+    /// for calls that read the model (llama.cpp shares a loaded model between threads on that
+    /// basis, and [`Model`] is `Sync` because of it).
+    pub unsafe fn as_ptr(&self) -> *mut sys::llama_model {
         self.raw.as_ptr()
+    }
+
+    pub(crate) fn raw(&self) -> NonNull<sys::llama_model> {
+        self.raw
     }
 
     /// The file it was loaded from.
@@ -251,7 +262,7 @@ impl Model {
 
     fn check_token(&self, t: Token) -> Result<()> {
         if t < 0 || t as u32 >= self.n_vocab() {
-            return Err(Error::Tokenize(format!("token id {t} is outside the vocabulary (0..{})", self.n_vocab())));
+            return Err(Error::InvalidToken { token: t, n_vocab: self.n_vocab() });
         }
         Ok(())
     }

@@ -10,14 +10,14 @@
 //! | `n_ctx` | 0 (the model's training context) | 512 |
 //! | `n_threads` | the number of physical cores | 4 |
 //!
-//! The options are plain data (serde), so configuration files deserialize straight into them.
+//! The options are plain data; with the `serde` feature, configuration files deserialize straight
+//! into them.
 //! They reach llama.cpp only through [`crate::params`], the one place that lowers them.
 
-use serde::{Deserialize, Serialize};
-
 /// How many layers to offload to GPUs (`-ngl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum GpuLayers {
     /// llama.cpp decides (`-ngl auto`, the CLI default). Without llama.cpp's fit step, which this
     /// runner does not run, the library treats it as all layers.
@@ -26,16 +26,17 @@ pub enum GpuLayers {
     /// Every layer (`-ngl all`).
     All,
     /// The first N layers (`-ngl N`); 0 keeps everything on the CPU.
-    #[serde(untagged)]
+    #[cfg_attr(feature = "serde", serde(untagged))]
     Count(u32),
 }
 
 /// How the model file is brought into memory (`-lm`, or `--mmap`/`--no-mmap`/`--mlock`/`-dio`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum LoadMode {
     /// Read into allocated memory (`--no-mmap`, `-lm none`).
-    #[serde(alias = "no-mmap")]
+    #[cfg_attr(feature = "serde", serde(alias = "no-mmap"))]
     None,
     /// Memory-map the file (the default).
     #[default]
@@ -43,16 +44,17 @@ pub enum LoadMode {
     /// Read and lock in RAM (`--mlock`, `-lm mlock`).
     Mlock,
     /// Memory-map and lock (`-lm mmap+mlock`).
-    #[serde(rename = "mmap+mlock")]
+    #[cfg_attr(feature = "serde", serde(rename = "mmap+mlock"))]
     MmapMlock,
     /// Direct I/O, bypassing the page cache (`-dio`, `-lm dio`).
-    #[serde(rename = "dio", alias = "direct-io")]
+    #[cfg_attr(feature = "serde", serde(rename = "dio", alias = "direct-io"))]
     DirectIo,
 }
 
 /// How a model is split over several GPUs (`-sm`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum SplitMode {
     /// One GPU only.
     None,
@@ -66,8 +68,9 @@ pub enum SplitMode {
 }
 
 /// Flash attention (`-fa`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum FlashAttn {
     /// llama.cpp probes the device and decides (the default).
     #[default]
@@ -79,8 +82,9 @@ pub enum FlashAttn {
 }
 
 /// Element type of the K or V cache (`-ctk`, `-ctv`): the types llama.cpp's CLI accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum CacheType {
     /// 32-bit float.
     F32,
@@ -166,8 +170,9 @@ impl std::fmt::Display for CacheType {
 }
 
 /// Where tensors matching an override pattern are placed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(into = "String", try_from = "String"))]
 pub enum BufferTarget {
     /// System RAM (`CPU`); llama.cpp then picks the best CPU buffer type (pinned host memory,
     /// repacked layouts) as for any CPU tensor.
@@ -205,8 +210,9 @@ impl TryFrom<String> for BufferTarget {
 
 /// One tensor buffer override (`-ot PATTERN=TARGET`): tensors whose name matches `pattern`
 /// (ECMAScript regex, searched anywhere in the name) are placed on `target`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct TensorOverride {
     /// Regular expression searched in each tensor name.
     pub pattern: String,
@@ -231,8 +237,9 @@ impl TensorOverride {
 }
 
 /// Options for loading a model (`llama_model_params`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct ModelOptions {
     /// Devices to use, by name (`-dev CUDA0,CUDA1`); `None` = all, `Some([])` = none (`-dev none`).
     pub devices: Option<Vec<String>>,
@@ -291,8 +298,9 @@ impl ModelOptions {
 }
 
 /// Options for a context (`llama_context_params`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct ContextOptions {
     /// Context size in tokens (`-c`); 0 = the model's training context (the CLI default).
     pub n_ctx: u32,
@@ -329,8 +337,9 @@ pub struct ContextOptions {
 }
 
 /// Scheduling priority of the compute threads (`--prio`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum Priority {
     /// -1
     Low,
@@ -366,8 +375,9 @@ impl Priority {
 }
 
 /// Thread placement for the CPU backend, applied through a ggml threadpool as llama-bench does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct ThreadPlacement {
     /// CPU affinity mask in hex (`-C 0xFF`: CPUs 0-7); `None` = no pinning.
     pub cpu_mask: Option<String>,
@@ -451,15 +461,14 @@ impl ContextOptions {
 /// The CLI's default thread count: physical cores (llama.cpp's `cpu_get_num_math`), falling back
 /// to the CPUs available to the process, at least 1.
 pub fn default_threads() -> u32 {
-    sysinfo::System::physical_core_count()
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .map_or(4, |n| n as u32)
-        .max(1)
+    // num_cpus counts physical cores from the CPU topology and falls back to logical CPUs.
+    u32::try_from(num_cpus::get_physical()).unwrap_or(u32::MAX).max(1)
 }
 
 /// Everything one run is configured with: what llama.cpp's tools take as command-line flags.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct RunOptions {
     /// The model file (`-m`), if given.
     pub model_path: Option<std::path::PathBuf>,

@@ -19,8 +19,11 @@ use crate::options::{
     BufferTarget, ContextOptions, FlashAttn, GpuLayers, LoadMode, ModelOptions, SplitMode, ThreadPlacement,
 };
 
-/// `llama_model_params` plus everything its pointers point to.
-pub struct RawModelParams {
+/// `llama_model_params` plus everything its pointers point to. Internal: the [`Model`] keeps it
+/// for its whole life; [`describe_model_params`] shows what it holds.
+///
+/// [`Model`]: crate::Model
+pub(crate) struct RawModelParams {
     params: sys::llama_model_params,
     _patterns: Vec<CString>,
     _overrides: Vec<sys::llama_model_tensor_buft_override>,
@@ -30,7 +33,7 @@ pub struct RawModelParams {
 
 impl RawModelParams {
     /// The C struct; valid as long as `self` lives.
-    pub fn get(&self) -> sys::llama_model_params {
+    pub(crate) fn get(&self) -> sys::llama_model_params {
         self.params
     }
 }
@@ -57,9 +60,9 @@ pub(crate) fn device_by_name(name: &str) -> Result<sys::ggml_backend_dev_t> {
 
 /// The buffer types an override may name, as llama.cpp's `-ot` parser lists them: the default
 /// buffer type of every registered device, by its buffer-type name (`CPU`, `CUDA0`, ...).
-/// Host (`CUDA_Host`) and extra (`CPU_REPACK`) buffer types are not among them.
-pub fn override_buffer_types() -> Vec<(String, sys::ggml_backend_buffer_type_t)> {
-    crate::Backend::get();
+/// Host (`CUDA_Host`) and extra (`CPU_REPACK`) buffer types are not among them. Only called
+/// with the backend initialised (by a caller holding a [`crate::Backend`]).
+pub(crate) fn override_buffer_types() -> Vec<(String, sys::ggml_backend_buffer_type_t)> {
     // SAFETY: the registry is initialised; indices below the count are valid.
     let n = unsafe { sys::ggml_backend_dev_count() };
     (0..n)
@@ -95,8 +98,110 @@ fn invalid(option: &str, reason: String) -> Error {
     Error::InvalidOption { option: option.to_string(), reason }
 }
 
-/// Lowers model options; `n_layer` (when known) resolves "all layers" on old commits.
-pub fn model_params(opts: &ModelOptions) -> Result<RawModelParams> {
+/// What llama.cpp receives for a set of model options: every field of `llama_model_params` this
+/// crate sets, read back from the lowered struct (names and values as in llama.cpp's C API).
+/// For tests that compare the lowering with llama.cpp's own argument parser, and for people
+/// debugging what reached llama.cpp.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LoweredModelParams {
+    /// `devices`: `None` when the list is left to llama.cpp (all devices), else the device names.
+    pub devices: Option<Vec<String>>,
+    /// `tensor_buft_overrides`, in order: (pattern, buffer type name).
+    pub tensor_buft_overrides: Vec<(String, String)>,
+    /// `tensor_split`: `llama_max_devices()` values, or empty when not set.
+    pub tensor_split: Vec<f32>,
+    /// `n_gpu_layers`.
+    pub n_gpu_layers: i32,
+    /// `split_mode` (`LLAMA_SPLIT_MODE_*`).
+    pub split_mode: i32,
+    /// `main_gpu`.
+    pub main_gpu: i32,
+    /// `load_mode` (`LLAMA_LOAD_MODE_*`; on older commits derived from `use_mmap`/`use_mlock`:
+    /// 0 none, 1 mmap, 2 mlock, 3 mmap+mlock).
+    pub load_mode: i32,
+    /// `use_extra_bufts`.
+    pub use_extra_bufts: bool,
+    /// `no_host` (false on commits without it).
+    pub no_host: bool,
+    /// `check_tensors`.
+    pub check_tensors: bool,
+    /// `vocab_only`.
+    pub vocab_only: bool,
+    /// `no_alloc`.
+    pub no_alloc: bool,
+}
+
+/// Lowers `opts` as [`Model::load`](crate::Model::load) would and describes the result.
+pub fn describe_model_params(_backend: &crate::Backend, opts: &ModelOptions) -> Result<LoweredModelParams> {
+    let raw = model_params(opts)?;
+    let p = raw.get();
+    let mut devices = None;
+    let mut overrides = Vec::new();
+    let mut tensor_split = Vec::new();
+    // SAFETY: every pointer in `p` is owned by `raw` (alive until the end of this function) or
+    // points into llama.cpp's static device registry; both arrays are terminated by a null entry
+    // as built in `model_params`, and `tensor_split`, when set, has llama_max_devices() entries.
+    unsafe {
+        if !p.devices.is_null() {
+            let mut names = Vec::new();
+            let mut dev = p.devices;
+            while !(*dev).is_null() {
+                names.push(crate::backend::cstr(sys::ggml_backend_dev_name(*dev)));
+                dev = dev.add(1);
+            }
+            devices = Some(names);
+        }
+        let mut ov = p.tensor_buft_overrides;
+        while !ov.is_null() && !(*ov).pattern.is_null() {
+            overrides.push((
+                crate::backend::cstr((*ov).pattern),
+                crate::backend::cstr(sys::ggml_backend_buft_name((*ov).buft)),
+            ));
+            ov = ov.add(1);
+        }
+        if !p.tensor_split.is_null() {
+            tensor_split = std::slice::from_raw_parts(p.tensor_split, sys::llama_max_devices()).to_vec();
+        }
+    }
+    Ok(LoweredModelParams {
+        devices,
+        tensor_buft_overrides: overrides,
+        tensor_split,
+        n_gpu_layers: p.n_gpu_layers,
+        split_mode: p.split_mode as i32,
+        main_gpu: p.main_gpu,
+        load_mode: lowered_load_mode(&p),
+        use_extra_bufts: p.use_extra_bufts,
+        no_host: lowered_no_host(&p),
+        check_tensors: p.check_tensors,
+        vocab_only: p.vocab_only,
+        no_alloc: p.no_alloc,
+    })
+}
+
+#[cfg(llama_load_mode)]
+fn lowered_load_mode(p: &sys::llama_model_params) -> i32 {
+    p.load_mode as i32
+}
+
+#[cfg(not(llama_load_mode))]
+fn lowered_load_mode(p: &sys::llama_model_params) -> i32 {
+    i32::from(p.use_mmap) + 2 * i32::from(p.use_mlock)
+}
+
+#[cfg(llama_no_host)]
+fn lowered_no_host(p: &sys::llama_model_params) -> bool {
+    p.no_host
+}
+
+#[cfg(not(llama_no_host))]
+fn lowered_no_host(_: &sys::llama_model_params) -> bool {
+    false
+}
+
+/// Lowers model options.
+pub(crate) fn model_params(opts: &ModelOptions) -> Result<RawModelParams> {
     // SAFETY: returns a plain struct by value.
     let mut p = unsafe { sys::llama_model_default_params() };
 
@@ -309,4 +414,35 @@ pub fn threadpool_params(n_threads: u32, placement: &ThreadPlacement) -> Result<
 
 fn to_i32(option: &str, v: u32) -> Result<i32> {
     i32::try_from(v).map_err(|_| invalid(option, format!("{v} is too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::TensorOverride;
+
+    #[test]
+    fn override_array_is_null_terminated_and_owns_its_patterns() {
+        crate::Backend::get().unwrap();
+        let opts = ModelOptions {
+            tensor_overrides: vec![TensorOverride::cpu(r"blk\.1\."), TensorOverride::cpu("exps")],
+            cpu_moe: true,
+            ..Default::default()
+        };
+        let raw = model_params(&opts).unwrap();
+        let p = raw.get();
+        let mut patterns = Vec::new();
+        for i in 0.. {
+            // SAFETY: the array ends with a null pattern and lives as long as `raw`.
+            let o = unsafe { &*p.tensor_buft_overrides.add(i) };
+            if o.pattern.is_null() {
+                assert!(o.buft.is_null(), "the terminator has no buffer type");
+                break;
+            }
+            // SAFETY: a valid C string owned by `raw`.
+            patterns.push(unsafe { crate::backend::cstr(o.pattern) });
+        }
+        assert_eq!(patterns, [r"blk\.1\.", "exps", crate::options::EXPERTS_REGEX]);
+        assert!(p.devices.is_null() && p.tensor_split.is_null(), "unset lists stay null");
+    }
 }

@@ -173,8 +173,9 @@ fn head_dims(model: &Model, key: &str) -> Vec<u32> {
         .collect();
     if dims.is_empty() {
         // SAFETY: the model is valid; both only read hyperparameters.
-        let (n_embd, n_head) =
-            unsafe { (llama_sys::llama_model_n_embd(model.as_ptr()), llama_sys::llama_model_n_head(model.as_ptr())) };
+        let (n_embd, n_head) = unsafe {
+            (llama_sys::llama_model_n_embd(model.raw().as_ptr()), llama_sys::llama_model_n_head(model.raw().as_ptr()))
+        };
         if n_embd > 0 && n_head > 0 {
             dims.push((n_embd / n_head) as u32);
         }

@@ -56,46 +56,27 @@ fn b(v: bool) -> String {
 
 /// The runner's lowering of `o`, printed as params.cpp prints llama.cpp's.
 fn runner(o: &RunOptions) -> Dump {
-    Backend::get();
+    Backend::get().unwrap();
     let mut d = Dump::new();
     let mut put = |k: &str, v: String| {
         d.insert(k.to_string(), v);
     };
 
-    let raw = llama_runner::params::model_params(&o.model).expect("lower the model options");
-    let mp = raw.get();
-    // SAFETY: every pointer in `mp` is owned by `raw` (alive until the end of this function) or
-    // points into llama.cpp's static device registry; the arrays are terminated as llama.cpp
-    // requires, and `tensor_split` has llama_max_devices() entries.
-    unsafe {
-        if mp.devices.is_null() {
-            put("devices", "default".into());
-        } else {
-            let mut names = Vec::new();
-            let mut dev = mp.devices;
-            while !(*dev).is_null() {
-                names.push(CStr::from_ptr(llama_sys::ggml_backend_dev_name(*dev)).to_string_lossy().into_owned());
-                dev = dev.add(1);
-            }
-            put("devices", format!("[{}]", names.join(",")));
-        }
-        let mut n = 0;
-        let mut ov = mp.tensor_buft_overrides;
-        while !ov.is_null() && !(*ov).pattern.is_null() {
-            let pattern = CStr::from_ptr((*ov).pattern).to_string_lossy();
-            let buft = CStr::from_ptr(llama_sys::ggml_backend_buft_name((*ov).buft)).to_string_lossy();
-            put(&format!("override.{n}"), format!("{pattern}={buft}"));
-            n += 1;
-            ov = ov.add(1);
-        }
-        put("overrides", n.to_string());
-        let max = llama_sys::llama_max_devices();
-        let split: Vec<String> = (0..max)
-            .map(|i| if mp.tensor_split.is_null() { 0.0 } else { *mp.tensor_split.add(i) })
-            .map(|v| format!("{v}"))
-            .collect();
-        put("tensor_split", split.join(","));
+    let mp = llama_runner::params::describe_model_params(Backend::get().unwrap(), &o.model)
+        .expect("lower the model options");
+    match &mp.devices {
+        None => put("devices", "default".into()),
+        Some(names) => put("devices", format!("[{}]", names.join(","))),
     }
+    for (n, (pattern, buft)) in mp.tensor_buft_overrides.iter().enumerate() {
+        put(&format!("override.{n}"), format!("{pattern}={buft}"));
+    }
+    put("overrides", mp.tensor_buft_overrides.len().to_string());
+    // SAFETY: a pure function.
+    let max = unsafe { llama_sys::llama_max_devices() };
+    let split: Vec<String> =
+        (0..max).map(|i| mp.tensor_split.get(i).copied().unwrap_or(0.0)).map(|v| format!("{v}")).collect();
+    put("tensor_split", split.join(","));
     put("n_gpu_layers", mp.n_gpu_layers.to_string());
     put("split_mode", mp.split_mode.to_string());
     put("main_gpu", mp.main_gpu.to_string());

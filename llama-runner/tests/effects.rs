@@ -38,7 +38,7 @@ fn recorded<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
 
 fn load(spec: &ModelSpec, opts: &ModelOptions) -> (Model, Vec<String>) {
     let path = common::model(spec);
-    let (model, lines) = recorded(|| Model::load(Backend::get(), &path, opts));
+    let (model, lines) = recorded(|| Model::load(Backend::get().unwrap(), &path, opts));
     (model.unwrap_or_else(|e| panic!("load {} with {opts:?}: {e}", spec.file_stem())), lines)
 }
 
@@ -123,7 +123,7 @@ fn override_targets_must_exist() {
             }],
             ..Default::default()
         };
-        let err = Model::load(Backend::get(), &path, &opts).unwrap_err();
+        let err = Model::load(Backend::get().unwrap(), &path, &opts).unwrap_err();
         let Error::InvalidOption { option, reason } = &err else { panic!("{err}") };
         assert!(option.contains("tensor_overrides"), "{err}");
         // This build has one device, the CPU, whose buffer type is the only target `-ot` knows.
@@ -157,19 +157,12 @@ fn first_matching_override_wins() {
     let want = [r"blk\.1\.ffn_up", r"blk\.2\.", EXPERTS_REGEX, layer0.as_str()];
     let effective: Vec<String> = opts.effective_overrides().into_iter().map(|o| o.pattern).collect();
     assert_eq!(effective, want);
-    let raw = llama_runner::params::model_params(&opts).unwrap();
-    let p = raw.get();
-    let mut lowered = Vec::new();
-    for i in 0.. {
-        // SAFETY: the array ends with a null pattern and lives as long as `raw`.
-        let o = unsafe { &*p.tensor_buft_overrides.add(i) };
-        if o.pattern.is_null() {
-            assert!(o.buft.is_null());
-            break;
-        }
-        // SAFETY: a valid C string owned by `raw`.
-        lowered.push(unsafe { std::ffi::CStr::from_ptr(o.pattern) }.to_string_lossy().into_owned());
-    }
+    let lowered: Vec<String> = llama_runner::params::describe_model_params(Backend::get().unwrap(), &opts)
+        .unwrap()
+        .tensor_buft_overrides
+        .into_iter()
+        .map(|(pattern, _)| pattern)
+        .collect();
     assert_eq!(lowered, want);
 
     // 2. What llama.cpp did: every tensor some pattern matches (by std::regex search, as
@@ -197,7 +190,7 @@ fn first_matching_override_wins() {
 
 /// Loads with llama.cpp directly (no validation), every pattern targeting the CPU.
 fn raw_load_with_patterns(path: &std::path::Path, patterns: &[&str]) -> bool {
-    Backend::get();
+    Backend::get().unwrap();
     let c: Vec<std::ffi::CString> = patterns.iter().map(|p| std::ffi::CString::new(*p).unwrap()).collect();
     // SAFETY: plain constructors and a load whose pointers (`c`, `ovs`) outlive the call.
     unsafe {

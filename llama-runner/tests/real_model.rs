@@ -7,7 +7,7 @@ use llama_runner::{Backend, Context, ContextOptions, Model, ModelOptions};
 #[test]
 fn greedy_output_matches_llama_cpp_on_gemma3() {
     let Some(path) = common::real_model() else { return };
-    let model = Model::load(Backend::get(), &path, &ModelOptions::default()).unwrap();
+    let model = Model::load(Backend::get().unwrap(), &path, &ModelOptions::default()).unwrap();
     let info = model.info();
     assert_eq!(info.architecture, "gemma3");
     let prompt_text = "The capital of France is";

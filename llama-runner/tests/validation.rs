@@ -24,7 +24,7 @@ fn head_dim_16() -> ModelSpec {
 }
 
 fn model(spec: &ModelSpec) -> Model {
-    Model::load(Backend::get(), common::model(spec), &ModelOptions::default()).unwrap()
+    Model::load(Backend::get().unwrap(), common::model(spec), &ModelOptions::default()).unwrap()
 }
 
 /// Asserts `r` is an `InvalidOption` whose option names `option` and whose reason contains
@@ -43,7 +43,7 @@ fn assert_invalid<T: std::fmt::Debug>(r: Result<T, Error>, option: &str, words: 
 }
 
 fn load_with(opts: ModelOptions) -> Result<Model, Error> {
-    Model::load(Backend::get(), common::model(&ModelSpec::tiny_moe()), &opts)
+    Model::load(Backend::get().unwrap(), common::model(&ModelSpec::tiny_moe()), &opts)
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn bad_model_options() {
     load_with(ModelOptions { tensor_split: vec![3.0, 1.0], ..Default::default() }).unwrap();
 
     // Split mode `tensor` needs a GPU: on a CPU-only build llama.cpp refuses the load cleanly.
-    if llama_runner::backend::devices().iter().all(|d| d.kind == "cpu") {
+    if Backend::get().unwrap().devices().iter().all(|d| d.kind == "cpu") {
         let err = load_with(ModelOptions { split_mode: SplitMode::Tensor, ..Default::default() }).unwrap_err();
         assert!(matches!(&err, Error::ModelLoad { log, .. } if log.iter().any(|l| l.contains("TENSOR"))), "{err}");
     }

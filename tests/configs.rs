@@ -3,13 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use llama_runner::config::{self, Config, GeneratedModel, ModelSource, WORKLOAD_PRESETS};
 use llama_runner::flags::{self, Dialect};
 use llama_runner::options::EXPERTS_REGEX;
-use llama_runner::{CacheType, Error, GpuLayers, LoadMode, RunOptions, TensorOverride};
+use llama_runner::{CacheType, GpuLayers, LoadMode, RunOptions, TensorOverride};
+use llama_workbench::Error;
+use llama_workbench::config::{self, Config, GeneratedModel, ModelSource, WORKLOAD_PRESETS};
 
 fn configs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")
 }
 
 fn load(name: &str) -> Config {

@@ -5,13 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use llama_runner::bisect::{Criterion, Metric, Statistic};
-use llama_runner::cli::{BenchPlan, record_path, run_plan};
-use llama_runner::compare::{Thresholds, markdown_table, markdown_table_with};
-use llama_runner::config::{GeneratedModel, ModelSource};
 use llama_runner::flags::{self, Dialect};
-use llama_runner::record::Record;
 use llama_runner::{Backend, Context, Model, build_info};
+use llama_workbench::bisect::{Criterion, Metric, Statistic};
+use llama_workbench::cli::{BenchPlan, record_path, run_plan};
+use llama_workbench::compare::{Thresholds, markdown_table, markdown_table_with};
+use llama_workbench::config::{GeneratedModel, ModelSource};
+use llama_workbench::record::Record;
 
 /// Run, benchmark, compare and sweep llama.cpp configurations in-process.
 #[derive(Parser)]
@@ -237,7 +237,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 opts.model_path = model;
             }
             let path = opts.model_path.clone().context("no model: pass -m in --flags or --model")?;
-            let backend = Backend::init(&opts.backend)?;
+            let backend = init_backend(&opts.backend)?;
             let model = Model::load(backend, &path, &opts.model)?;
             let mut ctx = Context::new(&model, &opts.context)?;
             let tokens = model.tokenize(&prompt, true)?;
@@ -275,7 +275,7 @@ fn history(
     svg: Option<&std::path::Path>,
     title: Option<String>,
 ) -> Result<()> {
-    use llama_runner::history;
+    use llama_workbench::history;
     let files = history::record_files(paths)?;
     let records = files.iter().map(|p| Record::read_json(p)).collect::<Result<Vec<_>, _>>()?;
     let snaps = if snapshots.is_file() {
@@ -289,13 +289,13 @@ fn history(
     let table = format!("## {title}\n\n{}", history::markdown(&h));
     match md {
         Some(p) => {
-            llama_runner::record::write_atomic(p, table.as_bytes())?;
+            llama_workbench::record::write_atomic(p, table.as_bytes())?;
             eprintln!("table: {}", p.display());
         }
         None => print!("{table}"),
     }
     if let Some(p) = svg {
-        llama_runner::record::write_atomic(p, history::svg(&h, &title).as_bytes())?;
+        llama_workbench::record::write_atomic(p, history::svg(&h, &title).as_bytes())?;
         eprintln!("plot: {}", p.display());
     }
     eprintln!("{} records, {} commits, {} workloads", records.len(), h.entries.len(), h.workloads.len());
@@ -304,13 +304,13 @@ fn history(
 
 fn info() -> Result<()> {
     // Refuses libraries of another commit (dynamic-link) before anything else calls into them.
-    Backend::init(&Default::default())?;
+    let backend = Backend::init(&Default::default())?;
     println!("llama.cpp {} (b{}), ggml {}", build_info::COMMIT, build_info::BUILD_NUMBER, build_info::GGML_VERSION);
     println!("  commit from {}, bindings {}", build_info::COMMIT_ORIGIN, build_info::BINDINGS_ORIGIN);
     println!("  library reports commit {}", llama_runner::backend::library_commit());
     println!("  backends compiled: {}; features: {}", build_info::BACKENDS, build_info::FEATURES);
     println!("  C++ profile {}, sources {}", build_info::PROFILE, build_info::SOURCE_DIR);
-    for d in llama_runner::backend::devices() {
+    for d in backend.devices() {
         println!(
             "device {}: {} ({}), {} / {} MiB free",
             d.name,
@@ -326,7 +326,7 @@ fn info() -> Result<()> {
 
 fn plan(args: &BenchArgs) -> Result<BenchPlan> {
     let (name, config_path, mut options, mut workloads) = if let Some(path) = &args.config {
-        let config = llama_runner::config::Config::load(path)?;
+        let config = llama_workbench::config::Config::load(path)?;
         for w in config.warnings() {
             eprintln!("warning: {}: {w}", path.display());
         }
@@ -338,7 +338,7 @@ fn plan(args: &BenchArgs) -> Result<BenchPlan> {
         (config.name().to_string(), Some(path.clone()), options, config.workloads())
     } else if let Some(f) = &args.flags {
         let parsed = flags::parse(f)?;
-        ("flags".to_string(), None, parsed.options, llama_runner::config::default_workloads())
+        ("flags".to_string(), None, parsed.options, llama_workbench::config::default_workloads())
     } else {
         bail!("pass --config FILE or --flags \"...\"");
     };
@@ -354,7 +354,7 @@ fn plan(args: &BenchArgs) -> Result<BenchPlan> {
                 all.iter()
                     .find(|w| &w.name == n)
                     .cloned()
-                    .or_else(|| llama_runner::config::preset_workload(n))
+                    .or_else(|| llama_workbench::config::preset_workload(n))
                     .with_context(|| format!("no workload named `{n}`"))
             })
             .collect::<Result<_>>()?;
@@ -372,7 +372,7 @@ fn plan(args: &BenchArgs) -> Result<BenchPlan> {
 fn generated(g: GeneratedModel) -> Result<PathBuf> {
     let spec = tiny_gguf::ModelSpec::preset(g.name())
         .with_context(|| format!("tiny-gguf has no preset `{g}` (it has {})", tiny_gguf::PRESETS.join(", ")))?;
-    let dir = std::env::var_os(llama_runner::config::MODELS_DIR_ENV)
+    let dir = std::env::var_os(llama_workbench::config::MODELS_DIR_ENV)
         .filter(|d| !d.is_empty())
         .map_or_else(|| PathBuf::from(".cache/models"), PathBuf::from)
         .join("generated");
@@ -380,13 +380,22 @@ fn generated(g: GeneratedModel) -> Result<PathBuf> {
     Ok(tiny_gguf::cached(&spec, &dir)?)
 }
 
+/// Initialises the backend, writing the configuration's environment knobs first.
+fn init_backend(options: &llama_runner::BackendOptions) -> Result<&'static Backend> {
+    // SAFETY: the command is single-threaded until the backend starts: argument parsing,
+    // env_logger and configuration loading spawn no thread, so nothing reads the environment
+    // while it is written (`sweep` sets knobs on its child processes instead).
+    Ok(unsafe { Backend::init_setting_env(options) }?)
+}
+
 fn bench(args: BenchArgs) -> Result<()> {
     let plan = plan(&args)?;
+    init_backend(&plan.options.backend)?;
     let path = args.record.clone().unwrap_or_else(|| record_path(&args.out, &plan.name));
     let record = run_plan(&plan, |w| eprintln!("{}: workload {w}", plan.name))?;
     record.write_json(&path)?;
     let jsonl = path.with_extension("jsonl");
-    llama_runner::record::write_atomic(&jsonl, record.to_llama_bench_jsonl().as_bytes())?;
+    llama_workbench::record::write_atomic(&jsonl, record.to_llama_bench_jsonl().as_bytes())?;
     for w in &record.warnings {
         eprintln!("warning: {w}");
     }
@@ -407,8 +416,13 @@ fn judge(args: JudgeArgs) -> Result<ExitCode> {
     } else {
         Criterion::MeasureOnly { metric: args.metric.unwrap_or(Metric::Generation) }
     };
-    let j =
-        llama_runner::bisect::judge(&record, args.workload.as_deref(), args.stat, &criterion, args.label.as_deref())?;
+    let j = llama_workbench::bisect::judge(
+        &record,
+        args.workload.as_deref(),
+        args.stat,
+        &criterion,
+        args.label.as_deref(),
+    )?;
     println!("{j}");
     Ok(ExitCode::from(j.verdict.exit_code()))
 }
@@ -423,7 +437,7 @@ fn sweep(
     use indicatif::{ProgressBar, ProgressStyle};
     // Check every configuration before spending time on the first.
     for c in configs {
-        llama_runner::config::Config::load(c).with_context(|| format!("configuration {}", c.display()))?;
+        llama_workbench::config::Config::load(c).with_context(|| format!("configuration {}", c.display()))?;
     }
     let exe = std::env::current_exe()?;
     let bar = ProgressBar::new(configs.len() as u64);

@@ -2,13 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::Backend;
-use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::measure::{Workload, run_workload};
-use crate::model::Model;
-use crate::options::RunOptions;
 use crate::record::{BuildRecord, Machine, MemorySnapshot, ModelRecord, Record, now_rfc3339};
+use llama_runner::backend::Backend;
+use llama_runner::context::Context;
+use llama_runner::model::Model;
+use llama_runner::options::RunOptions;
 
 /// What to run and how to label it.
 #[derive(Debug, Clone)]
@@ -36,9 +36,9 @@ pub fn run_plan(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<Reco
     })?;
     let backend = Backend::init(&plan.options.backend)?;
     let machine = Machine::current();
-    let mut memory = vec![MemorySnapshot::take("before load")];
+    let mut memory = vec![MemorySnapshot::take(backend, "before load")];
     let model = Model::load(backend, &path, &plan.options.model)?;
-    memory.push(MemorySnapshot::take("after load"));
+    memory.push(MemorySnapshot::take(backend, "after load"));
     let info = model.info();
     let mut warnings = machine.warnings(info.size_bytes);
     for w in &warnings {
@@ -48,7 +48,7 @@ pub fn run_plan(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<Reco
         // Context memory at the size of the largest workload, measured once.
         let needed = plan.workloads.iter().map(Workload::n_cells).max().unwrap_or(0);
         let _ctx = Context::new(&model, &crate::measure::bench_context_options(&plan.options.context, needed))?;
-        memory.push(MemorySnapshot::take("after context"));
+        memory.push(MemorySnapshot::take(backend, "after context"));
     }
     let mut results = Vec::new();
     for w in &plan.workloads {
@@ -63,9 +63,9 @@ pub fn run_plan(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<Reco
         schema: crate::record::SCHEMA,
         config: plan.name.clone(),
         config_path: plan.config_path.clone(),
-        flags: crate::flags::render(&plan.options, crate::flags::Dialect::Server).command_line(),
+        flags: llama_runner::flags::render(&plan.options, llama_runner::flags::Dialect::Server).command_line(),
         options: plan.options.clone(),
-        build: BuildRecord::current(),
+        build: BuildRecord::current(backend),
         model: ModelRecord::new(&path, info, plan.hash_model)?,
         machine,
         memory,

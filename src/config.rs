@@ -31,7 +31,7 @@
 //!   path resolves against the directory in `LLAMA_MODELS_DIR` when that is set and not empty,
 //!   else against the configuration file's directory, when the options are asked for
 //!   ([`Config::run_options`]).
-//! - **Options**: `flags` (llama.cpp syntax, read by [`crate::flags::parse`] with its warnings)
+//! - **Options**: `flags` (llama.cpp syntax, read by [`llama_runner::flags::parse`] with its warnings)
 //!   is applied first; the typed tables `[model]`, `[context]`, `[backend]` and `[env]` then
 //!   override it key by key (a nested table such as `[context.placement]` merges too; an array
 //!   such as `tensor_overrides` replaces). A table value that replaces a different value set by
@@ -60,7 +60,7 @@
 //!   keep the quotes as characters);
 //! - **the model**: `MODEL`, `MODEL_PATH`, `MODEL_FILE` or `LLAMA_MODEL` (`-m` in the flags wins);
 //! - **llama.cpp's own variables** (`LLAMA_ARG_CTX_SIZE`, `LLAMA_ARG_NO_MMAP`, ...): applied before
-//!   the flags, as llama.cpp does ([`crate::flags::parse_with_env`]);
+//!   the flags, as llama.cpp does ([`llama_runner::flags::parse_with_env`]);
 //! - **environment knobs** (`GGML_CUDA_GRAPH_OPT=1`, see [`EnvKnobs`]), read as ggml reads them:
 //!   `GGML_CUDA_GRAPH_OPT` and `GGML_CPU_DISABLE_FUSION` are on only for a number equal to 1
 //!   (`=true` is off), `GGML_CUDA_DISABLE_GRAPHS`, `GGML_CUDA_ENABLE_UNIFIED_MEMORY`,
@@ -81,12 +81,12 @@ use std::str::FromStr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::BackendOptions;
 use crate::error::{Error, Result};
-use crate::flags;
-use crate::knobs::EnvKnobs;
 pub use crate::measure::Workload;
-use crate::options::{ContextOptions, ModelOptions, RunOptions};
+use llama_runner::backend::BackendOptions;
+use llama_runner::flags;
+use llama_runner::knobs::EnvKnobs;
+use llama_runner::options::{ContextOptions, ModelOptions, RunOptions};
 
 /// The environment variable naming the directory relative model paths resolve against.
 pub const MODELS_DIR_ENV: &str = "LLAMA_MODELS_DIR";
@@ -577,7 +577,7 @@ impl Config {
             if ov.pattern.is_empty() {
                 return Err(err("tensor_overrides (-ot): empty pattern".into()));
             }
-            crate::regex::check(&ov.pattern).map_err(|e| {
+            llama_runner::regex::check(&ov.pattern).map_err(|e| {
                 err(format!("tensor_overrides (-ot): pattern `{}` does not compile as a std::regex: {e}", ov.pattern))
             })?;
         }
@@ -888,10 +888,12 @@ fn read_knob(name: &str, read: KnobRead, v: &str, warnings: &mut Vec<String>) ->
             if n.to_string() != v.trim() {
                 warnings.push(format!("{name}={v} is read as {n} (ggml uses atoi)"));
             }
-            let n = u32::try_from(n).map_err(|_| Error::Flag {
-                flag: name.to_string(),
-                value: Some(v.to_string()),
-                reason: "not a non-negative number".into(),
+            let n = u32::try_from(n).map_err(|_| {
+                Error::from(llama_runner::Error::Flag {
+                    flag: name.to_string(),
+                    value: Some(v.to_string()),
+                    reason: "not a non-negative number".into(),
+                })
             })?;
             return Ok(toml::Value::Integer(i64::from(n)));
         }

@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use llama_runner::record::Record;
+use llama_workbench::record::Record;
 
 fn exe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_llama-runner"))
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn out_dir(name: &str) -> PathBuf {

@@ -3,15 +3,15 @@
 //! threadpool, `llama_batch_get_one`, one sync) on the same model in the same process,
 //! interleaved round by round. Separates wrapper overhead from differences between processes.
 //!
-//! cargo run --release -p llama-runner --example pp_probe -- MODEL [THREADS] [ROUNDS] [N_PROMPT] [N_GEN]
+//! cargo run --release -p llama-workbench --example pp_probe -- MODEL [THREADS] [ROUNDS] [N_PROMPT] [N_GEN]
 //!
 //! With N_GEN > 0 it also compares generation (N_GEN single-token decodes, a sync after each).
 
 use std::time::Instant;
 
-use llama_runner::measure::{Bench, Test, TestKind};
 use llama_runner::{Backend, ContextOptions, Model, ModelOptions};
 use llama_sys as sys;
+use llama_workbench::measure::{Bench, Test, TestKind};
 
 /// Tokens/s per repetition of a raw prompt test (`gen` false: `n` tokens in one batch) or
 /// generation test (`gen` true: `n` single-token decodes, a sync after each).

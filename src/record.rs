@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::measure::{SampleStats, WorkloadResult};
-use crate::model::ModelInfo;
-use crate::options::{FlashAttn, GpuLayers, LoadMode, RunOptions, SplitMode};
+use llama_runner::backend::Device;
+use llama_runner::model::ModelInfo;
+use llama_runner::options::{FlashAttn, GpuLayers, LoadMode, RunOptions, SplitMode};
 
 /// Version of the record format.
 pub const SCHEMA: u32 = 1;
@@ -75,19 +75,19 @@ pub struct BuildRecord {
 
 impl BuildRecord {
     /// The build this process is linked against.
-    pub fn current() -> Self {
-        use llama_sys::build_info as b;
+    pub fn current(backend: &llama_runner::Backend) -> Self {
+        use llama_runner::build_info as b;
         let split = |s: &str| s.split(',').filter(|x| !x.is_empty()).map(String::from).collect();
         BuildRecord {
             commit: b::COMMIT.into(),
             build_number: b::BUILD_NUMBER,
-            library_commit: crate::backend::library_commit(),
+            library_commit: llama_runner::backend::library_commit(),
             ggml_version: b::GGML_VERSION.into(),
             backends: split(b::BACKENDS),
-            runtime_backends: crate::backend::backend_names(),
+            runtime_backends: backend.backend_names(),
             features: split(b::FEATURES),
             profile: b::PROFILE.into(),
-            system_info: crate::backend::system_info(),
+            system_info: llama_runner::backend::system_info(),
         }
     }
 }
@@ -231,7 +231,7 @@ pub struct MemorySnapshot {
 
 impl MemorySnapshot {
     /// Takes a snapshot now.
-    pub fn take(stage: &str) -> Self {
+    pub fn take(backend: &llama_runner::Backend, stage: &str) -> Self {
         use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
         let mut sys = System::new();
         let pid = Pid::from_u32(std::process::id());
@@ -241,7 +241,7 @@ impl MemorySnapshot {
             ProcessRefreshKind::nothing().with_memory(),
         );
         let process_rss = sys.process(pid).map_or(0, |p| p.memory());
-        MemorySnapshot { stage: stage.into(), devices: crate::backend::devices(), process_rss }
+        MemorySnapshot { stage: stage.into(), devices: backend.devices(), process_rss }
     }
 }
 

@@ -16,10 +16,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::model::{Model, Token};
-use crate::options::ContextOptions;
+use llama_runner::context::Context;
+use llama_runner::model::{Model, Token};
+use llama_runner::options::ContextOptions;
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +144,7 @@ pub fn bench_context_options(base: &ContextOptions, n_needed: u32) -> ContextOpt
 pub struct Bench<'m> {
     ctx: Context<'m>,
     tokens: TokenSource,
-    depth: Option<(u32, Vec<u8>)>,
+    depth: Option<(u32, llama_runner::SavedState)>,
 }
 
 impl<'m> Bench<'m> {
@@ -167,7 +167,7 @@ impl<'m> Bench<'m> {
             return Ok(());
         }
         match &self.depth {
-            Some((d, state)) if *d == n_depth => self.ctx.restore_state(state, n_depth as usize),
+            Some((d, state)) if *d == n_depth => Ok(self.ctx.restore_state(state)?),
             _ => {
                 let prompt = self.tokens.prompt(n_depth as usize);
                 self.ctx.decode(&prompt)?;
