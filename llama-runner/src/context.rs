@@ -10,6 +10,65 @@ use crate::model::{Model, Token};
 use crate::options::ContextOptions;
 
 /// A llama.cpp context over a borrowed [`Model`]. Frees itself on drop.
+///
+/// # Threads and lifetimes
+///
+/// A context borrows its model, so it cannot outlive it; it may move to another thread
+/// (`Send`), but it cannot be shared between threads (not `Sync`): llama.cpp allows one call at
+/// a time on a context. Each `compile_fail` example below has a twin that differs only in the
+/// marked line and compiles, so the failure is the one described.
+///
+/// Moving a context into another thread compiles:
+///
+/// ```no_run
+/// # use llama_runner::{Backend, Context, ContextOptions, Model, ModelOptions};
+/// # fn main() -> llama_runner::Result<()> {
+/// let model = Model::load(Backend::get()?, "model.gguf", &ModelOptions::default())?;
+/// let mut ctx = Context::new(&model, &ContextOptions::default())?;
+/// std::thread::scope(|s| {
+///     s.spawn(move || ctx.clear()); // moved: fine
+/// });
+/// # Ok(()) }
+/// ```
+///
+/// Sharing one between threads does not:
+///
+/// ```compile_fail
+/// # use llama_runner::{Backend, Context, ContextOptions, Model, ModelOptions};
+/// # fn main() -> llama_runner::Result<()> {
+/// let model = Model::load(Backend::get()?, "model.gguf", &ModelOptions::default())?;
+/// let ctx = Context::new(&model, &ContextOptions::default())?;
+/// std::thread::scope(|s| {
+///     s.spawn(|| ctx.n_ctx()); // shared: `Context` is not `Sync`
+///     s.spawn(|| ctx.n_ctx());
+/// });
+/// # Ok(()) }
+/// ```
+///
+/// A context used while its model lives compiles:
+///
+/// ```no_run
+/// # use llama_runner::{Backend, Context, ContextOptions, Model, ModelOptions};
+/// # fn main() -> llama_runner::Result<()> {
+/// let model = Model::load(Backend::get()?, "model.gguf", &ModelOptions::default())?;
+/// let ctx = Context::new(&model, &ContextOptions::default())?;
+/// println!("{}", ctx.n_ctx());
+/// drop(ctx);
+/// drop(model);
+/// # Ok(()) }
+/// ```
+///
+/// A context outliving its model does not:
+///
+/// ```compile_fail
+/// # use llama_runner::{Backend, Context, ContextOptions, Model, ModelOptions};
+/// # fn main() -> llama_runner::Result<()> {
+/// let model = Model::load(Backend::get()?, "model.gguf", &ModelOptions::default())?;
+/// let ctx = Context::new(&model, &ContextOptions::default())?;
+/// drop(model); // the model goes while the context still borrows it
+/// println!("{}", ctx.n_ctx());
+/// # Ok(()) }
+/// ```
 pub struct Context<'m> {
     raw: NonNull<sys::llama_context>,
     model: &'m Model,
@@ -25,8 +84,12 @@ pub struct Context<'m> {
     _pools: Vec<ThreadPool>,
 }
 
-// SAFETY: a llama_context may be used from any thread, one at a time; `&mut self` methods
-// enforce that, and no `&self` method mutates it. The borrowed Model is Sync.
+// SAFETY: llama.cpp keeps no thread affinity in a context: llama-server creates contexts on one
+// thread and decodes on another, and the ggml threadpools and the sampler it owns are plain heap
+// objects (the pool's workers synchronise through atomics). What llama.cpp does not allow is two
+// calls on one context at the same time; `Context` is therefore not `Sync` (the raw pointer
+// keeps the auto trait off), every mutating method takes `&mut self`, and the `&self` methods
+// only read sizes and counters. The borrowed `Model` is `Sync` (see there).
 unsafe impl Send for Context<'_> {}
 
 /// A saved KV cache state of sequence 0 ([`Context::save_state`]), restorable into a context of
@@ -114,13 +177,24 @@ impl<'m> Context<'m> {
     pub fn new(model: &'m Model, options: &ContextOptions) -> Result<Context<'m>> {
         crate::validate::context_options(model, options)?;
         let params = crate::params::context_params(options)?;
+        let sampler = Sampler::greedy()?;
         crate::logging::clear_errors();
         // SAFETY: the model is valid and outlives the context (borrow); params hold no pointers.
         let raw = unsafe { sys::llama_init_from_model(model.raw().as_ptr(), params) };
-        let raw = NonNull::new(raw).ok_or_else(|| Error::ContextCreate { log: crate::logging::take_errors() })?;
-        let sampler = Sampler::greedy()?;
-        let mut ctx =
-            Context { raw, model, options: options.clone(), sampler, n_past: 0, has_logits: false, _pools: Vec::new() };
+        let log = crate::logging::take_errors();
+        // Owned before a logger's panic may be resumed or a threadpool fails, so that either
+        // frees it.
+        let ctx = NonNull::new(raw).map(|raw| Context {
+            raw,
+            model,
+            options: options.clone(),
+            sampler,
+            n_past: 0,
+            has_logits: false,
+            _pools: Vec::new(),
+        });
+        crate::logging::resume_panic();
+        let mut ctx = ctx.ok_or(Error::ContextCreate { log })?;
         ctx.attach_threadpools()?;
         Ok(ctx)
     }
@@ -264,10 +338,13 @@ impl<'m> Context<'m> {
             let batch = unsafe { sys::llama_batch_get_one(part.as_ptr().cast_mut(), part.len() as i32) };
             // SAFETY: valid context and batch; the batch's token memory outlives the call.
             let status = unsafe { sys::llama_decode(self.raw.as_ptr(), batch) };
+            if status == 0 {
+                self.n_past += part.len();
+            }
+            crate::logging::resume_panic();
             if status != 0 {
                 return Err(decode_error(status));
             }
-            self.n_past += part.len();
         }
         self.synchronize();
         // llama_batch_get_one asks for the logits of the last token of each chunk.

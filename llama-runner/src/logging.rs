@@ -22,6 +22,32 @@ thread_local! {
     static ERRORS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     /// A debug line nobody listens to is being skipped (until its newline).
     static SKIPPING: Cell<bool> = const { Cell::new(false) };
+    /// The first panic caught in the log callback on this thread, to be resumed when control is
+    /// back in this crate's Rust code on the same thread (see [`resume_panic`]).
+    static PANIC: RefCell<Option<Box<dyn std::any::Any + Send>>> = const { RefCell::new(None) };
+}
+
+/// Panics caught in the log callback since the process started, on any thread.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times a log handler (the application's logger, or a [`Recorder`]'s sink) panicked
+/// while llama.cpp was logging.
+///
+/// A panic must not unwind into C, so the callback catches it. The panic hook has reported it
+/// (Rust's default hook prints the message) before it is caught. When the panic happened on a
+/// thread that called into llama.cpp through this crate (loading a model, creating a context,
+/// decoding), it is resumed as soon as that call returns, as `git2` does with its callbacks; a
+/// panic on one of ggml's own worker threads cannot be resumed anywhere and is counted here.
+pub fn callback_panics() -> usize {
+    PANICS.load(Ordering::SeqCst)
+}
+
+/// Resumes a panic caught in the log callback on this thread, if there is one. Called by this
+/// crate right after each llama.cpp call that may log, back in Rust.
+pub(crate) fn resume_panic() {
+    if let Some(payload) = PANIC.with(|p| p.borrow_mut().take()) {
+        std::panic::resume_unwind(payload);
+    }
 }
 
 type Sink = Arc<Mutex<Vec<String>>>;
@@ -104,8 +130,18 @@ extern "C" fn callback(level: sys::ggml_log_level, text: *const c_char, _: *mut 
     }
     SKIPPING.set(false);
     let text = text.to_string_lossy();
-    // Never unwind into C: a panicking logger is dropped silently.
-    let _ = std::panic::catch_unwind(|| receive(level, &text));
+    // Never unwind into C: a panic of the logger is caught here, counted, and resumed when this
+    // thread is back in this crate's Rust code (see `resume_panic`).
+    if let Err(payload) = std::panic::catch_unwind(|| receive(level, &text)) {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        // A line left half-assembled by the panic is dropped, not glued to the next one.
+        let _ = PENDING.try_with(|p| p.try_borrow_mut().map(|mut p| p.0.clear()));
+        let _ = PANIC.try_with(|p| {
+            if let Ok(mut slot) = p.try_borrow_mut() {
+                slot.get_or_insert(payload);
+            }
+        });
+    }
 }
 
 fn receive(level: sys::ggml_log_level, text: &str) {
@@ -145,6 +181,45 @@ mod tests {
     use super::*;
     use std::ffi::CString;
 
+    /// Serialises the tests of this module: Recorders see every line of every thread.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    /// A sink that panics on a marked line, as a buggy application logger would.
+    struct PanickingLogger;
+
+    impl log::Log for PanickingLogger {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.target() == TARGET
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if r.args().to_string().contains("boom") {
+                panic!("logger panicked on purpose");
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    #[test]
+    fn a_panicking_logger_does_not_unwind_into_c_and_is_resumed_in_rust() {
+        let _serial = lock(&SERIAL);
+        // The only logger of this unit-test binary; other tests here do not depend on it.
+        static LOGGER: PanickingLogger = PanickingLogger;
+        log::set_logger(&LOGGER).unwrap();
+        log::set_max_level(log::LevelFilter::Info);
+        let before = callback_panics();
+        // The callback returns normally to its (C) caller although the logger panicked...
+        call(sys::GGML_LOG_LEVEL_WARN, "boom\n");
+        assert_eq!(callback_panics(), before + 1, "the panic is counted");
+        // ...and the panic comes back once this thread is in the crate's Rust code again.
+        let resumed = std::panic::catch_unwind(resume_panic).unwrap_err();
+        assert_eq!(resumed.downcast_ref::<&str>(), Some(&"logger panicked on purpose"));
+        // Nothing is left to resume, and logging goes on.
+        resume_panic();
+        let rec = Recorder::start();
+        call(sys::GGML_LOG_LEVEL_WARN, "fine\n");
+        assert_eq!(rec.lines(), ["fine"]);
+    }
+
     fn call(level: sys::ggml_log_level, text: &str) {
         let c = CString::new(text).unwrap();
         callback(level, c.as_ptr(), std::ptr::null_mut());
@@ -152,6 +227,7 @@ mod tests {
 
     #[test]
     fn unheard_debug_lines_are_dropped_with_their_continuations() {
+        let _serial = lock(&SERIAL);
         // No logger in unit tests and no Recorder yet: this debug line is dropped, and so is
         // its continuation although a Recorder starts in between.
         call(sys::GGML_LOG_LEVEL_DEBUG, "dropped ");

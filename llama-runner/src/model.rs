@@ -24,10 +24,13 @@ pub struct Model {
     _params: RawModelParams,
 }
 
-// SAFETY: a llama_model is immutable after loading; llama.cpp supports using one model from
-// several threads and contexts at once (llama-server does). Freeing happens only in Drop.
+// SAFETY: a llama_model is immutable after loading and has no thread affinity; llama.cpp
+// supports one model serving several contexts on several threads at once (llama-server's slots
+// and llama-batched do this), and the whole model is freed only in Drop, which needs ownership.
 unsafe impl Send for Model {}
-// SAFETY: as above: every method through `&Model` only reads.
+// SAFETY: every method through `&Model` only reads the model or its vocabulary: metadata,
+// sizes, and tokenization, which llama.h documents as thread-safe ("Tokenization: The API is
+// thread-safe"). The lowered parameters it keeps are never written after loading.
 unsafe impl Sync for Model {}
 
 /// What a model is, from its metadata.
@@ -72,9 +75,16 @@ impl Model {
         // SAFETY: `cpath` is a valid C string; the params' pointers are owned by `raw_params`,
         // which the returned Model keeps alive.
         let raw = unsafe { sys::llama_model_load_from_file(cpath.as_ptr(), raw_params.get()) };
-        let raw = NonNull::new(raw)
-            .ok_or_else(|| Error::ModelLoad { path: path.clone(), log: crate::logging::take_errors() })?;
-        Ok(Model { raw, path, options: options.clone(), _params: raw_params })
+        let log = crate::logging::take_errors();
+        // Owned before a logger's panic may be resumed, so that unwinding frees it.
+        let model = NonNull::new(raw).map(|raw| Model {
+            raw,
+            path: path.clone(),
+            options: options.clone(),
+            _params: raw_params,
+        });
+        crate::logging::resume_panic();
+        model.ok_or(Error::ModelLoad { path, log })
     }
 
     /// The raw `llama_model`, for calls this crate does not wrap.
