@@ -98,8 +98,8 @@ unsafe impl Send for Context<'_> {}
 #[derive(Clone)]
 pub struct SavedState {
     data: Vec<u8>,
-    /// The address of the model it was saved from (compared, never dereferenced).
-    model: usize,
+    /// The id of the model it was saved from.
+    model: u64,
     n_tokens: usize,
 }
 
@@ -275,7 +275,7 @@ impl<'m> Context<'m> {
         // SAFETY: the buffer is valid for `size` bytes.
         let written = unsafe { sys::llama_state_seq_get_data(self.raw.as_ptr(), data.as_mut_ptr(), data.len(), 0) };
         data.truncate(written);
-        SavedState { data, model: self.model.raw().as_ptr() as usize, n_tokens: self.n_past }
+        SavedState { data, model: self.model.id(), n_tokens: self.n_past }
     }
 
     /// Replaces the KV cache with a state saved by [`save_state`](Self::save_state) from a
@@ -283,7 +283,7 @@ impl<'m> Context<'m> {
     /// the restored cache to hold (its position range), and there are no logits until the next
     /// decode. On failure the cache is empty.
     pub fn restore_state(&mut self, state: &SavedState) -> Result<()> {
-        if state.model != self.model.raw().as_ptr() as usize {
+        if state.model != self.model.id() {
             return Err(Error::StateRestore { reason: "the state was saved from a context of another model".into() });
         }
         self.clear();

@@ -20,6 +20,8 @@ pub struct Model {
     raw: NonNull<sys::llama_model>,
     path: PathBuf,
     options: ModelOptions,
+    /// Unique in the process (never reused, unlike the pointer): ties saved states to it.
+    id: u64,
     // Owns every pointer inside the params handed to llama.cpp; lives as long as the model.
     _params: RawModelParams,
 }
@@ -76,11 +78,14 @@ impl Model {
         // which the returned Model keeps alive.
         let raw = unsafe { sys::llama_model_load_from_file(cpath.as_ptr(), raw_params.get()) };
         let log = crate::logging::take_errors();
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Owned before a logger's panic may be resumed, so that unwinding frees it.
         let model = NonNull::new(raw).map(|raw| Model {
             raw,
             path: path.clone(),
             options: options.clone(),
+            id,
             _params: raw_params,
         });
         crate::logging::resume_panic();
@@ -100,6 +105,11 @@ impl Model {
 
     pub(crate) fn raw(&self) -> NonNull<sys::llama_model> {
         self.raw
+    }
+
+    /// Identifies this model among all models loaded by the process.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The file it was loaded from.
