@@ -304,6 +304,17 @@ impl<'m> Context<'m> {
         Ok(())
     }
 
+    /// The raw context for this crate's own wrappers (samplers), which keep its invariants.
+    #[allow(dead_code)]
+    pub(crate) fn raw(&self) -> NonNull<sys::llama_context> {
+        self.raw
+    }
+
+    /// Whether the last decode left logits for its last token (see [`Error::NoLogits`]).
+    pub fn has_logits(&self) -> bool {
+        self.has_logits
+    }
+
     /// How many tokens sequence 0 holds, from llama.cpp's memory (`llama_memory_seq_pos_max`).
     fn cached_tokens(&self) -> usize {
         // SAFETY: valid context; the memory handle belongs to it.
