@@ -34,7 +34,7 @@ lib=$(lib_dir_of "$own")
 say "libraries: $lib"
 ls "$lib" | grep -E '\.so' >&2
 runner_test() {
-    CARGO_TARGET_DIR="$own" nice -n 10 cargo test --quiet -p llama-runner --features dynamic-link --test dynamic_link "$@"
+    CARGO_TARGET_DIR="$own" nice -n 10 cargo test --quiet -p llama-workbench --features dynamic-link --test dynamic_link "$@"
 }
 
 t=$SECONDS

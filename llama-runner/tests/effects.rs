@@ -382,30 +382,6 @@ fn every_load_mode_loads_and_generates_the_same_tokens() {
 }
 
 #[test]
-fn repack_off_turns_cpu_repack_into_cpu() {
-    let _s = serial();
-    let info = llama_runner::backend::system_info();
-    if !(info.contains("REPACK = 1") && info.contains("AVX2 = 1")) {
-        eprintln!("skipping: this CPU has no Q4_0 repacking ({info})");
-        return;
-    }
-    // Q4_0 weights are repacked (q4_0_8x8) on AVX2 machines; Q8_0 ones are not (see the first test).
-    let spec = moe3(WeightType::Q4_0);
-    let mut outputs = Vec::new();
-    for repack in [true, false] {
-        let (model, lines) = load(&spec, &ModelOptions { cpu_moe: true, repack, ..Default::default() });
-        let got = overridden(&lines);
-        assert_eq!(names(&got), experts(0..3));
-        let target = if repack { "CPU_REPACK" } else { "CPU" };
-        assert!(got.values().all(|t| t == target), "repack {repack}: {got:?}");
-        let repack_buffer = lines.iter().any(|l| l.contains("CPU_REPACK model buffer size"));
-        assert_eq!(repack_buffer, repack, "repack {repack}");
-        outputs.push(generate(&model, &small_ctx(), 8));
-    }
-    assert!(outputs.iter().all(|o| !o.is_empty()));
-}
-
-#[test]
 fn thread_placement_pins_without_changing_the_output() {
     let _s = serial();
     let (model, _) = load(&ModelSpec::tiny_llama(), &ModelOptions::default());

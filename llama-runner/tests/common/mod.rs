@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use libtest_mimic::{Arguments, Completion, Trial};
 use tiny_gguf::ModelSpec;
 
 /// Where generated models and compiled helpers live for the tests.
@@ -19,9 +20,43 @@ pub fn model(spec: &ModelSpec) -> PathBuf {
     tiny_gguf::cached(spec, &scratch()).expect("generate a test model")
 }
 
+/// Whether a test's run-time prerequisite is there.
+pub enum Prerequisite<T> {
+    /// Present: the test runs with it.
+    Met(T),
+    /// Absent: the test is ignored, and the reason printed in its line.
+    Missing(String),
+    /// Absent where it must be present (CI provisions it): the test fails with the reason.
+    Required(String),
+}
+
+/// A [`Trial`] of `test` that needs `prerequisite`: run when it is met, reported as
+/// `ignored (reason)` when it is missing, failed when a required one is missing. A panic in
+/// `test` is a failure, as with `#[test]`.
+pub fn trial<T: Send + 'static>(
+    name: &str,
+    prerequisite: Prerequisite<T>,
+    test: impl FnOnce(T) + Send + 'static,
+) -> Trial {
+    Trial::ignorable_test(name, move || match prerequisite {
+        Prerequisite::Met(p) => {
+            test(p);
+            Ok(Completion::Completed)
+        }
+        Prerequisite::Missing(reason) => Ok(Completion::ignored_with(reason)),
+        Prerequisite::Required(reason) => Err(reason.into()),
+    })
+}
+
+/// Runs `trials` as libtest does (filters, `--ignored`, `--list`, ...) and exits with its status:
+/// the `main` of a `harness = false` test file.
+pub fn run_trials(trials: Vec<Trial>) -> ! {
+    libtest_mimic::run(&Arguments::from_args(), trials).exit()
+}
+
 /// The real model, when it has been fetched (`scripts/fetch-real-model.sh`) or named by
 /// `LLAMA_TEST_REAL_MODEL`. With `LLAMA_REQUIRE_REAL_MODEL=1` (CI), its absence is a failure.
-pub fn real_model() -> Option<PathBuf> {
+pub fn real_model() -> Prerequisite<PathBuf> {
     let path = std::env::var_os("LLAMA_TEST_REAL_MODEL").map(PathBuf::from).unwrap_or_else(|| {
         let models = std::env::var_os("LLAMA_MODELS_DIR")
             .map(PathBuf::from)
@@ -29,13 +64,33 @@ pub fn real_model() -> Option<PathBuf> {
         models.join("gemma-3-270m-q4_k_m.gguf")
     });
     if path.is_file() {
-        return Some(path);
+        Prerequisite::Met(path)
+    } else if std::env::var("LLAMA_REQUIRE_REAL_MODEL").as_deref() == Ok("1") {
+        Prerequisite::Required(format!(
+            "LLAMA_REQUIRE_REAL_MODEL=1 but {} is missing: run scripts/fetch-real-model.sh",
+            path.display()
+        ))
+    } else {
+        Prerequisite::Missing(format!("real model {} not fetched: scripts/fetch-real-model.sh", path.display()))
     }
-    if std::env::var("LLAMA_REQUIRE_REAL_MODEL").as_deref() == Ok("1") {
-        panic!("LLAMA_REQUIRE_REAL_MODEL=1 but {} is missing: run scripts/fetch-real-model.sh", path.display());
+}
+
+/// The static libraries of llama.cpp's common library (its argument parser), which llama-sys
+/// builds only with `LLAMA_SYS_BUILD_COMMON=ON`.
+const COMMON_LIBS: [&str; 3] = ["libllama-common.a", "libllama-common-base.a", "libcpp-httplib.a"];
+
+/// Met when llama.cpp's common library was built beside libllama (needed by
+/// [`params_reference_binary`]).
+pub fn llama_common() -> Prerequisite<()> {
+    let lib = Path::new(env!("LLAMA_RUNNER_LLAMA_LIB_DIR"));
+    let shared = lib.join("libllama-common.so").is_file();
+    match COMMON_LIBS.iter().find(|name| !shared && !lib.join(name).is_file()) {
+        None => Prerequisite::Met(()),
+        Some(name) => Prerequisite::Missing(format!(
+            "llama.cpp's common library was not built ({name} is missing from the llama-sys build): \
+             build with LLAMA_SYS_BUILD_COMMON=ON"
+        )),
     }
-    eprintln!("skipping: real model {} not fetched (scripts/fetch-real-model.sh)", path.display());
-    None
 }
 
 /// Compiles `tests/reference/greedy.cpp` against the libraries llama-runner links (once).
@@ -49,14 +104,8 @@ pub fn reference_binary() -> &'static Path {
 pub fn params_reference_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let lib = Path::new(env!("LLAMA_RUNNER_LLAMA_LIB_DIR"));
-        for name in ["libllama-common.a", "libllama-common-base.a", "libcpp-httplib.a"] {
-            assert!(
-                lib.join(name).is_file() || lib.join("libllama-common.so").is_file(),
-                "{name} is missing from {}: llama-sys must build llama.cpp with LLAMA_BUILD_COMMON=ON \
-                 (it does for the pinned commit; for another tree set LLAMA_SYS_BUILD_COMMON=ON)",
-                lib.display()
-            );
+        if let Prerequisite::Missing(reason) = llama_common() {
+            panic!("{reason}");
         }
         // The common headers are not installed: take them from the source tree that was built.
         let src = Path::new(llama_sys::build_info::SOURCE_DIR);
