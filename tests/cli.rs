@@ -1,4 +1,5 @@
-//! The `llama-runner` command end to end: bench records, compare, sweep (and its interruption).
+//! The `llama-runner` command end to end: bench records, compare, sweep (its interruption, and
+//! records that never replace each other).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -113,38 +114,195 @@ fn compare_prints_the_sweep_table() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.json"));
 }
 
+/// A process group a test started (the sweep and the benches it runs): SIGKILLed when dropped,
+/// so that a failing test leaves nothing running either.
+struct Group {
+    child: std::process::Child,
+}
+
+impl Group {
+    /// Starts `cmd` as the leader of a new process group.
+    fn spawn(cmd: &mut Command) -> Group {
+        use std::os::unix::process::CommandExt;
+        Group { child: cmd.process_group(0).spawn().unwrap() }
+    }
+
+    fn id(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` to every process of the group.
+    fn kill_all(&self, signal: i32) {
+        // SAFETY: kill(2) with a negative pid signals the process group of that id; it touches
+        // no memory of this process. The group is the sweep's, started by this test.
+        let rc = unsafe { libc::kill(-self.id(), signal) };
+        assert!(rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH));
+    }
+
+    /// The processes of the group still alive (zombies waiting for a parent do not count).
+    fn alive(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'.
+            let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.len() > 2 && fields[2] == self.id().to_string() && fields[0] != "Z" {
+                out.push(format!("{head}) {}", fields[0]));
+            }
+        }
+        out
+    }
+
+    /// Waits until no process of the group is alive.
+    #[track_caller]
+    fn assert_gone(&self) {
+        let start = Instant::now();
+        while !self.alive().is_empty() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(self.alive().is_empty(), "still running: {:?}", self.alive());
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill_all(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A sweep of four configurations slow enough to interrupt, in its own process group.
+fn slow_sweep(dir: &Path) -> Group {
+    Group::spawn(
+        exe()
+            .current_dir(workspace())
+            .env("LLAMA_MODELS_DIR", models_dir())
+            .args([
+                "sweep",
+                "configs/cpu-tiny.toml",
+                "configs/cpu-tiny.toml",
+                "configs/cpu-tiny.toml",
+                "configs/cpu-tiny.toml",
+            ])
+            // Enough repetitions that each configuration takes a few seconds.
+            .args(["--repetitions", "500", "--out"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+}
+
+/// Waits for the first record of a sweep (while the next configuration runs).
+fn first_record(dir: &Path) {
+    let start = Instant::now();
+    while records_in(dir).is_empty() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn an_interrupted_sweep_keeps_finished_records() {
     let dir = out_dir("sweep");
-    let mut child = exe()
-        .current_dir(workspace())
-        .env("LLAMA_MODELS_DIR", models_dir())
-        .args([
-            "sweep",
-            "configs/cpu-tiny.toml",
-            "configs/cpu-tiny.toml",
-            "configs/cpu-tiny.toml",
-            "configs/cpu-tiny.toml",
-        ])
-        // Enough repetitions that each configuration takes a few seconds.
-        .args(["--repetitions", "500", "--out"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while records_in(&dir).is_empty() && start.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    let _ = child.wait();
+    let mut sweep = slow_sweep(&dir);
+    first_record(&dir);
+    // The whole tree: the sweep and the bench it is running.
+    sweep.kill_all(libc::SIGKILL);
+    let _ = sweep.child.wait();
+    sweep.assert_gone();
     let records = records_in(&dir);
     assert!(!records.is_empty(), "no record was written before the interruption");
     assert!(records.len() < 4, "the sweep finished before it was interrupted");
     for r in &records {
         Record::read_json(r).unwrap_or_else(|e| panic!("{}: {e}", r.display()));
     }
+}
+
+#[test]
+fn a_stopped_sweep_stops_its_bench() {
+    let dir = out_dir("sweep-term");
+    let mut sweep = slow_sweep(&dir);
+    first_record(&dir);
+    // Only the sweep is told; it must stop the bench it runs, then exit as stopped by SIGTERM.
+    // SAFETY: kill(2) on the sweep's own pid, a child of this test that has not been waited for.
+    assert_eq!(unsafe { libc::kill(sweep.id(), libc::SIGTERM) }, 0);
+    let status = sweep.child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}");
+    sweep.assert_gone();
+    let records = records_in(&dir);
+    assert!(!records.is_empty() && records.len() < 4, "{records:?}");
+    for r in &records {
+        Record::read_json(r).unwrap_or_else(|e| panic!("{}: {e}", r.display()));
+    }
+}
+
+#[test]
+fn records_of_one_name_never_replace_each_other() {
+    // Two configurations with one file stem, one of them listed twice: three records.
+    let dir = out_dir("stems");
+    let copy = dir.join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(workspace().join("configs/cpu-tiny.toml"), copy.join("cpu-tiny.toml")).unwrap();
+    let out = exe()
+        .current_dir(workspace())
+        .env("LLAMA_MODELS_DIR", models_dir())
+        .args(["sweep", "configs/cpu-tiny.toml", "configs/cpu-tiny.toml"])
+        .arg(copy.join("cpu-tiny.toml"))
+        .args(["--workload", "tiny", "--repetitions", "1", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sweep failed: {}", String::from_utf8_lossy(&out.stderr));
+    let records = records_in(&dir);
+    assert_eq!(records.len(), 3, "{records:?}");
+    let names: Vec<String> = records.iter().map(|r| r.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().any(|n| n.starts_with("cpu-tiny-2-")) && names.iter().any(|n| n.starts_with("cpu-tiny-3-")));
+    for r in &records {
+        Record::read_json(r).unwrap_or_else(|e| panic!("{}: {e}", r.display()));
+        assert!(r.with_extension("jsonl").is_file(), "{}", r.display());
+    }
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.lines().filter(|l| l.starts_with("| cpu-tiny")).count(), 3, "{table}");
+
+    // Two benches of one configuration at once, without --record: two records.
+    let dir = out_dir("same-second");
+    let run = || {
+        exe()
+            .current_dir(workspace())
+            .env("LLAMA_MODELS_DIR", models_dir())
+            .args(["bench", "--config", "configs/cpu-tiny.toml", "--workload", "tiny", "--repetitions", "1", "--out"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (run(), run());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let records = records_in(&dir);
+    assert_eq!(records.len(), 2, "{records:?}");
+    for r in &records {
+        Record::read_json(r).unwrap_or_else(|e| panic!("{}: {e}", r.display()));
+    }
+
+    // --no-clobber refuses an existing file instead of replacing it.
+    let taken = dir.join("taken.json");
+    std::fs::write(&taken, "keep").unwrap();
+    let out = exe()
+        .current_dir(workspace())
+        .env("LLAMA_MODELS_DIR", models_dir())
+        .args(["bench", "--config", "configs/cpu-tiny.toml", "--workload", "tiny", "--repetitions", "1"])
+        .arg("--record")
+        .arg(&taken)
+        .arg("--no-clobber")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("taken.json"));
+    assert_eq!(std::fs::read_to_string(&taken).unwrap(), "keep");
 }
 
 #[test]

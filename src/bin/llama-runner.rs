@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use llama_runner::flags::{self, Dialect};
 use llama_runner::{Backend, Context, Model, build_info};
 use llama_workbench::bisect::{Criterion, Metric, Statistic};
-use llama_workbench::cli::{BenchPlan, record_path, run_plan};
+use llama_workbench::cli::{BenchPlan, run_plan, unused_record_path, write_new_record, write_record};
 use llama_workbench::compare::{Thresholds, markdown_table, markdown_table_with};
 use llama_workbench::config::{GeneratedModel, ModelSource};
 use llama_workbench::record::Record;
@@ -150,9 +150,13 @@ struct BenchArgs {
     /// Directory for the record.
     #[arg(long, default_value = "results")]
     out: PathBuf,
-    /// Exact path of the record (instead of a timestamped name in --out).
+    /// Exact path of the record (instead of a timestamped name in --out, which never replaces
+    /// a file: records of one name in one second get a -2, -3, ... suffix).
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Fail instead of replacing an existing file at --record.
+    #[arg(long, requires = "record")]
+    no_clobber: bool,
     /// Hash the model file into the record (reads the whole file).
     #[arg(long)]
     hash: bool,
@@ -391,11 +395,15 @@ fn init_backend(options: &llama_runner::BackendOptions) -> Result<&'static Backe
 fn bench(args: BenchArgs) -> Result<()> {
     let plan = plan(&args)?;
     init_backend(&plan.options.backend)?;
-    let path = args.record.clone().unwrap_or_else(|| record_path(&args.out, &plan.name));
     let record = run_plan(&plan, |w| eprintln!("{}: workload {w}", plan.name))?;
-    record.write_json(&path)?;
+    let path = match &args.record {
+        Some(path) => {
+            write_record(path, &record, args.no_clobber)?;
+            path.clone()
+        }
+        None => write_new_record(&args.out, &plan.name, &record)?,
+    };
     let jsonl = path.with_extension("jsonl");
-    llama_workbench::record::write_atomic(&jsonl, record.to_llama_bench_jsonl().as_bytes())?;
     for w in &record.warnings {
         eprintln!("warning: {w}");
     }
@@ -435,29 +443,58 @@ fn sweep(
     thresholds: &Thresholds,
 ) -> Result<ExitCode> {
     use indicatif::{ProgressBar, ProgressStyle};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     // Check every configuration before spending time on the first.
     for c in configs {
         llama_workbench::config::Config::load(c).with_context(|| format!("configuration {}", c.display()))?;
+    }
+    // Told to stop, the sweep stops its child (the bench) too, then itself. The handler only
+    // stores the signal's number (async-signal-safe); the loop below acts on it.
+    let stop = Arc::new(AtomicUsize::new(0));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register_usize(signal, Arc::clone(&stop), signal as usize)?;
     }
     let exe = std::env::current_exe()?;
     let bar = ProgressBar::new(configs.len() as u64);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")?);
     let mut written = Vec::new();
+    let mut taken: Vec<PathBuf> = Vec::new();
     let mut failed = 0;
-    for c in configs {
+    for (c, name) in configs.iter().zip(sweep_stems(configs)) {
+        if stop.load(Ordering::SeqCst) != 0 {
+            break;
+        }
         bar.set_message(c.display().to_string());
-        let name = c.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let record = record_path(out, &name);
+        // A name no file has yet, nor another configuration of this sweep; `--no-clobber` makes
+        // the child refuse, rather than replace, a file another process created meanwhile.
+        let record = unused_record_path(out, &name, &taken);
+        taken.push(record.clone());
         // A fresh process per configuration: environment knobs are read once per process.
         let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("bench").arg("--config").arg(c).arg("--record").arg(&record);
+        cmd.arg("bench").arg("--config").arg(c).arg("--record").arg(&record).arg("--no-clobber");
         for w in workloads {
             cmd.arg("--workload").arg(w);
         }
         if let Some(r) = repetitions {
             cmd.arg("--repetitions").arg(r.to_string());
         }
-        let status = bar.suspend(|| cmd.stdout(std::process::Stdio::null()).status())?;
+        let status = bar.suspend(|| -> Result<_> {
+            let mut child = cmd.stdout(std::process::Stdio::null()).spawn()?;
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    return Ok(status);
+                }
+                if stop.load(Ordering::SeqCst) != 0 {
+                    child.kill()?;
+                    return Ok(child.wait()?);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })?;
+        if stop.load(Ordering::SeqCst) != 0 {
+            break;
+        }
         if status.success() && record.is_file() {
             written.push(record);
         } else {
@@ -470,11 +507,36 @@ fn sweep(
     for r in &written {
         eprintln!("record: {}", r.display());
     }
+    let signal = stop.load(Ordering::SeqCst);
+    if signal != 0 {
+        eprintln!("sweep stopped by signal {signal}: {} of {} configurations measured", written.len(), configs.len());
+        // The shell's convention for a process ended by a signal.
+        return Ok(ExitCode::from(128 + signal as u8));
+    }
     if written.len() >= 2 {
         let records = written.iter().map(|p| Record::read_json(p)).collect::<Result<Vec<_>, _>>()?;
         print!("{}", markdown_table_with(&records, thresholds));
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The record name of each configuration of a sweep: its file stem, with `-2`, `-3`, ... where
+/// an earlier configuration of the sweep has the same stem (`a/x.toml b/x.toml`, or one file
+/// listed twice).
+fn sweep_stems(configs: &[PathBuf]) -> Vec<String> {
+    let mut used = std::collections::HashSet::new();
+    configs
+        .iter()
+        .map(|c| {
+            let stem = c.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = std::iter::once(stem.clone())
+                .chain((2..).map(|n| format!("{stem}-{n}")))
+                .find(|n| !used.contains(n))
+                .expect("an unused name");
+            used.insert(name.clone());
+            name
+        })
+        .collect()
 }
 
 /// `--min-effect`: a percentage in [0, 100).
