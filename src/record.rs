@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::measure::{SampleStats, WorkloadResult};
 use llama_runner::backend::Device;
 use llama_runner::model::ModelInfo;
-use llama_runner::options::{FlashAttn, GpuLayers, LoadMode, RunOptions, SplitMode};
+use llama_runner::options::{FlashAttn, RunOptions};
 
 /// Version of the record format.
 pub const SCHEMA: u32 = 1;
@@ -323,18 +323,19 @@ impl Record {
             "poll": c.placement.poll,
             "type_k": c.type_k.name(),
             "type_v": c.type_v.name(),
-            "n_gpu_layers": match m.gpu_layers { GpuLayers::Count(n) => n as i64, GpuLayers::All => -2, GpuLayers::Auto => -1 },
+            "n_gpu_layers": m.gpu_layers.llama_number(),
             "n_cpu_moe": m.n_cpu_moe,
-            "split_mode": match m.split_mode { SplitMode::None => "none", SplitMode::Layer => "layer", SplitMode::Row => "row", SplitMode::Tensor => "tensor" },
+            "split_mode": m.split_mode.name(),
             "main_gpu": m.main_gpu,
             "no_kv_offload": !c.offload_kqv,
+            // llama-bench's number (`-fa -1|0|1`).
             "flash_attn": match c.flash_attn { FlashAttn::Auto => -1, FlashAttn::Off => 0, FlashAttn::On => 1 },
             "devices": m.devices.as_ref().map_or("auto".to_string(), |d| if d.is_empty() { "none".into() } else { d.join("/") }),
             "tensor_split": m.tensor_split.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("/"),
             "tensor_buft_overrides": if overrides.is_empty() { "none".to_string() } else {
                 overrides.iter().map(|ov| format!("{}={}", ov.pattern, ov.target.name())).collect::<Vec<_>>().join(";")
             },
-            "load_mode": match m.load_mode { LoadMode::None => "none", LoadMode::Mmap => "mmap", LoadMode::Mlock => "mlock", LoadMode::MmapMlock => "mmap+mlock", LoadMode::DirectIo => "dio" },
+            "load_mode": m.load_mode.name(),
             "embeddings": false,
             "no_op_offload": !c.op_offload,
             "no_host": m.no_host,

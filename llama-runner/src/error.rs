@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+pub use crate::options::Opt;
+use crate::options::{CacheType, CpuMaskError, TensorSplitError};
+
 /// Everything that can go wrong, each variant naming what was wrong.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -13,7 +16,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// The model file exists but cannot be read.
-    #[error("model file {path} cannot be read: {source}")]
+    #[error("model file {path} cannot be read")]
     ModelUnreadable {
         /// The path that was given.
         path: PathBuf,
@@ -45,10 +48,12 @@ pub enum Error {
     /// An option value is invalid or cannot be combined with the others.
     #[error("invalid option `{option}`: {reason}")]
     InvalidOption {
-        /// The option, named as in the typed options (and the llama.cpp flag where there is one).
-        option: String,
+        /// The option (its field in the typed options and its llama.cpp flag).
+        option: Opt,
+        /// The value refused, as text (`0x00`, `exps=CUDA0`, `q8_0`).
+        value: String,
         /// What is wrong with it.
-        reason: String,
+        reason: Reason,
     },
     /// Sampling was asked for when the last decode left no logits: on a fresh context, after
     /// `clear`, after `restore_state`, or after a failed decode.
@@ -156,6 +161,157 @@ fn value_suffix(value: &Option<String>) -> String {
 
 fn log_suffix(log: &[String]) -> String {
     if log.is_empty() { String::new() } else { format!(": {}", log.join("; ")) }
+}
+
+/// Why an option value was refused ([`Error::InvalidOption`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Reason {
+    /// An empty tensor-override pattern (it would match every tensor).
+    #[error("empty pattern")]
+    EmptyPattern,
+    /// A tensor-override pattern that `std::regex` refuses.
+    #[error("pattern `{pattern}` does not compile as a std::regex: {message}")]
+    Regex {
+        /// The pattern.
+        pattern: String,
+        /// What `std::regex` said (a C++ exception's text, not an error value).
+        message: String,
+    },
+    /// An override target that is not the buffer type of a registered device.
+    #[error("unknown buffer type `{name}` in `{pattern}={name}`; available: {}", .available.join(", "))]
+    UnknownBufferType {
+        /// The override's pattern.
+        pattern: String,
+        /// The buffer type named.
+        name: String,
+        /// The buffer types `-ot` accepts on this machine.
+        available: Vec<String>,
+    },
+    /// A device that is not an offload device of this machine.
+    #[error("`{name}` {}; offload devices: {}", if *.is_cpu { "is the CPU, not an offload device" } else { "is not a device" }, offload_list(.offload))]
+    NotOffloadDevice {
+        /// The name given.
+        name: String,
+        /// Whether it names the CPU (always used, never offloaded to).
+        is_cpu: bool,
+        /// The offload devices there are.
+        offload: Vec<String>,
+    },
+    /// A device name llama.cpp's registry does not know.
+    #[error("no device named `{name}`; available: {}", .available.join(", "))]
+    NoSuchDevice {
+        /// The name given.
+        name: String,
+        /// Every registered device.
+        available: Vec<String>,
+    },
+    /// A string that would be cut at a NUL byte on its way to C.
+    #[error("`{value}` contains a NUL byte")]
+    NulByte {
+        /// The string.
+        value: String,
+    },
+    /// A number too large for llama.cpp's C `int`.
+    #[error("{value} is too large")]
+    TooLarge {
+        /// The number.
+        value: u64,
+    },
+    /// Zero where at least 1 is needed.
+    #[error("must be at least 1")]
+    Zero,
+    /// A number outside its range.
+    #[error("{value} is outside {min}..={max}{}", .limit.map_or(String::new(), |l| format!(" ({l})")))]
+    OutOfRange {
+        /// The number.
+        value: i64,
+        /// The smallest allowed.
+        min: i64,
+        /// The largest allowed.
+        max: i64,
+        /// The llama.cpp constant the bound comes from, if any.
+        limit: Option<&'static str>,
+    },
+    /// A micro-batch larger than the batch.
+    #[error("{n_ubatch} is larger than n_batch (-b) {n_batch}")]
+    UbatchOverBatch {
+        /// `n_ubatch`.
+        n_ubatch: u32,
+        /// `n_batch`.
+        n_batch: u32,
+    },
+    /// A context larger than the model's training context.
+    #[error("{n_ctx} is larger than the {n_ctx_train} tokens the model was trained for")]
+    ContextTooLarge {
+        /// `n_ctx`.
+        n_ctx: u32,
+        /// The model's training context.
+        n_ctx_train: u32,
+    },
+    /// A quantized V cache with flash attention off.
+    #[error("a quantized V cache ({cache}) needs flash attention, which is off ({})", fa_off(*.auto_off_at))]
+    QuantizedVNeedsFlashAttn {
+        /// The V cache type.
+        cache: CacheType,
+        /// `Some(commit)` when flash attention is `auto`, which means off at that commit.
+        auto_off_at: Option<&'static str>,
+    },
+    /// Split mode `tensor` with flash attention off.
+    #[error("split mode `tensor` (-sm tensor) needs flash attention, which is off")]
+    TensorSplitModeNeedsFlashAttn,
+    /// A block-quantized cache type whose blocks do not tile the model's attention heads.
+    #[error(
+        "cache type {cache} has blocks of {block} values, which do not divide the model's head dimension \
+         {head_dim_name} = {head_dim}; use f16, bf16 or f32"
+    )]
+    BlockSize {
+        /// The cache type.
+        cache: CacheType,
+        /// Its block size.
+        block: u32,
+        /// llama.cpp's name of the head dimension (`n_embd_head_k`).
+        head_dim_name: &'static str,
+        /// The head dimension.
+        head_dim: u32,
+    },
+    /// More tensor overrides than llama.cpp takes.
+    #[error("{count} overrides, llama.cpp takes at most {max}")]
+    TooManyOverrides {
+        /// Overrides given (explicit ones plus those of `cpu_moe` and `n_cpu_moe`).
+        count: usize,
+        /// [`max_tensor_overrides`](crate::options::max_tensor_overrides).
+        max: usize,
+    },
+    /// A bad tensor split.
+    #[error(transparent)]
+    TensorSplit(#[from] TensorSplitError),
+    /// A bad CPU mask.
+    #[error(transparent)]
+    CpuMask(#[from] CpuMaskError),
+    /// A value the compiled llama.cpp commit cannot express.
+    #[error("`{value}` is not supported by llama.cpp {commit} (the commit this runner was built against)")]
+    Unsupported {
+        /// The value.
+        value: String,
+        /// The commit.
+        commit: &'static str,
+    },
+}
+
+fn offload_list(offload: &[String]) -> String {
+    if offload.is_empty() {
+        "none (this build has no GPU or other offload device; the CPU is always used)".to_string()
+    } else {
+        offload.join(", ")
+    }
+}
+
+fn fa_off(auto_off_at: Option<&str>) -> String {
+    match auto_off_at {
+        None => "-fa off".to_string(),
+        Some(commit) => format!("-fa auto means off at llama.cpp {commit}"),
+    }
 }
 
 /// `Result` with this crate's [`Error`].

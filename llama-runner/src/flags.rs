@@ -112,9 +112,10 @@ use std::fmt;
 
 use crate::backend::Numa;
 use crate::error::{Error, Result};
+use crate::options::names::{NUMA_NAMES, numa_name};
 use crate::options::{
-    BufferTarget, CacheType, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, MAX_CPUS, Priority, RunOptions, SplitMode,
-    TensorOverride, layer_experts_regex,
+    BufferTarget, CacheType, CpuMask, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, MAX_CPUS, NamedOption, Priority,
+    RunOptions, SplitMode, TensorOverride, layer_experts_regex, max_devices, max_tensor_overrides,
 };
 
 /// The options a flag string stands for, and what llama.cpp would have done differently from
@@ -624,7 +625,7 @@ enum OverrideEvent {
 
 #[derive(Default)]
 struct Mask {
-    cpus: Vec<bool>,
+    cpus: CpuMask,
     /// The single `-C` value as written (digits past 128 dropped), kept when it is the only one.
     verbatim: Option<String>,
     sources: usize,
@@ -641,10 +642,6 @@ struct State {
     placement_flags: Vec<String>,
     threads_batch: bool,
 }
-
-/// llama.cpp's limit on tensor overrides (`llama_max_tensor_buft_overrides()`, one slot for the
-/// terminator).
-const MAX_OVERRIDES: usize = 4095;
 
 fn value_of(item: &Item) -> &str {
     item.value.as_deref().unwrap_or_default()
@@ -741,7 +738,7 @@ impl State {
                 "`{}` replaces the earlier `{prev}`: llama.cpp keeps a single load mode and the last flag wins, so \
                  the model is loaded with `{}`{tip}",
                 item.label,
-                load_mode_name(mode)
+                mode.name()
             ));
         }
         self.loads.push((item.label.clone(), mode));
@@ -781,7 +778,8 @@ impl State {
             }
             Opt::CpuMask => {
                 self.placement_flags.push(flag.to_string());
-                let (digits, cpus, truncated) = parse_cpu_mask(flag, v)?;
+                let (cpus, digits, truncated) =
+                    CpuMask::parse_flag(v).map_err(|e| flag_error(flag, Some(v), e.to_string()))?;
                 if truncated {
                     self.warn(format!(
                         "`{flag}`: llama.cpp reads only the first 128 hex digits of a mask, so the mask is {digits}"
@@ -790,14 +788,14 @@ impl State {
                 let mask = self.mask.get_or_insert_with(Mask::default);
                 mask.sources += 1;
                 mask.verbatim = Some(digits);
-                merge_cpus(&mut mask.cpus, &cpus);
+                mask.cpus.union_with(&cpus);
             }
             Opt::CpuRange => {
                 self.placement_flags.push(flag.to_string());
                 let cpus = parse_cpu_range(flag, v)?;
                 let mask = self.mask.get_or_insert_with(Mask::default);
                 mask.sources += 2; // never kept verbatim
-                merge_cpus(&mut mask.cpus, &cpus);
+                mask.cpus.union_with(&cpus);
             }
             Opt::CpuStrict => {
                 self.placement_flags.push(flag.to_string());
@@ -855,20 +853,12 @@ impl State {
             Opt::Repack => self.o.model.repack = item.positive,
             Opt::OpOffload => self.o.context.op_offload = item.positive,
             Opt::FlashAttn => {
-                self.o.context.flash_attn = if truthy(v) {
-                    FlashAttn::On
-                } else if falsey(v) {
-                    FlashAttn::Off
-                } else if matches!(v, "auto" | "-1") {
-                    FlashAttn::Auto
-                } else {
-                    return Err(bad("not on, off or auto (nor enabled/true/1, disabled/false/0, -1)".into()));
-                };
+                self.o.context.flash_attn = FlashAttn::from_llama(v)
+                    .ok_or_else(|| bad("not on, off or auto (nor enabled/true/1, disabled/false/0, -1)".into()))?;
             }
             Opt::CacheTypeK | Opt::CacheTypeV => {
-                let t = CacheType::ALL.into_iter().find(|t| t.name() == v).ok_or_else(|| {
-                    let names: Vec<_> = CacheType::ALL.iter().map(|t| t.name()).collect();
-                    bad(format!("unknown cache type (llama.cpp accepts exactly {})", names.join(", ")))
+                let t = CacheType::from_llama(v).ok_or_else(|| {
+                    bad(format!("unknown cache type (llama.cpp accepts exactly {})", CacheType::NAMES.join(", ")))
                 })?;
                 if item.spec.opt == Opt::CacheTypeK {
                     self.o.context.type_k = t;
@@ -880,29 +870,24 @@ impl State {
             Opt::Mmap => self.load_mode(item, if item.positive { LoadMode::Mmap } else { LoadMode::None }),
             Opt::DirectIo => self.load_mode(item, if item.positive { LoadMode::DirectIo } else { LoadMode::None }),
             Opt::LoadMode => {
-                let mode = LOAD_MODES
-                    .into_iter()
-                    .find(|m| load_mode_name(*m) == v)
-                    .ok_or_else(|| bad("not none, mmap, mlock, mmap+mlock or dio".into()))?;
+                let mode = LoadMode::from_llama(v).ok_or_else(|| bad(format!("not {}", or_list(LoadMode::NAMES))))?;
                 self.load_mode(item, mode);
             }
             Opt::Numa => {
-                self.o.backend.numa = match v {
-                    "distribute" => Numa::Distribute,
-                    "" => {
+                // `--numa disabled` is not a value llama.cpp's parser takes; "" is distribute.
+                let numa = NUMA_NAMES.iter().find(|(n, name)| *name == v && *n != Numa::Disabled).map(|(n, _)| *n);
+                self.o.backend.numa = match numa {
+                    Some(n) => n,
+                    None if v.is_empty() => {
                         self.warn(format!("`{flag} \"\"` means distribute in llama.cpp"));
                         Numa::Distribute
                     }
-                    "isolate" => Numa::Isolate,
-                    "numactl" => Numa::Numactl,
-                    _ => return Err(bad("not distribute, isolate or numactl".into())),
+                    None => return Err(bad("not distribute, isolate or numactl".into())),
                 };
             }
             Opt::SplitMode => {
-                self.o.model.split_mode = SPLIT_MODES
-                    .into_iter()
-                    .find(|m| split_mode_name(*m) == v)
-                    .ok_or_else(|| bad("not none, layer, row or tensor".into()))?;
+                self.o.model.split_mode =
+                    SplitMode::from_llama(v).ok_or_else(|| bad(format!("not {}", or_list(SplitMode::NAMES))))?;
             }
             Opt::GpuLayers => {
                 self.o.model.gpu_layers = match v {
@@ -910,17 +895,12 @@ impl State {
                     "all" => GpuLayers::All,
                     _ => {
                         let n = self.int(item)?;
-                        match n {
-                            -1 => {
-                                self.warn(format!("`{flag} -1` means auto in llama.cpp"));
-                                GpuLayers::Auto
-                            }
-                            n if n < -1 => {
-                                self.warn(format!("`{flag} {n}`: any value below -1 means all layers in llama.cpp"));
-                                GpuLayers::All
-                            }
-                            n => GpuLayers::Count(n.unsigned_abs()),
+                        if n == -1 {
+                            self.warn(format!("`{flag} -1` means auto in llama.cpp"));
+                        } else if n < -1 {
+                            self.warn(format!("`{flag} {n}`: any value below -1 means all layers in llama.cpp"));
                         }
+                        GpuLayers::from_llama_number(i64::from(n))
                     }
                 };
             }
@@ -958,11 +938,12 @@ impl State {
         if leading_empty || pieces.is_empty() {
             return Err(flag_error(flag, Some(v), "an empty proportion (llama.cpp's std::stof fails)"));
         }
-        if pieces.len() >= 16 {
+        let max = max_devices();
+        if pieces.len() >= max {
             return Err(flag_error(
                 flag,
                 Some(v),
-                format!("{} proportions: llama.cpp refuses 16 or more (llama_max_devices() is 16)", pieces.len()),
+                format!("{} proportions: llama.cpp refuses {max} or more (llama_max_devices() is {max})", pieces.len()),
             ));
         }
         let mut out = Vec::with_capacity(pieces.len());
@@ -986,7 +967,7 @@ impl State {
     fn finish(mut self) -> Result<Parsed> {
         self.finish_overrides()?;
         if let Some(mask) = self.mask.take() {
-            if !mask.cpus.iter().any(|&c| c) {
+            if mask.cpus.is_empty() {
                 self.warn(
                     "the CPU mask selects no CPU, so llama.cpp pins nothing (ggml ignores an empty mask)".to_string(),
                 );
@@ -994,9 +975,9 @@ impl State {
             } else if mask.sources == 1 {
                 self.o.context.placement.cpu_mask = mask.verbatim;
             } else {
-                self.o.context.placement.cpu_mask = Some(mask_hex(&mask.cpus));
+                self.o.context.placement.cpu_mask = Some(mask.cpus.to_hex());
             }
-            let set = mask.cpus.iter().filter(|&&c| c).count();
+            let set = mask.cpus.count();
             if let Some(t) = self.o.context.n_threads
                 && set > 0
                 && set < t as usize
@@ -1027,6 +1008,7 @@ impl State {
     fn finish_overrides(&mut self) -> Result<()> {
         let events = std::mem::take(&mut self.overrides);
         let last_rules = events.iter().rposition(|e| matches!(e, OverrideEvent::Rules(_)));
+        let max_overrides = max_tensor_overrides();
         let mut list = Vec::new();
         for (i, event) in events.into_iter().enumerate() {
             let before_rules = last_rules.is_some_and(|l| i < l);
@@ -1041,11 +1023,11 @@ impl State {
                     list.push(TensorOverride::cpu(EXPERTS_REGEX));
                 }
                 OverrideEvent::NCpuMoe(flag, n) if before_rules => {
-                    if n as usize > MAX_OVERRIDES {
+                    if n as usize > max_overrides {
                         return Err(flag_error(
                             &flag,
                             Some(&n.to_string()),
-                            format!("more than llama.cpp's {MAX_OVERRIDES} tensor overrides"),
+                            format!("more than llama.cpp's {max_overrides} tensor overrides"),
                         ));
                     }
                     if n > 0 {
@@ -1060,11 +1042,11 @@ impl State {
                 OverrideEvent::CpuMoe(_) => self.o.model.cpu_moe = true,
                 OverrideEvent::NCpuMoe(_, n) => self.o.model.n_cpu_moe = self.o.model.n_cpu_moe.max(n),
             }
-            if list.len() > MAX_OVERRIDES {
+            if list.len() > max_overrides {
                 return Err(flag_error(
                     "-ot",
                     None,
-                    format!("{} tensor overrides, more than llama.cpp's {MAX_OVERRIDES}", list.len()),
+                    format!("{} tensor overrides, more than llama.cpp's {max_overrides}", list.len()),
                 ));
             }
         }
@@ -1138,29 +1120,8 @@ fn parse_devices(flag: &str, v: &str) -> Result<Vec<String>> {
     Ok(names.into_iter().map(str::to_string).collect())
 }
 
-/// `parse_cpu_mask` (common.cpp:349-383): the mask as kept, the CPUs it selects, and whether
-/// digits past the 128th were dropped.
-fn parse_cpu_mask(flag: &str, v: &str) -> Result<(String, Vec<bool>, bool)> {
-    let hex = v.strip_prefix("0x").unwrap_or(v).as_bytes();
-    let digits = &hex[..hex.len().min(MAX_CPUS / 4)];
-    let mut cpus = vec![false; MAX_CPUS];
-    for (i, &c) in digits.iter().enumerate() {
-        let d = char::from(c).to_digit(16).ok_or_else(|| {
-            flag_error(flag, Some(v), format!("`{}` is not a hex digit", String::from_utf8_lossy(&[c])))
-        })?;
-        let base = (digits.len() - 1 - i) * 4;
-        for bit in 0..4 {
-            cpus[base + bit] = d & (1 << bit) != 0;
-        }
-    }
-    let truncated = digits.len() < hex.len();
-    // All bytes of `digits` are hex digits here, hence ASCII.
-    let kept = if truncated { format!("0x{}", String::from_utf8_lossy(digits)) } else { v.to_string() };
-    Ok((kept, cpus, truncated))
-}
-
-/// `parse_cpu_range` (common.cpp:312-347): `lo-hi`, either end may be left out.
-fn parse_cpu_range(flag: &str, v: &str) -> Result<Vec<bool>> {
+/// llama.cpp's `parse_cpu_range` (`common/common.cpp`): `lo-hi`, either end may be left out.
+fn parse_cpu_range(flag: &str, v: &str) -> Result<CpuMask> {
     let Some((lo, hi)) = v.split_once('-') else {
         return Err(flag_error(flag, Some(v), "not a range LO-HI"));
     };
@@ -1175,60 +1136,16 @@ fn parse_cpu_range(flag: &str, v: &str) -> Result<Vec<bool>> {
         Ok(n)
     };
     let (lo, hi) = (bound(lo, 0)?, bound(hi, MAX_CPUS as u64 - 1)?);
-    Ok((0..MAX_CPUS as u64).map(|i| i >= lo && i <= hi).collect())
+    // Both bounds are below MAX_CPUS here.
+    Ok(CpuMask::range(lo as usize, hi as usize))
 }
 
-fn merge_cpus(into: &mut Vec<bool>, cpus: &[bool]) {
-    into.resize(MAX_CPUS, false);
-    for (a, b) in into.iter_mut().zip(cpus) {
-        *a |= *b;
-    }
-}
-
-fn mask_hex(cpus: &[bool]) -> String {
-    let top = cpus.iter().rposition(|&c| c).unwrap_or(0);
-    let digits = top / 4 + 1;
-    let mut s = String::from("0x");
-    for d in (0..digits).rev() {
-        let nibble =
-            (0..4).fold(0u32, |acc, bit| acc | (u32::from(cpus.get(d * 4 + bit).copied().unwrap_or(false)) << bit));
-        s.push(char::from_digit(nibble, 16).unwrap_or('0'));
-    }
-    s
-}
-
-// ---------------------------------------------------------------------------------------------
-// Names.
-
-const LOAD_MODES: [LoadMode; 5] =
-    [LoadMode::None, LoadMode::Mmap, LoadMode::Mlock, LoadMode::MmapMlock, LoadMode::DirectIo];
-const SPLIT_MODES: [SplitMode; 4] = [SplitMode::None, SplitMode::Layer, SplitMode::Row, SplitMode::Tensor];
-
-fn load_mode_name(m: LoadMode) -> &'static str {
-    match m {
-        LoadMode::None => "none",
-        LoadMode::Mmap => "mmap",
-        LoadMode::Mlock => "mlock",
-        LoadMode::MmapMlock => "mmap+mlock",
-        LoadMode::DirectIo => "dio",
-    }
-}
-
-fn split_mode_name(m: SplitMode) -> &'static str {
-    match m {
-        SplitMode::None => "none",
-        SplitMode::Layer => "layer",
-        SplitMode::Row => "row",
-        SplitMode::Tensor => "tensor",
-    }
-}
-
-fn numa_name(n: Numa) -> &'static str {
-    match n {
-        Numa::Disabled => "disabled",
-        Numa::Distribute => "distribute",
-        Numa::Isolate => "isolate",
-        Numa::Numactl => "numactl",
+/// `a, b or c`.
+fn or_list(names: &[&str]) -> String {
+    match names.split_last() {
+        Some((last, [])) => (*last).to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 
@@ -1312,16 +1229,17 @@ impl Out {
             GpuLayers::Count(n) => self.int("-ngl", n),
         }
         if m.split_mode != SplitMode::Layer {
-            self.pair("-sm", split_mode_name(m.split_mode));
+            self.pair("-sm", m.split_mode.name());
         }
         if m.main_gpu != 0 {
             self.int("-mg", m.main_gpu);
         }
         if !m.tensor_split.is_empty() {
             let sep = if bench { "/" } else { "," };
-            if m.tensor_split.len() >= 16 || m.tensor_split.iter().any(|x| !x.is_finite() || *x < 0.0) {
+            let max = max_devices() - 1;
+            if m.tensor_split.len() > max || m.tensor_split.iter().any(|x| !x.is_finite() || *x < 0.0) {
                 self.omit(format!(
-                    "tensor split {:?}: llama.cpp takes at most 15 finite, non-negative proportions",
+                    "tensor split {:?}: llama.cpp takes at most {max} finite, non-negative proportions",
                     m.tensor_split
                 ));
             } else {
@@ -1340,7 +1258,7 @@ impl Out {
         }
         self.overrides(o);
         if m.load_mode != LoadMode::Mmap {
-            self.pair("-lm", load_mode_name(m.load_mode));
+            self.pair("-lm", m.load_mode.name());
         }
         if !m.repack {
             if bench {
@@ -1433,8 +1351,7 @@ impl Out {
         }
         match (c.flash_attn, bench) {
             (FlashAttn::Auto, _) => {}
-            (FlashAttn::On, false) => self.pair("-fa", "on"),
-            (FlashAttn::Off, false) => self.pair("-fa", "off"),
+            (fa, false) => self.pair("-fa", fa.name()),
             (FlashAttn::On, true) => self.pair("-fa", "1"),
             (FlashAttn::Off, true) => self.pair("-fa", "0"),
         }

@@ -32,14 +32,14 @@ pub mod validate;
 
 pub use backend::{Backend, BackendOptions, Device, Numa};
 pub use context::{Context, Generation, PerfCounters, SavedState};
-pub use error::{Error, Result};
+pub use error::{Error, Reason, Result};
 pub use flags::{Dialect, Parsed, Rendered};
 pub use knobs::EnvKnobs;
 pub use logging::Recorder;
 pub use model::{Model, ModelInfo, Token};
 pub use options::{
-    BufferTarget, CacheType, ContextOptions, FlashAttn, GpuLayers, LoadMode, ModelOptions, Priority, RunOptions,
-    SplitMode, TensorOverride, ThreadPlacement,
+    BufferTarget, CacheType, ContextOptions, CpuMask, DeviceKind, FlashAttn, GpuLayers, LoadMode, ModelOptions, Opt,
+    Priority, RunOptions, SplitMode, TensorOverride, TensorSplit, ThreadPlacement,
 };
 
 /// The llama.cpp build this crate is linked against.

@@ -67,8 +67,8 @@ impl Model {
     pub fn load(_backend: &Backend, path: impl AsRef<Path>, options: &ModelOptions) -> Result<Model> {
         let path = path.as_ref().to_path_buf();
         check_file(&path)?;
-        crate::validate::model_options(options)?;
-        let raw_params = params::model_params(options)?;
+        let checked = crate::validate::model_options(options)?;
+        let raw_params = params::model_params(&checked)?;
         let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Error::ModelUnreadable {
             path: path.clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"),

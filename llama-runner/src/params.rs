@@ -14,10 +14,9 @@ use std::ptr;
 
 use llama_sys as sys;
 
-use crate::error::{Error, Result};
-use crate::options::{
-    BufferTarget, ContextOptions, FlashAttn, GpuLayers, LoadMode, ModelOptions, SplitMode, ThreadPlacement,
-};
+use crate::error::{Error, Reason, Result};
+use crate::options::{ContextOptions, FlashAttn, LoadMode, ModelOptions, Opt, ThreadPlacement};
+use crate::validate::CheckedModelOptions;
 
 /// `llama_model_params` plus everything its pointers point to. Internal: the [`Model`] keeps it
 /// for its whole life; [`describe_model_params`] shows what it holds.
@@ -46,14 +45,12 @@ unsafe impl Sync for RawModelParams {}
 
 /// Looks a device up by the name llama.cpp gives it (`CPU`, `CUDA0`).
 pub(crate) fn device_by_name(name: &str) -> Result<sys::ggml_backend_dev_t> {
-    let c = CString::new(name).map_err(|_| invalid("devices (-dev)", format!("`{name}` contains a NUL byte")))?;
+    let c = CString::new(name).map_err(|_| invalid(Opt::Devices, name, Reason::NulByte { value: name.into() }))?;
     // SAFETY: `c` is a valid C string; the call only reads the registry.
     let dev = unsafe { sys::ggml_backend_dev_by_name(c.as_ptr()) };
     if dev.is_null() {
-        return Err(invalid(
-            "devices (-dev)",
-            format!("no device named `{name}`; available: {}", crate::backend::device_names().join(", ")),
-        ));
+        let available = crate::backend::device_names();
+        return Err(invalid(Opt::Devices, name, Reason::NoSuchDevice { name: name.into(), available }));
     }
     Ok(dev)
 }
@@ -76,26 +73,8 @@ pub(crate) fn override_buffer_types() -> Vec<(String, sys::ggml_backend_buffer_t
         .collect()
 }
 
-/// The buffer type for an override target, as llama.cpp's `-ot` parser resolves it.
-fn buffer_type(target: &BufferTarget) -> Result<sys::ggml_backend_buffer_type_t> {
-    match target {
-        // SAFETY: returns a static buffer type.
-        BufferTarget::Cpu => Ok(unsafe { sys::ggml_backend_cpu_buffer_type() }),
-        BufferTarget::Device(name) => {
-            let all = override_buffer_types();
-            all.iter().find(|(n, _)| n == name).map(|(_, b)| *b).ok_or_else(|| {
-                let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
-                invalid(
-                    "tensor_overrides (-ot)",
-                    format!("unknown buffer type `{name}`; available: {}", names.join(", ")),
-                )
-            })
-        }
-    }
-}
-
-fn invalid(option: &str, reason: String) -> Error {
-    Error::InvalidOption { option: option.to_string(), reason }
+fn invalid(option: Opt, value: impl Into<String>, reason: Reason) -> Error {
+    Error::InvalidOption { option, value: value.into(), reason }
 }
 
 /// What llama.cpp receives for a set of model options: every field of `llama_model_params` this
@@ -132,9 +111,10 @@ pub struct LoweredModelParams {
     pub no_alloc: bool,
 }
 
-/// Lowers `opts` as [`Model::load`](crate::Model::load) would and describes the result.
+/// Checks and lowers `opts` as [`Model::load`](crate::Model::load) does and describes the
+/// result.
 pub fn describe_model_params(_backend: &crate::Backend, opts: &ModelOptions) -> Result<LoweredModelParams> {
-    let raw = model_params(opts)?;
+    let raw = model_params(&crate::validate::model_options(opts)?)?;
     let p = raw.get();
     let mut devices = None;
     let mut overrides = Vec::new();
@@ -200,76 +180,39 @@ fn lowered_no_host(_: &sys::llama_model_params) -> bool {
     false
 }
 
-/// Lowers model options.
-pub(crate) fn model_params(opts: &ModelOptions) -> Result<RawModelParams> {
+/// Lowers checked model options ([`crate::validate::model_options`]); only what the compiled
+/// commit cannot express fails here.
+pub(crate) fn model_params(checked: &CheckedModelOptions<'_>) -> Result<RawModelParams> {
+    let opts = checked.options;
     // SAFETY: returns a plain struct by value.
     let mut p = unsafe { sys::llama_model_default_params() };
 
-    let overrides = opts.effective_overrides();
-    let max = 4096; // llama_max_tensor_buft_overrides() at every commit that has it
-    if overrides.len() >= max {
-        return Err(invalid(
-            "tensor_overrides (-ot)",
-            format!("{} overrides, llama.cpp takes at most {}", overrides.len(), max - 1),
-        ));
-    }
-    let mut patterns = Vec::with_capacity(overrides.len());
-    let mut raw_overrides = Vec::with_capacity(overrides.len() + 1);
-    for o in &overrides {
-        let c = CString::new(o.pattern.as_str())
-            .map_err(|_| invalid("tensor_overrides (-ot)", format!("pattern `{}` contains a NUL byte", o.pattern)))?;
-        raw_overrides
-            .push(sys::llama_model_tensor_buft_override { pattern: c.as_ptr(), buft: buffer_type(&o.target)? });
+    let mut patterns = Vec::with_capacity(checked.overrides.len());
+    let mut raw_overrides = Vec::with_capacity(checked.overrides.len() + 1);
+    for (pattern, buft) in &checked.overrides {
+        let c = pattern.clone();
+        raw_overrides.push(sys::llama_model_tensor_buft_override { pattern: c.as_ptr(), buft: *buft });
         patterns.push(c); // moving the CString does not move its heap buffer
     }
     raw_overrides.push(sys::llama_model_tensor_buft_override { pattern: ptr::null(), buft: ptr::null_mut() });
-    if !overrides.is_empty() {
+    if !checked.overrides.is_empty() {
         p.tensor_buft_overrides = raw_overrides.as_ptr();
     }
 
     let mut devices = Vec::new();
-    if let Some(names) = &opts.devices {
-        for name in names {
-            devices.push(device_by_name(name)?);
-        }
+    if let Some(devs) = &checked.devices {
+        devices.extend_from_slice(devs);
         devices.push(ptr::null_mut());
         p.devices = devices.as_mut_ptr();
     }
 
-    p.n_gpu_layers = match opts.gpu_layers {
-        GpuLayers::Count(n) => i32::try_from(n).map_err(|_| invalid("gpu_layers", format!("{n} is too large")))?,
-        // Before 1051ecd2 a negative value meant no layers; 999 means all on every commit.
-        GpuLayers::Auto | GpuLayers::All if cfg!(not(llama_negative_ngl_is_all)) => 999,
-        GpuLayers::Auto => -1,
-        GpuLayers::All => -2,
-    };
-    p.split_mode = match opts.split_mode {
-        SplitMode::None => sys::LLAMA_SPLIT_MODE_NONE,
-        SplitMode::Layer => sys::LLAMA_SPLIT_MODE_LAYER,
-        SplitMode::Row => sys::LLAMA_SPLIT_MODE_ROW,
-        #[cfg(llama_split_mode_tensor)]
-        SplitMode::Tensor => sys::LLAMA_SPLIT_MODE_TENSOR,
-        #[cfg(not(llama_split_mode_tensor))]
-        SplitMode::Tensor => return Err(unsupported("split_mode", "tensor")),
-    };
-    p.main_gpu = i32::try_from(opts.main_gpu)
-        .map_err(|_| invalid("main_gpu (-mg)", format!("{} is too large", opts.main_gpu)))?;
+    p.n_gpu_layers = checked.n_gpu_layers;
+    p.split_mode = checked.split_mode;
+    p.main_gpu = checked.main_gpu;
 
     let mut tensor_split = Vec::new();
-    if !opts.tensor_split.is_empty() {
-        // SAFETY: a pure function.
-        let max_dev = unsafe { sys::llama_max_devices() };
-        if opts.tensor_split.len() > max_dev {
-            return Err(invalid(
-                "tensor_split (-ts)",
-                format!("{} values, llama.cpp takes at most {max_dev}", opts.tensor_split.len()),
-            ));
-        }
-        if opts.tensor_split.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err(invalid("tensor_split (-ts)", "values must be finite and not negative".into()));
-        }
-        tensor_split = opts.tensor_split.clone();
-        tensor_split.resize(max_dev, 0.0); // llama.cpp reads llama_max_devices() entries
+    if !checked.tensor_split.is_empty() {
+        tensor_split = checked.tensor_split.padded(); // llama.cpp reads llama_max_devices() entries
         p.tensor_split = tensor_split.as_ptr();
     }
 
@@ -281,7 +224,7 @@ pub(crate) fn model_params(opts: &ModelOptions) -> Result<RawModelParams> {
     }
     #[cfg(not(llama_no_host))]
     if opts.no_host {
-        return Err(unsupported("no_host", "true"));
+        return Err(crate::options::names::unsupported(Opt::NoHost, "true"));
     }
 
     Ok(RawModelParams {
@@ -295,13 +238,7 @@ pub(crate) fn model_params(opts: &ModelOptions) -> Result<RawModelParams> {
 
 #[cfg(llama_load_mode)]
 fn set_load_mode(p: &mut sys::llama_model_params, mode: LoadMode) -> Result<()> {
-    p.load_mode = match mode {
-        LoadMode::None => sys::LLAMA_LOAD_MODE_NONE,
-        LoadMode::Mmap => sys::LLAMA_LOAD_MODE_MMAP,
-        LoadMode::Mlock => sys::LLAMA_LOAD_MODE_MLOCK,
-        LoadMode::MmapMlock => sys::LLAMA_LOAD_MODE_MMAP_MLOCK,
-        LoadMode::DirectIo => sys::LLAMA_LOAD_MODE_DIRECT_IO,
-    };
+    p.load_mode = mode.lower()?;
     Ok(())
 }
 
@@ -320,7 +257,7 @@ fn set_load_mode(p: &mut sys::llama_model_params, mode: LoadMode) -> Result<()> 
             return Ok(());
         }
         #[cfg(not(llama_use_direct_io))]
-        LoadMode::DirectIo => return Err(unsupported("load_mode", "dio")),
+        LoadMode::DirectIo => return Err(crate::options::names::unsupported(Opt::LoadMode, mode.name())),
     };
     p.use_mmap = mmap;
     p.use_mlock = mlock;
@@ -329,18 +266,6 @@ fn set_load_mode(p: &mut sys::llama_model_params, mode: LoadMode) -> Result<()> 
         p.use_direct_io = false;
     }
     Ok(())
-}
-
-/// An option the compiled llama.cpp commit cannot express.
-#[allow(dead_code)]
-fn unsupported(option: &str, value: &str) -> Error {
-    invalid(
-        option,
-        format!(
-            "`{value}` is not supported by llama.cpp {} (the commit this runner was built against)",
-            llama_sys::build_info::COMMIT
-        ),
-    )
 }
 
 /// What a flash-attention setting means on the compiled commit: itself, except `Auto` on commits
@@ -361,15 +286,11 @@ pub fn context_params(opts: &ContextOptions) -> Result<sys::llama_context_params
     p.n_batch = opts.n_batch;
     p.n_ubatch = opts.n_ubatch;
     p.n_seq_max = opts.n_seq_max;
-    p.n_threads = to_i32("n_threads", opts.threads())?;
-    p.n_threads_batch = to_i32("n_threads_batch", opts.threads_batch())?;
+    p.n_threads = to_i32(Opt::NThreads, opts.threads())?;
+    p.n_threads_batch = to_i32(Opt::NThreadsBatch, opts.threads_batch())?;
     #[cfg(llama_flash_attn_enum)]
     {
-        p.flash_attn_type = match opts.flash_attn {
-            FlashAttn::Auto => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
-            FlashAttn::On => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
-            FlashAttn::Off => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
-        };
+        p.flash_attn_type = opts.flash_attn.lower()?;
     }
     #[cfg(not(llama_flash_attn_enum))]
     {
@@ -400,11 +321,14 @@ pub fn context_params(opts: &ContextOptions) -> Result<sys::llama_context_params
 /// pool for generation and, when the prompt thread count differs, one for prompt processing;
 /// both get the same placement.
 pub fn threadpool_params(n_threads: u32, placement: &ThreadPlacement) -> Result<sys::ggml_threadpool_params> {
-    let n = to_i32("n_threads (-t)", n_threads)?;
+    let n = to_i32(Opt::NThreads, n_threads)?;
     // SAFETY: returns a plain struct by value.
     let mut params = unsafe { sys::ggml_threadpool_params_default(n) };
-    if let Some(cpus) = placement.cpus().map_err(|e| invalid("cpu_mask (-C)", e))? {
-        params.cpumask.copy_from_slice(&cpus);
+    let mask = placement
+        .cpus()
+        .map_err(|e| invalid(Opt::CpuMask, placement.cpu_mask.clone().unwrap_or_default(), e.into()))?;
+    if let Some(mask) = mask {
+        params.cpumask.copy_from_slice(mask.as_array());
     }
     params.strict_cpu = placement.strict;
     params.prio = placement.priority.level();
@@ -412,8 +336,8 @@ pub fn threadpool_params(n_threads: u32, placement: &ThreadPlacement) -> Result<
     Ok(params)
 }
 
-fn to_i32(option: &str, v: u32) -> Result<i32> {
-    i32::try_from(v).map_err(|_| invalid(option, format!("{v} is too large")))
+fn to_i32(option: Opt, v: u32) -> Result<i32> {
+    i32::try_from(v).map_err(|_| invalid(option, v.to_string(), Reason::TooLarge { value: u64::from(v) }))
 }
 
 #[cfg(test)]
@@ -429,7 +353,7 @@ mod tests {
             cpu_moe: true,
             ..Default::default()
         };
-        let raw = model_params(&opts).unwrap();
+        let raw = model_params(&crate::validate::model_options(&opts).unwrap()).unwrap();
         let p = raw.get();
         let mut patterns = Vec::new();
         for i in 0.. {

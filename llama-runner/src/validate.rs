@@ -1,6 +1,7 @@
 //! Checks on options before anything reaches llama.cpp, which aborts on some bad input.
 //!
-//! Every failure is an [`Error::InvalidOption`] naming the option (and its llama.cpp flag). The
+//! Every failure is an [`Error::InvalidOption`] naming the option (and its llama.cpp flag), with
+//! the value and a typed [`Reason`]. The
 //! checks cover what llama.cpp would abort on (`GGML_ASSERT`), what it would silently get wrong,
 //! and what its own command-line parser rejects; `tests/validation.rs` shows each one, and for
 //! the aborts, in a child process, that llama.cpp really aborts without the check:
@@ -18,123 +19,213 @@
 //! Deliberately stricter than llama.cpp, which clamps or warns instead: `n_ubatch > n_batch`, a
 //! zero `n_ubatch`, and a context larger than the model's training context.
 
-use crate::error::{Error, Result};
-use crate::model::Model;
-use crate::options::{CacheType, ContextOptions, FlashAttn, ModelOptions, SplitMode};
+use std::ffi::CString;
 
-fn invalid(option: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidOption { option: option.to_string(), reason: reason.into() }
+use llama_sys as sys;
+
+use crate::error::{Error, Reason, Result};
+use crate::model::Model;
+use crate::options::{
+    BufferTarget, CacheType, ContextOptions, DeviceKind, FlashAttn, ModelOptions, Opt, SplitMode, TensorOverride,
+    TensorSplit,
+};
+
+fn invalid(option: Opt, value: impl Into<String>, reason: Reason) -> Error {
+    Error::InvalidOption { option, value: value.into(), reason }
 }
 
 /// llama.cpp's limit on parallel sequences (`LLAMA_MAX_SEQ`).
 pub const MAX_SEQ: u32 = 256;
 
-/// Checks model options that do not need the model.
-pub fn model_options(o: &ModelOptions) -> Result<()> {
+/// Model options after [`model_options`]: every override resolved to its buffer type, every
+/// device to llama.cpp's handle, every number to its C value. [`crate::params`] lowers it
+/// without checking anything again.
+#[derive(Debug)]
+pub struct CheckedModelOptions<'a> {
+    pub(crate) options: &'a ModelOptions,
+    /// Every override in the order llama.cpp applies them, with its pattern as a C string and
+    /// its buffer type.
+    pub(crate) overrides: Vec<(CString, sys::ggml_backend_buffer_type_t)>,
+    /// The devices, when given.
+    pub(crate) devices: Option<Vec<sys::ggml_backend_dev_t>>,
+    pub(crate) tensor_split: TensorSplit,
+    pub(crate) n_gpu_layers: i32,
+    pub(crate) split_mode: sys::llama_split_mode,
+    pub(crate) main_gpu: i32,
+}
+
+impl CheckedModelOptions<'_> {
+    /// The options that were checked.
+    pub fn options(&self) -> &ModelOptions {
+        self.options
+    }
+}
+
+/// Checks the model options that do not depend on this machine's devices (a configuration for
+/// a GPU machine must be readable anywhere): override patterns, their number, the tensor split
+/// and the main GPU.
+pub fn portable_model_options(o: &ModelOptions) -> Result<()> {
     for ov in &o.tensor_overrides {
-        if ov.pattern.is_empty() {
-            return Err(invalid("tensor_overrides (-ot)", "empty pattern"));
-        }
-        crate::regex::check(&ov.pattern).map_err(|e| {
-            invalid("tensor_overrides (-ot)", format!("pattern `{}` does not compile as a std::regex: {e}", ov.pattern))
-        })?;
-        if let crate::options::BufferTarget::Device(name) = &ov.target {
-            // The names llama.cpp's `-ot` accepts: the buffer type of each registered device.
-            let known: Vec<String> = crate::params::override_buffer_types().into_iter().map(|(n, _)| n).collect();
-            if !known.iter().any(|k| k == name) {
-                return Err(invalid(
-                    "tensor_overrides (-ot)",
-                    format!("unknown buffer type `{name}` in `{}={name}`; available: {}", ov.pattern, known.join(", ")),
-                ));
-            }
-        }
+        check_pattern(&ov.pattern)?;
     }
-    if let Some(devices) = &o.devices {
-        let offload = offload_device_names();
-        for name in devices {
-            if !offload.iter().any(|d| d == name) {
-                let available = if offload.is_empty() {
-                    "none (this build has no GPU or other offload device; the CPU is always used)".to_string()
-                } else {
-                    offload.join(", ")
-                };
-                let what = if crate::backend::device_names().iter().any(|d| d == name) {
-                    "is the CPU, not an offload device"
-                } else {
-                    "is not a device"
-                };
-                return Err(invalid("devices (-dev)", format!("`{name}` {what}; offload devices: {available}")));
-            }
-        }
+    let count = o.tensor_overrides.len() + usize::from(o.cpu_moe) + o.n_cpu_moe as usize;
+    let max = crate::options::max_tensor_overrides();
+    if count > max {
+        return Err(invalid(Opt::TensorOverrides, count.to_string(), Reason::TooManyOverrides { count, max }));
     }
-    if i32::try_from(o.main_gpu).is_err() {
-        return Err(invalid("main_gpu (-mg)", format!("{} is too large", o.main_gpu)));
-    }
-    if o.tensor_split.iter().any(|v| !v.is_finite() || *v < 0.0) {
-        return Err(invalid("tensor_split (-ts)", "values must be finite and not negative"));
-    }
-    // SAFETY: a pure function.
-    let max_dev = unsafe { llama_sys::llama_max_devices() };
-    if o.tensor_split.len() > max_dev {
-        return Err(invalid(
-            "tensor_split (-ts)",
-            format!("{} values, llama.cpp takes at most {max_dev}", o.tensor_split.len()),
-        ));
-    }
+    main_gpu(o)?;
+    tensor_split(o)?;
     Ok(())
+}
+
+fn check_pattern(pattern: &str) -> Result<()> {
+    if pattern.is_empty() {
+        return Err(invalid(Opt::TensorOverrides, pattern, Reason::EmptyPattern));
+    }
+    crate::regex::check(pattern).map_err(|message| {
+        invalid(Opt::TensorOverrides, pattern, Reason::Regex { pattern: pattern.to_string(), message })
+    })
+}
+
+fn main_gpu(o: &ModelOptions) -> Result<i32> {
+    i32::try_from(o.main_gpu)
+        .map_err(|_| invalid(Opt::MainGpu, o.main_gpu.to_string(), Reason::TooLarge { value: u64::from(o.main_gpu) }))
+}
+
+fn tensor_split(o: &ModelOptions) -> Result<TensorSplit> {
+    TensorSplit::new(&o.tensor_split).map_err(|e| invalid(Opt::TensorSplit, format!("{:?}", o.tensor_split), e.into()))
+}
+
+/// Checks model options that do not need the model, and resolves them for the lowering: the
+/// one place [`Model::load`](crate::Model::load) checks them. Only called with the backend
+/// initialised (by a caller holding a [`crate::Backend`]).
+pub fn model_options(o: &ModelOptions) -> Result<CheckedModelOptions<'_>> {
+    portable_model_options(o)?;
+    let buffer_types = crate::params::override_buffer_types();
+    let mut overrides = Vec::new();
+    for ov in o.effective_overrides() {
+        let TensorOverride { pattern, target } = &ov;
+        let buft = match target {
+            // SAFETY: returns a static buffer type.
+            BufferTarget::Cpu => unsafe { sys::ggml_backend_cpu_buffer_type() },
+            BufferTarget::Device(name) => {
+                // The names llama.cpp's `-ot` accepts: the buffer type of each registered device.
+                let found = buffer_types.iter().find(|(n, _)| n == name).map(|(_, b)| *b);
+                found.ok_or_else(|| {
+                    invalid(
+                        Opt::TensorOverrides,
+                        format!("{pattern}={name}"),
+                        Reason::UnknownBufferType {
+                            pattern: pattern.clone(),
+                            name: name.clone(),
+                            available: buffer_types.iter().map(|(n, _)| n.clone()).collect(),
+                        },
+                    )
+                })?
+            }
+        };
+        let c = CString::new(pattern.as_str())
+            .map_err(|_| invalid(Opt::TensorOverrides, pattern, Reason::NulByte { value: pattern.clone() }))?;
+        overrides.push((c, buft));
+    }
+    let devices = match &o.devices {
+        None => None,
+        Some(names) => {
+            let all = crate::backend::devices();
+            let offload: Vec<String> = all
+                .iter()
+                .filter(|d| DeviceKind::from_device(&d.kind) != Some(DeviceKind::Cpu))
+                .map(|d| d.name.clone())
+                .collect();
+            let mut devs = Vec::with_capacity(names.len());
+            for name in names {
+                if !offload.iter().any(|d| d == name) {
+                    let is_cpu = all.iter().any(|d| &d.name == name);
+                    return Err(invalid(
+                        Opt::Devices,
+                        name,
+                        Reason::NotOffloadDevice { name: name.clone(), is_cpu, offload },
+                    ));
+                }
+                devs.push(crate::params::device_by_name(name)?);
+            }
+            Some(devs)
+        }
+    };
+    let main_gpu = main_gpu(o)?;
+    let tensor_split = tensor_split(o)?;
+    Ok(CheckedModelOptions {
+        options: o,
+        overrides,
+        devices,
+        tensor_split,
+        n_gpu_layers: o.gpu_layers.lower()?,
+        split_mode: o.split_mode.lower()?,
+        main_gpu,
+    })
 }
 
 /// Checks context options against each other and against the model.
 pub fn context_options(model: &Model, o: &ContextOptions) -> Result<()> {
     if o.n_batch == 0 {
-        return Err(invalid("n_batch (-b)", "must be at least 1"));
+        return Err(invalid(Opt::NBatch, "0", Reason::Zero));
     }
     if o.n_ubatch == 0 {
-        return Err(invalid("n_ubatch (-ub)", "must be at least 1"));
+        return Err(invalid(Opt::NUbatch, "0", Reason::Zero));
     }
     if o.n_ubatch > o.n_batch {
-        return Err(invalid("n_ubatch (-ub)", format!("{} is larger than n_batch (-b) {}", o.n_ubatch, o.n_batch)));
+        return Err(invalid(
+            Opt::NUbatch,
+            o.n_ubatch.to_string(),
+            Reason::UbatchOverBatch { n_ubatch: o.n_ubatch, n_batch: o.n_batch },
+        ));
     }
     if o.n_seq_max == 0 || o.n_seq_max > MAX_SEQ {
-        return Err(invalid("n_seq_max (-np)", format!("{} is outside 1..={MAX_SEQ} (LLAMA_MAX_SEQ)", o.n_seq_max)));
+        return Err(invalid(
+            Opt::NSeqMax,
+            o.n_seq_max.to_string(),
+            Reason::OutOfRange {
+                value: i64::from(o.n_seq_max),
+                min: 1,
+                max: i64::from(MAX_SEQ),
+                limit: Some("LLAMA_MAX_SEQ"),
+            },
+        ));
     }
     if o.n_threads == Some(0) {
-        return Err(invalid("n_threads (-t)", "must be at least 1"));
+        return Err(invalid(Opt::NThreads, "0", Reason::Zero));
     }
     if o.n_threads_batch == Some(0) {
-        return Err(invalid("n_threads_batch (-tb)", "must be at least 1"));
+        return Err(invalid(Opt::NThreadsBatch, "0", Reason::Zero));
     }
     // `-fa auto` is off on commits without an automatic mode (see params::effective_flash_attn).
     let fa_off = crate::params::effective_flash_attn(o.flash_attn) == FlashAttn::Off;
     if o.type_v.is_quantized() && fa_off {
-        let why = if o.flash_attn == FlashAttn::Off {
-            "-fa off".to_string()
-        } else {
-            format!("-fa auto means off at llama.cpp {}", llama_sys::build_info::short_commit())
-        };
+        let auto_off_at = (o.flash_attn != FlashAttn::Off).then(llama_sys::build_info::short_commit);
         return Err(invalid(
-            "type_v (-ctv)",
-            format!("a quantized V cache ({}) needs flash attention, which is off ({why})", o.type_v),
+            Opt::TypeV,
+            o.type_v.name(),
+            Reason::QuantizedVNeedsFlashAttn { cache: o.type_v, auto_off_at },
         ));
     }
     if model.options().split_mode == SplitMode::Tensor && fa_off {
-        return Err(invalid(
-            "flash_attn (-fa)",
-            "split mode `tensor` (-sm tensor) needs flash attention, which is off",
-        ));
+        return Err(invalid(Opt::FlashAttn, o.flash_attn.name(), Reason::TensorSplitModeNeedsFlashAttn));
     }
-    check_cache_type(model, "type_k (-ctk)", o.type_k, "key_length", "n_embd_head_k")?;
-    check_cache_type(model, "type_v (-ctv)", o.type_v, "value_length", "n_embd_head_v")?;
-    o.placement.cpus().map_err(|e| invalid("cpu_mask (-C)", e))?;
+    check_cache_type(model, Opt::TypeK, o.type_k, "key_length", "n_embd_head_k")?;
+    check_cache_type(model, Opt::TypeV, o.type_v, "value_length", "n_embd_head_v")?;
+    o.placement
+        .cpus()
+        .map_err(|e| invalid(Opt::CpuMask, o.placement.cpu_mask.clone().unwrap_or_default(), e.into()))?;
     if o.placement.poll > 100 {
-        return Err(invalid("poll (--poll)", format!("{} is outside 0..=100", o.placement.poll)));
+        return Err(invalid(
+            Opt::Poll,
+            o.placement.poll.to_string(),
+            Reason::OutOfRange { value: i64::from(o.placement.poll), min: 0, max: 100, limit: None },
+        ));
     }
     let n_ctx_train = model.n_ctx_train();
     if n_ctx_train > 0 && o.n_ctx > n_ctx_train {
-        return Err(invalid(
-            "n_ctx (-c)",
-            format!("{} is larger than the {n_ctx_train} tokens the model was trained for", o.n_ctx),
-        ));
+        return Err(invalid(Opt::NCtx, o.n_ctx.to_string(), Reason::ContextTooLarge { n_ctx: o.n_ctx, n_ctx_train }));
     }
     Ok(())
 }
@@ -142,7 +233,7 @@ pub fn context_options(model: &Model, o: &ContextOptions) -> Result<()> {
 /// A block-quantized cache type must tile every attention head: its block size has to divide
 /// the head dimension (`{arch}.attention.key_length` / `value_length` and their `_swa` / `_mla`
 /// variants where present, otherwise `n_embd / n_head`).
-fn check_cache_type(model: &Model, option: &str, t: CacheType, key: &str, llama_name: &str) -> Result<()> {
+fn check_cache_type(model: &Model, option: Opt, t: CacheType, key: &str, llama_name: &'static str) -> Result<()> {
     if !t.is_quantized() {
         return Ok(());
     }
@@ -152,10 +243,8 @@ fn check_cache_type(model: &Model, option: &str, t: CacheType, key: &str, llama_
         if block > 1 && dim % block != 0 {
             return Err(invalid(
                 option,
-                format!(
-                    "cache type {t} has blocks of {block} values, which do not divide the model's head \
-                     dimension {llama_name} = {dim}; use f16, bf16 or f32"
-                ),
+                t.name(),
+                Reason::BlockSize { cache: t, block, head_dim_name: llama_name, head_dim: dim },
             ));
         }
     }
@@ -181,9 +270,4 @@ fn head_dims(model: &Model, key: &str) -> Vec<u32> {
         }
     }
     dims
-}
-
-/// Names of the devices `-dev` accepts: every registered device that is not a CPU.
-fn offload_device_names() -> Vec<String> {
-    crate::backend::devices().into_iter().filter(|d| d.kind != "cpu").map(|d| d.name).collect()
 }

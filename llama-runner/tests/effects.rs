@@ -17,8 +17,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use llama_runner::options::{EXPERTS_REGEX, layer_experts_regex};
 use llama_runner::{
-    Backend, BufferTarget, CacheType, Context, ContextOptions, Error, FlashAttn, LoadMode, Model, ModelOptions,
-    Recorder, TensorOverride, ThreadPlacement,
+    Backend, BufferTarget, CacheType, Context, ContextOptions, Error, FlashAttn, LoadMode, Model, ModelOptions, Opt,
+    Reason, Recorder, TensorOverride, ThreadPlacement,
 };
 use tiny_gguf::{ModelSpec, WeightType};
 
@@ -124,9 +124,13 @@ fn override_targets_must_exist() {
             ..Default::default()
         };
         let err = Model::load(Backend::get().unwrap(), &path, &opts).unwrap_err();
-        let Error::InvalidOption { option, reason } = &err else { panic!("{err}") };
-        assert!(option.contains("tensor_overrides"), "{err}");
+        let Error::InvalidOption { option, value, reason } = &err else { panic!("{err}") };
+        assert_eq!(*option, Opt::TensorOverrides, "{err}");
+        assert!(option.to_string().contains("tensor_overrides"), "{err}");
+        assert_eq!(value, &format!("exps={target}"), "{err}");
+        assert!(matches!(reason, Reason::UnknownBufferType { name, .. } if name == target), "{err}");
         // This build has one device, the CPU, whose buffer type is the only target `-ot` knows.
+        let reason = reason.to_string();
         assert!(reason.contains(&format!("`{target}`")) && reason.ends_with("available: CPU"), "{err}");
     }
     // `CPU` given as a device name resolves like `BufferTarget::Cpu`.
@@ -407,6 +411,10 @@ fn thread_placement_pins_without_changing_the_output() {
             ..small_ctx()
         };
         let err = Context::new(&model, &ctx).unwrap_err();
-        assert!(matches!(&err, Error::InvalidOption { option, .. } if option.contains("cpu_mask")), "{bad}: {err}");
+        assert!(
+            matches!(&err, Error::InvalidOption { option, value, reason: Reason::CpuMask(_) }
+                if option.to_string().contains("cpu_mask") && value == bad),
+            "{bad}: {err}"
+        );
     }
 }

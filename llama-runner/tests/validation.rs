@@ -27,13 +27,16 @@ fn model(spec: &ModelSpec) -> Model {
     Model::load(Backend::get().unwrap(), common::model(spec), &ModelOptions::default()).unwrap()
 }
 
-/// Asserts `r` is an `InvalidOption` whose option names `option` and whose reason contains
-/// every one of `words`.
+/// Asserts `r` is an `InvalidOption` whose option names `option` (field and flag, as its message
+/// shows it) and whose reason contains every one of `words`; the message names the option too.
 #[track_caller]
 fn assert_invalid<T: std::fmt::Debug>(r: Result<T, Error>, option: &str, words: &[&str]) {
     match r {
-        Err(Error::InvalidOption { option: o, reason }) => {
+        Err(e @ Error::InvalidOption { .. }) => {
+            let Error::InvalidOption { option: o, reason, .. } = &e else { unreachable!() };
+            let (o, reason) = (o.to_string(), reason.to_string());
             assert!(o.contains(option), "option `{o}` should name `{option}` ({reason})");
+            assert!(e.to_string().contains(&o), "the message `{e}` should name `{o}`");
             for w in words {
                 assert!(reason.contains(w), "`{o}`: reason `{reason}` should mention `{w}`");
             }

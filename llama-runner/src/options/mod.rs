@@ -12,162 +12,21 @@
 //!
 //! The options are plain data; with the `serde` feature, configuration files deserialize straight
 //! into them.
-//! They reach llama.cpp only through [`crate::params`], the one place that lowers them.
+//! They reach llama.cpp only through [`crate::params`], the one place that lowers them, after
+//! [`crate::validate`] has checked them once.
+//!
+//! Each option enum's spellings and C value are in one table ([`names`]); each concept with rules
+//! has one checked type: [`CpuMask`], [`TensorSplit`], [`DeviceKind`].
 
-/// How many layers to offload to GPUs (`-ngl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
-pub enum GpuLayers {
-    /// llama.cpp decides (`-ngl auto`, the CLI default). Without llama.cpp's fit step, which this
-    /// runner does not run, the library treats it as all layers.
-    #[default]
-    Auto,
-    /// Every layer (`-ngl all`).
-    All,
-    /// The first N layers (`-ngl N`); 0 keeps everything on the CPU.
-    #[cfg_attr(feature = "serde", serde(untagged))]
-    Count(u32),
-}
+mod cpu;
+pub mod names;
+mod opt;
+mod split;
 
-/// How the model file is brought into memory (`-lm`, or `--mmap`/`--no-mmap`/`--mlock`/`-dio`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
-pub enum LoadMode {
-    /// Read into allocated memory (`--no-mmap`, `-lm none`).
-    #[cfg_attr(feature = "serde", serde(alias = "no-mmap"))]
-    None,
-    /// Memory-map the file (the default).
-    #[default]
-    Mmap,
-    /// Read and lock in RAM (`--mlock`, `-lm mlock`).
-    Mlock,
-    /// Memory-map and lock (`-lm mmap+mlock`).
-    #[cfg_attr(feature = "serde", serde(rename = "mmap+mlock"))]
-    MmapMlock,
-    /// Direct I/O, bypassing the page cache (`-dio`, `-lm dio`).
-    #[cfg_attr(feature = "serde", serde(rename = "dio", alias = "direct-io"))]
-    DirectIo,
-}
-
-/// How a model is split over several GPUs (`-sm`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
-pub enum SplitMode {
-    /// One GPU only.
-    None,
-    /// Split layers and KV across GPUs (the default).
-    #[default]
-    Layer,
-    /// Split rows across GPUs.
-    Row,
-    /// Tensor parallelism (needs flash attention).
-    Tensor,
-}
-
-/// Flash attention (`-fa`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
-pub enum FlashAttn {
-    /// llama.cpp probes the device and decides (the default).
-    #[default]
-    Auto,
-    /// Always on.
-    On,
-    /// Always off (quantized V caches then fail).
-    Off,
-}
-
-/// Element type of the K or V cache (`-ctk`, `-ctv`): the types llama.cpp's CLI accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-pub enum CacheType {
-    /// 32-bit float.
-    F32,
-    /// 16-bit float (the default).
-    #[default]
-    F16,
-    /// bfloat16.
-    Bf16,
-    /// 8-bit blocks of 32.
-    Q8_0,
-    /// 4-bit blocks of 32.
-    Q4_0,
-    /// 4-bit blocks of 32 with minimum.
-    Q4_1,
-    /// 4-bit non-linear.
-    Iq4Nl,
-    /// 5-bit blocks of 32.
-    Q5_0,
-    /// 5-bit blocks of 32 with minimum.
-    Q5_1,
-}
-
-impl CacheType {
-    /// Every accepted type.
-    pub const ALL: [CacheType; 9] = [
-        CacheType::F32,
-        CacheType::F16,
-        CacheType::Bf16,
-        CacheType::Q8_0,
-        CacheType::Q4_0,
-        CacheType::Q4_1,
-        CacheType::Iq4Nl,
-        CacheType::Q5_0,
-        CacheType::Q5_1,
-    ];
-
-    /// The name llama.cpp uses (`q8_0`).
-    pub fn name(self) -> &'static str {
-        match self {
-            CacheType::F32 => "f32",
-            CacheType::F16 => "f16",
-            CacheType::Bf16 => "bf16",
-            CacheType::Q8_0 => "q8_0",
-            CacheType::Q4_0 => "q4_0",
-            CacheType::Q4_1 => "q4_1",
-            CacheType::Iq4Nl => "iq4_nl",
-            CacheType::Q5_0 => "q5_0",
-            CacheType::Q5_1 => "q5_1",
-        }
-    }
-
-    /// Parses a llama.cpp cache type name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == name.to_ascii_lowercase())
-    }
-
-    /// Whether the type is a block-quantized one (needs flash attention for V).
-    pub fn is_quantized(self) -> bool {
-        !matches!(self, CacheType::F32 | CacheType::F16 | CacheType::Bf16)
-    }
-
-    /// The ggml type.
-    pub(crate) fn ggml(self) -> llama_sys::ggml_type {
-        use llama_sys as s;
-        match self {
-            CacheType::F32 => s::GGML_TYPE_F32,
-            CacheType::F16 => s::GGML_TYPE_F16,
-            CacheType::Bf16 => s::GGML_TYPE_BF16,
-            CacheType::Q8_0 => s::GGML_TYPE_Q8_0,
-            CacheType::Q4_0 => s::GGML_TYPE_Q4_0,
-            CacheType::Q4_1 => s::GGML_TYPE_Q4_1,
-            CacheType::Iq4Nl => s::GGML_TYPE_IQ4_NL,
-            CacheType::Q5_0 => s::GGML_TYPE_Q5_0,
-            CacheType::Q5_1 => s::GGML_TYPE_Q5_1,
-        }
-    }
-}
-
-impl std::fmt::Display for CacheType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use cpu::{CpuMask, CpuMaskError, MAX_CPUS, MAX_MASK_DIGITS};
+pub use names::{CacheType, DeviceKind, FlashAttn, GpuLayers, LoadMode, NamedOption, Priority, SplitMode, UnknownName};
+pub use opt::Opt;
+pub use split::{TensorSplit, TensorSplitError, max_devices, max_tensor_overrides};
 
 /// Where tensors matching an override pattern are placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,44 +195,6 @@ pub struct ContextOptions {
     pub placement: ThreadPlacement,
 }
 
-/// Scheduling priority of the compute threads (`--prio`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
-pub enum Priority {
-    /// -1
-    Low,
-    /// 0 (the default)
-    #[default]
-    Normal,
-    /// 1
-    Medium,
-    /// 2
-    High,
-    /// 3
-    Realtime,
-}
-
-impl Priority {
-    /// llama.cpp's number for it (`--prio N`).
-    pub fn level(self) -> i32 {
-        match self {
-            Priority::Low => -1,
-            Priority::Normal => 0,
-            Priority::Medium => 1,
-            Priority::High => 2,
-            Priority::Realtime => 3,
-        }
-    }
-
-    /// From llama.cpp's number.
-    pub fn from_level(n: i32) -> Option<Self> {
-        [Priority::Low, Priority::Normal, Priority::Medium, Priority::High, Priority::Realtime]
-            .into_iter()
-            .find(|p| p.level() == n)
-    }
-}
-
 /// Thread placement for the CPU backend, applied through a ggml threadpool as llama-bench does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -395,32 +216,11 @@ impl Default for ThreadPlacement {
     }
 }
 
-/// Number of CPUs a ggml threadpool mask can name (`GGML_MAX_N_THREADS`).
-pub const MAX_CPUS: usize = 512;
-
 impl ThreadPlacement {
-    /// The CPUs of [`cpu_mask`](Self::cpu_mask), as llama.cpp parses it: hex digits, optional
-    /// `0x`, the last digit naming CPUs 0-3.
-    pub fn cpus(&self) -> Result<Option<Vec<bool>>, String> {
-        let Some(mask) = &self.cpu_mask else { return Ok(None) };
-        let hex = mask.strip_prefix("0x").or_else(|| mask.strip_prefix("0X")).unwrap_or(mask);
-        if hex.is_empty() {
-            return Err(format!("`{mask}` has no hex digits"));
-        }
-        if hex.len() * 4 > MAX_CPUS {
-            return Err(format!("`{mask}` names more than {MAX_CPUS} CPUs"));
-        }
-        let mut cpus = vec![false; MAX_CPUS];
-        for (i, c) in hex.chars().rev().enumerate() {
-            let d = c.to_digit(16).ok_or_else(|| format!("`{mask}`: `{c}` is not a hex digit"))?;
-            for bit in 0..4 {
-                cpus[i * 4 + bit] = d & (1 << bit) != 0;
-            }
-        }
-        if !cpus.iter().any(|&c| c) {
-            return Err(format!("`{mask}` selects no CPU"));
-        }
-        Ok(Some(cpus))
+    /// The CPUs of [`cpu_mask`](Self::cpu_mask), checked ([`CpuMask::parse`]); `None` = no
+    /// pinning.
+    pub fn cpus(&self) -> Result<Option<CpuMask>, CpuMaskError> {
+        self.cpu_mask.as_deref().map(CpuMask::parse).transpose()
     }
 }
 
