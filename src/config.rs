@@ -573,17 +573,7 @@ impl Config {
         let err = |reason: String| Error::Config { path: origin.clone(), reason };
         // Not `validate::model_options`: that also checks device names against this machine,
         // and a configuration for a GPU machine must load anywhere.
-        for ov in &self.options.model.tensor_overrides {
-            if ov.pattern.is_empty() {
-                return Err(err("tensor_overrides (-ot): empty pattern".into()));
-            }
-            llama_runner::regex::check(&ov.pattern).map_err(|e| {
-                err(format!("tensor_overrides (-ot): pattern `{}` does not compile as a std::regex: {e}", ov.pattern))
-            })?;
-        }
-        if self.options.model.tensor_split.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err(err("tensor_split (-ts): values must be finite and not negative".into()));
-        }
+        llama_runner::validate::portable_model_options(&self.options.model).map_err(|e| err(e.to_string()))?;
         let c = &self.options.context;
         let known = self.known_context_length();
         if let (Some(train), true) = (known, c.n_ctx > 0)
