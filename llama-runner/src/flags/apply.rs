@@ -1,0 +1,536 @@
+//! Applying lexed flags to [`RunOptions`] with llama.cpp's meaning, and the warnings for its
+//! traps.
+
+use super::*;
+
+pub(super) enum OverrideEvent {
+    Rules(Vec<TensorOverride>),
+    CpuMoe(String),
+    NCpuMoe(String, u32),
+}
+
+#[derive(Default)]
+pub(super) struct Mask {
+    pub(super) cpus: CpuMask,
+    /// The single `-C` value as written (digits past 128 dropped), kept when it is the only one.
+    pub(super) verbatim: Option<String>,
+    pub(super) sources: usize,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) o: RunOptions,
+    pub(super) warnings: Vec<String>,
+    pub(super) overrides: Vec<OverrideEvent>,
+    pub(super) loads: Vec<(String, LoadMode)>,
+    pub(super) seen: Vec<(Opt, String, bool)>,
+    pub(super) mask: Option<Mask>,
+    pub(super) placement_flags: Vec<String>,
+    pub(super) threads_batch: bool,
+}
+
+pub(super) fn value_of(item: &Item) -> &str {
+    item.value.as_deref().unwrap_or_default()
+}
+
+impl State {
+    pub(super) fn warn(&mut self, w: String) {
+        self.warnings.push(w);
+    }
+
+    /// `stoi` plus a warning when llama.cpp dropped part of the value.
+    pub(super) fn int(&mut self, item: &Item) -> Result<i32> {
+        let v = value_of(item);
+        let n = stoi(&item.label, v)?;
+        if !n.exact {
+            self.warn(format!(
+                "`{} {v}` is read as {}: llama.cpp parses it with std::stoi, which stops at the first character \
+                 that is not a digit",
+                item.label, n.value
+            ));
+        }
+        Ok(n.value)
+    }
+
+    pub(super) fn non_negative(&mut self, item: &Item, min: i32, what: &str) -> Result<u32> {
+        let n = self.int(item)?;
+        if n < min {
+            return Err(flag_error(&item.label, item.value.as_deref(), format!("{n} {what}")));
+        }
+        u32::try_from(n).map_err(|_| flag_error(&item.label, item.value.as_deref(), "must not be negative"))
+    }
+
+    pub(super) fn note_repeat(&mut self, item: &Item) {
+        let group = match item.spec.opt {
+            Opt::Mlock | Opt::Mmap | Opt::DirectIo | Opt::LoadMode | Opt::ServerOnly | Opt::Fit => return,
+            Opt::CpuRange => Opt::CpuMask,
+            o => o,
+        };
+        let previous = self.seen.iter().find(|(o, _, _)| *o == group).map(|(_, l, e)| (l.clone(), *e));
+        self.seen.push((group, item.label.clone(), item.from_env));
+        let Some((prev, prev_env)) = previous else { return };
+        let this = &item.label;
+        let w = match group {
+            Opt::OverrideTensor if prev_env && !item.from_env => format!(
+                "{prev} and `{this}` are both applied, the variable's rules first (llama.cpp says the variable is \
+                 overwritten, but it appends)"
+            ),
+            Opt::OverrideTensor => format!(
+                "`{this}` given again: all rules are kept, in order (llama.cpp appends them, although it warns that \
+                 only the last value is used)"
+            ),
+            Opt::CpuMask => format!(
+                "`{this}` after `{prev}`: llama.cpp adds the CPUs of every -C/-Cr to one mask instead of replacing it"
+            ),
+            Opt::NCpuMoe => format!(
+                "`{this}` after `{prev}`: llama.cpp pushes the expert overrides of both, so the larger count applies \
+                 whatever the order"
+            ),
+            Opt::CpuMoe => format!("`{this}` given again: no further effect"),
+            _ if prev_env && !item.from_env => format!("`{this}` overrides {prev}, as in llama.cpp"),
+            _ => format!("`{this}` given again (after `{prev}`): the last value wins, as in llama.cpp"),
+        };
+        self.warn(w);
+    }
+
+    pub(super) fn load_mode(&mut self, item: &Item, mode: LoadMode) {
+        let alias = item.spec.opt != Opt::LoadMode;
+        if alias && !self.loads.iter().any(|(l, _)| *l == item.label) {
+            let meaning = match mode {
+                LoadMode::Mlock => {
+                    "-lm mlock: read into RAM and lock it, without mmap (before 5f55650a, --mlock kept mmap: that \
+                     is -lm mmap+mlock now)"
+                }
+                LoadMode::None => "-lm none: read into RAM, no mmap and no mlock",
+                LoadMode::Mmap => "-lm mmap: memory-map, no mlock",
+                LoadMode::DirectIo => "-lm dio",
+                LoadMode::MmapMlock => "-lm mmap+mlock",
+            };
+            self.warn(format!("`{}` is a deprecated alias: it sets the load mode to {meaning}", item.label));
+        }
+        if let Some((prev, prev_mode)) = self.loads.last().cloned()
+            && prev_mode != mode
+        {
+            let tip = match (prev_mode, mode) {
+                (LoadMode::Mlock, LoadMode::None) | (LoadMode::None, LoadMode::Mlock) => {
+                    "; for no mmap and mlock write `-lm mlock`"
+                }
+                (LoadMode::Mlock, LoadMode::Mmap) | (LoadMode::Mmap, LoadMode::Mlock) => {
+                    "; for mmap and mlock write `-lm mmap+mlock`"
+                }
+                _ => "",
+            };
+            self.warn(format!(
+                "`{}` replaces the earlier `{prev}`: llama.cpp keeps a single load mode and the last flag wins, so \
+                 the model is loaded with `{}`{tip}",
+                item.label,
+                mode.name()
+            ));
+        }
+        self.loads.push((item.label.clone(), mode));
+        self.o.model.load_mode = mode;
+    }
+
+    pub(super) fn apply(&mut self, item: &Item) -> Result<()> {
+        self.note_repeat(item);
+        let flag = item.label.as_str();
+        let v = value_of(item);
+        let bad = |reason: String| flag_error(flag, item.value.as_deref(), reason);
+        match item.spec.opt {
+            Opt::Model => {
+                if v.is_empty() {
+                    return Err(bad("empty path".into()));
+                }
+                self.o.model_path = Some(v.into());
+            }
+            Opt::Threads | Opt::ThreadsBatch => {
+                let n = self.int(item)?;
+                let threads = if n <= 0 {
+                    let all = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+                    self.warn(format!(
+                        "`{flag} {v}` means every logical CPU in llama.cpp (std::thread::hardware_concurrency(), {all} \
+                         here), not the default of one thread per physical core"
+                    ));
+                    all
+                } else {
+                    n.unsigned_abs()
+                };
+                if item.spec.opt == Opt::Threads {
+                    self.o.context.n_threads = Some(threads);
+                } else {
+                    self.threads_batch = true;
+                    self.o.context.n_threads_batch = Some(threads);
+                }
+            }
+            Opt::CpuMask => {
+                self.placement_flags.push(flag.to_string());
+                let (cpus, digits, truncated) =
+                    CpuMask::parse_flag(v).map_err(|e| flag_error(flag, Some(v), e.to_string()))?;
+                if truncated {
+                    self.warn(format!(
+                        "`{flag}`: llama.cpp reads only the first 128 hex digits of a mask, so the mask is {digits}"
+                    ));
+                }
+                let mask = self.mask.get_or_insert_with(Mask::default);
+                mask.sources += 1;
+                mask.verbatim = Some(digits);
+                mask.cpus.union_with(&cpus);
+            }
+            Opt::CpuRange => {
+                self.placement_flags.push(flag.to_string());
+                let cpus = parse_cpu_range(flag, v)?;
+                let mask = self.mask.get_or_insert_with(Mask::default);
+                mask.sources += 2; // never kept verbatim
+                mask.cpus.union_with(&cpus);
+            }
+            Opt::CpuStrict => {
+                self.placement_flags.push(flag.to_string());
+                let n = stoul(flag, v)?;
+                if !n.exact || n.value > 1 {
+                    self.warn(format!(
+                        "`{flag} {v}` is read as strict = {}: llama.cpp parses it with std::stoul and takes any \
+                         non-zero number as 1",
+                        n.value != 0
+                    ));
+                }
+                self.o.context.placement.strict = n.value != 0;
+            }
+            Opt::Prio => {
+                self.placement_flags.push(flag.to_string());
+                let n = self.int(item)?;
+                self.o.context.placement.priority =
+                    Priority::from_level(n).ok_or_else(|| bad(format!("{n} is not a priority from -1 to 3")))?;
+            }
+            Opt::Poll => {
+                self.placement_flags.push(flag.to_string());
+                let n = stoul(flag, v)?;
+                // `cpuparams.poll` is a uint32_t.
+                let poll = n.value as u32;
+                if !n.exact || u64::from(poll) != n.value || poll > 100 {
+                    self.warn(format!(
+                        "`{flag} {v}` is read as {poll}: llama.cpp parses it with std::stoul into a 32-bit field and \
+                         does not check the documented 0..100 range (this runner refuses more than 100 when it \
+                         creates a context)"
+                    ));
+                }
+                self.o.context.placement.poll = poll;
+            }
+            Opt::CtxSize => self.o.context.n_ctx = self.non_negative(item, 0, "is negative")?,
+            Opt::BatchSize => self.o.context.n_batch = self.non_negative(item, 1, "is less than 1")?,
+            Opt::UbatchSize => self.o.context.n_ubatch = self.non_negative(item, 1, "is less than 1")?,
+            Opt::Parallel => {
+                self.o.context.n_seq_max = self.non_negative(
+                    item,
+                    1,
+                    "is less than 1 (llama-server's -1 means \"auto\", its own choice of slots; give a number)",
+                )?;
+            }
+            Opt::MainGpu => self.o.model.main_gpu = self.non_negative(item, 0, "is negative")?,
+            Opt::NCpuMoe => {
+                let n = self.non_negative(item, 0, "is negative (llama.cpp refuses it too)")?;
+                self.overrides.push(OverrideEvent::NCpuMoe(flag.to_string(), n));
+            }
+            Opt::CpuMoe => self.overrides.push(OverrideEvent::CpuMoe(flag.to_string())),
+            Opt::SwaFull => self.o.context.swa_full = true,
+            Opt::NoHost => self.o.model.no_host = true,
+            Opt::KvUnified => self.o.context.kv_unified = item.positive,
+            Opt::Perf => self.o.context.perf = item.positive,
+            Opt::KvOffload => self.o.context.offload_kqv = item.positive,
+            Opt::Repack => self.o.model.repack = item.positive,
+            Opt::OpOffload => self.o.context.op_offload = item.positive,
+            Opt::FlashAttn => {
+                self.o.context.flash_attn = FlashAttn::from_llama(v)
+                    .ok_or_else(|| bad("not on, off or auto (nor enabled/true/1, disabled/false/0, -1)".into()))?;
+            }
+            Opt::CacheTypeK | Opt::CacheTypeV => {
+                let t = CacheType::from_llama(v).ok_or_else(|| {
+                    bad(format!("unknown cache type (llama.cpp accepts exactly {})", CacheType::NAMES.join(", ")))
+                })?;
+                if item.spec.opt == Opt::CacheTypeK {
+                    self.o.context.type_k = t;
+                } else {
+                    self.o.context.type_v = t;
+                }
+            }
+            Opt::Mlock => self.load_mode(item, LoadMode::Mlock),
+            Opt::Mmap => self.load_mode(item, if item.positive { LoadMode::Mmap } else { LoadMode::None }),
+            Opt::DirectIo => self.load_mode(item, if item.positive { LoadMode::DirectIo } else { LoadMode::None }),
+            Opt::LoadMode => {
+                let mode = LoadMode::from_llama(v).ok_or_else(|| bad(format!("not {}", or_list(LoadMode::NAMES))))?;
+                self.load_mode(item, mode);
+            }
+            Opt::Numa => {
+                // `--numa disabled` is not a value llama.cpp's parser takes; "" is distribute.
+                let numa = NUMA_NAMES.iter().find(|(n, name)| *name == v && *n != Numa::Disabled).map(|(n, _)| *n);
+                self.o.backend.numa = match numa {
+                    Some(n) => n,
+                    None if v.is_empty() => {
+                        self.warn(format!("`{flag} \"\"` means distribute in llama.cpp"));
+                        Numa::Distribute
+                    }
+                    None => return Err(bad("not distribute, isolate or numactl".into())),
+                };
+            }
+            Opt::SplitMode => {
+                self.o.model.split_mode =
+                    SplitMode::from_llama(v).ok_or_else(|| bad(format!("not {}", or_list(SplitMode::NAMES))))?;
+            }
+            Opt::GpuLayers => {
+                self.o.model.gpu_layers = match v {
+                    "auto" => GpuLayers::Auto,
+                    "all" => GpuLayers::All,
+                    _ => {
+                        let n = self.int(item)?;
+                        if n == -1 {
+                            self.warn(format!("`{flag} -1` means auto in llama.cpp"));
+                        } else if n < -1 {
+                            self.warn(format!("`{flag} {n}`: any value below -1 means all layers in llama.cpp"));
+                        }
+                        GpuLayers::from_llama_number(i64::from(n))
+                    }
+                };
+            }
+            Opt::TensorSplit => self.o.model.tensor_split = self.tensor_split(item)?,
+            Opt::Device => self.o.model.devices = Some(parse_devices(flag, v)?),
+            Opt::OverrideTensor => {
+                let rules = parse_override_rules(flag, v, &mut self.warnings)?;
+                self.overrides.push(OverrideEvent::Rules(rules));
+            }
+            Opt::Fit => {
+                if truthy(v) {
+                    self.warn(format!(
+                        "`{flag} {v}`: this runner never runs llama.cpp's fit step (as with -fit off); options left \
+                         at their defaults are not adjusted to free memory"
+                    ));
+                } else if !falsey(v) {
+                    return Err(bad("not on or off".into()));
+                }
+            }
+            Opt::ServerOnly => {
+                self.warn(format!("`{flag}` only configures llama-server's HTTP side; ignored"));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn tensor_split(&mut self, item: &Item) -> Result<Vec<f32>> {
+        let flag = item.label.as_str();
+        let v = value_of(item);
+        // As the `-ts` option does: std::sregex_token_iterator over `[,/]+`: a leading separator gives an
+        // empty first piece (which stof refuses), a trailing one gives nothing.
+        let mut pieces: Vec<&str> = v.split([',', '/']).collect();
+        let leading_empty = pieces.first().is_some_and(|p| p.is_empty()) && v.starts_with([',', '/']);
+        pieces.retain(|p| !p.is_empty());
+        if leading_empty || pieces.is_empty() {
+            return Err(flag_error(flag, Some(v), "an empty proportion (llama.cpp's std::stof fails)"));
+        }
+        let max = max_devices();
+        if pieces.len() >= max {
+            return Err(flag_error(
+                flag,
+                Some(v),
+                format!("{} proportions: llama.cpp refuses {max} or more (llama_max_devices() is {max})", pieces.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            let n = stof(flag, p)?;
+            if !n.value.is_finite() || n.value < 0.0 {
+                return Err(flag_error(
+                    flag,
+                    Some(v),
+                    format!("proportion `{p}` is not a finite, non-negative number"),
+                ));
+            }
+            if !n.exact {
+                self.warn(format!("`{flag}`: proportion `{p}` is read as {} (std::stof stops early)", n.value));
+            }
+            out.push(n.value);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn finish(mut self) -> Result<Parsed> {
+        self.finish_overrides()?;
+        if let Some(mask) = self.mask.take() {
+            if mask.cpus.is_empty() {
+                self.warn(
+                    "the CPU mask selects no CPU, so llama.cpp pins nothing (ggml ignores an empty mask)".to_string(),
+                );
+                self.o.context.placement.cpu_mask = None;
+            } else if mask.sources == 1 {
+                self.o.context.placement.cpu_mask = mask.verbatim;
+            } else {
+                self.o.context.placement.cpu_mask = Some(mask.cpus.to_hex());
+            }
+            let set = mask.cpus.count();
+            if let Some(t) = self.o.context.n_threads
+                && set > 0
+                && set < t as usize
+            {
+                self.warn(format!(
+                    "the CPU mask selects {set} CPUs for {t} threads (llama.cpp warns: not enough set bits)"
+                ));
+            }
+        }
+        if !self.placement_flags.is_empty() {
+            let flags = self.placement_flags.join(", ");
+            if self.threads_batch {
+                self.warn(format!(
+                    "with -tb, llama.cpp gives prompt-processing threads their own placement (-Cb, --cpu-strict-batch, \
+                     ...), so {flags} only apply to generation threads there; this runner applies them to both"
+                ));
+            }
+            self.warn(format!(
+                "llama-server and llama-cli at the pinned build do not apply {flags} (llama.cpp issue #26997, fixed \
+                 by PR #27026 after b10200); this runner applies them through a ggml threadpool, as llama-bench does"
+            ));
+        }
+        Ok(Parsed { options: self.o, warnings: self.warnings })
+    }
+
+    /// Turns the positional `-ot`/`-cmoe`/`-ncmoe` events into typed options with the same
+    /// first-match-wins order.
+    pub(super) fn finish_overrides(&mut self) -> Result<()> {
+        let events = std::mem::take(&mut self.overrides);
+        let last_rules = events.iter().rposition(|e| matches!(e, OverrideEvent::Rules(_)));
+        let max_overrides = max_tensor_overrides();
+        let mut list = Vec::new();
+        for (i, event) in events.into_iter().enumerate() {
+            let before_rules = last_rules.is_some_and(|l| i < l);
+            match event {
+                OverrideEvent::Rules(rules) => list.extend(rules),
+                OverrideEvent::CpuMoe(flag) if before_rules => {
+                    self.warnings.push(format!(
+                        "`{flag}` comes before an -ot: llama.cpp tries overrides in command-line order and the first \
+                         match wins, so the expert rule goes before the later -ot rules; kept as the explicit \
+                         override `{EXPERTS_REGEX}=CPU` at that position"
+                    ));
+                    list.push(TensorOverride::cpu(EXPERTS_REGEX));
+                }
+                OverrideEvent::NCpuMoe(flag, n) if before_rules => {
+                    if n as usize > max_overrides {
+                        return Err(flag_error(
+                            &flag,
+                            Some(&n.to_string()),
+                            format!("more than llama.cpp's {max_overrides} tensor overrides"),
+                        ));
+                    }
+                    if n > 0 {
+                        self.warnings.push(format!(
+                            "`{flag} {n}` comes before an -ot: llama.cpp tries overrides in command-line order and the \
+                             first match wins, so its {n} per-layer expert rules go before the later -ot rules; kept as \
+                             explicit overrides at that position"
+                        ));
+                    }
+                    list.extend((0..n).map(|l| TensorOverride::cpu(layer_experts_regex(l))));
+                }
+                OverrideEvent::CpuMoe(_) => self.o.model.cpu_moe = true,
+                OverrideEvent::NCpuMoe(_, n) => self.o.model.n_cpu_moe = self.o.model.n_cpu_moe.max(n),
+            }
+            if list.len() > max_overrides {
+                return Err(flag_error(
+                    "-ot",
+                    None,
+                    format!("{} tensor overrides, more than llama.cpp's {max_overrides}", list.len()),
+                ));
+            }
+        }
+        self.o.model.tensor_overrides = list;
+        Ok(())
+    }
+}
+
+pub(super) fn parse_override_rules(flag: &str, v: &str, warnings: &mut Vec<String>) -> Result<Vec<TensorOverride>> {
+    let mut rules = Vec::new();
+    for rule in v.split(',') {
+        let bad = |reason: String| flag_error(flag, Some(v), format!("rule `{rule}`: {reason}"));
+        let Some((pattern, target)) = rule.split_once('=') else {
+            return Err(bad("no `=` between the tensor name pattern and the buffer type".into()));
+        };
+        if pattern.is_empty() {
+            return Err(bad("empty pattern (it would match every tensor)".into()));
+        }
+        crate::regex::check(pattern).map_err(|e| bad(format!("the pattern is not a valid std::regex: {e}")))?;
+        if pattern.trim() != pattern {
+            warnings.push(format!(
+                "`{flag}`: pattern `{pattern}` has leading or trailing spaces, which llama.cpp keeps (tensor names \
+                 have no spaces, so it may never match); a space after a comma in -ot is the usual cause"
+            ));
+        }
+        let target = parse_buffer_target(target).map_err(bad)?;
+        rules.push(TensorOverride { pattern: pattern.to_string(), target });
+    }
+    Ok(rules)
+}
+
+pub(super) fn parse_buffer_target(name: &str) -> std::result::Result<BufferTarget, String> {
+    if name == "CPU" {
+        return Ok(BufferTarget::Cpu);
+    }
+    if name.is_empty() {
+        return Err("empty buffer type".into());
+    }
+    if name.eq_ignore_ascii_case("cpu") {
+        return Err(format!("unknown buffer type `{name}`: llama.cpp's names are case-sensitive (`CPU`)"));
+    }
+    if name.contains(['=', ' ', '\t', ',']) {
+        return Err(format!(
+            "unknown buffer type `{name}` (llama.cpp splits a rule at its first `=`, so patterns cannot hold `=`, \
+             and does not trim spaces)"
+        ));
+    }
+    if name.ends_with("_Host") {
+        return Err(format!("`{name}` is a host buffer type, which llama.cpp's -ot does not offer; use `CPU`"));
+    }
+    Ok(BufferTarget::Device(name.to_string()))
+}
+
+pub(super) fn parse_devices(flag: &str, v: &str) -> Result<Vec<String>> {
+    let names: Vec<&str> = v.split(',').collect();
+    if names == ["none"] {
+        return Ok(Vec::new());
+    }
+    for name in &names {
+        let bad = |reason: &str| flag_error(flag, Some(v), format!("device `{name}`: {reason}"));
+        if name.is_empty() {
+            return Err(bad("empty name"));
+        }
+        if *name == "none" {
+            return Err(bad("`none` must be the only entry"));
+        }
+        if *name == "CPU" {
+            return Err(bad("llama.cpp refuses CPU devices in -dev (they are always used)"));
+        }
+    }
+    Ok(names.into_iter().map(str::to_string).collect())
+}
+
+/// llama.cpp's `parse_cpu_range` (`common/common.cpp`): `lo-hi`, either end may be left out.
+pub(super) fn parse_cpu_range(flag: &str, v: &str) -> Result<CpuMask> {
+    let Some((lo, hi)) = v.split_once('-') else {
+        return Err(flag_error(flag, Some(v), "not a range LO-HI"));
+    };
+    let bound = |s: &str, default: u64| -> Result<u64> {
+        if s.is_empty() {
+            return Ok(default);
+        }
+        let n = stoul(flag, s)?.value;
+        if n >= MAX_CPUS as u64 {
+            return Err(flag_error(flag, Some(v), format!("CPU {n} is out of bounds (0..{})", MAX_CPUS - 1)));
+        }
+        Ok(n)
+    };
+    let (lo, hi) = (bound(lo, 0)?, bound(hi, MAX_CPUS as u64 - 1)?);
+    // Both bounds are below MAX_CPUS here.
+    Ok(CpuMask::range(lo as usize, hi as usize))
+}
+
+/// `a, b or c`.
+pub(super) fn or_list(names: &[&str]) -> String {
+    match names.split_last() {
+        Some((last, [])) => (*last).to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}

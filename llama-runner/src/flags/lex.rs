@@ -1,0 +1,276 @@
+//! The flag table (every spelling, arity and `LLAMA_ARG_*` variable) and lexing: argv words
+//! and environment variables become [`Item`]s.
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Opt {
+    Threads,
+    ThreadsBatch,
+    CpuMask,
+    CpuRange,
+    CpuStrict,
+    Prio,
+    Poll,
+    CtxSize,
+    BatchSize,
+    UbatchSize,
+    SwaFull,
+    KvUnified,
+    Perf,
+    FlashAttn,
+    KvOffload,
+    Repack,
+    NoHost,
+    CacheTypeK,
+    CacheTypeV,
+    Parallel,
+    Mlock,
+    Mmap,
+    DirectIo,
+    LoadMode,
+    Numa,
+    Device,
+    OverrideTensor,
+    CpuMoe,
+    NCpuMoe,
+    GpuLayers,
+    SplitMode,
+    TensorSplit,
+    MainGpu,
+    Fit,
+    OpOffload,
+    Model,
+    ServerOnly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arity {
+    /// A flag without value (`handler_void`).
+    Switch,
+    /// A positive and a negative spelling (`handler_bool`).
+    Toggle,
+    /// One value (`handler_int` / `handler_string`).
+    Value,
+}
+
+pub(super) struct Spec {
+    pub(super) opt: Opt,
+    pub(super) names: &'static [&'static str],
+    pub(super) negs: &'static [&'static str],
+    pub(super) arity: Arity,
+    pub(super) env: Option<&'static str>,
+}
+
+pub(super) const fn spec(opt: Opt, names: &'static [&'static str], arity: Arity, env: Option<&'static str>) -> Spec {
+    Spec { opt, names, negs: &[], arity, env }
+}
+
+pub(super) const fn toggle(
+    opt: Opt,
+    names: &'static [&'static str],
+    negs: &'static [&'static str],
+    env: Option<&'static str>,
+) -> Spec {
+    Spec { opt, names, negs, arity: Arity::Toggle, env }
+}
+
+use Arity::{Switch, Value};
+
+/// In arg.cpp's definition order, which is the order llama.cpp applies environment variables in.
+pub(super) const SPECS: &[Spec] = &[
+    spec(Opt::Threads, &["-t", "--threads"], Value, Some("LLAMA_ARG_THREADS")),
+    spec(Opt::ThreadsBatch, &["-tb", "--threads-batch"], Value, None),
+    spec(Opt::CpuMask, &["-C", "--cpu-mask"], Value, None),
+    spec(Opt::CpuRange, &["-Cr", "--cpu-range"], Value, None),
+    spec(Opt::CpuStrict, &["--cpu-strict"], Value, None),
+    spec(Opt::Prio, &["--prio"], Value, None),
+    spec(Opt::Poll, &["--poll"], Value, None),
+    spec(Opt::CtxSize, &["-c", "--ctx-size"], Value, Some("LLAMA_ARG_CTX_SIZE")),
+    spec(Opt::BatchSize, &["-b", "--batch-size"], Value, Some("LLAMA_ARG_BATCH")),
+    spec(Opt::UbatchSize, &["-ub", "--ubatch-size"], Value, Some("LLAMA_ARG_UBATCH")),
+    spec(Opt::SwaFull, &["--swa-full"], Switch, Some("LLAMA_ARG_SWA_FULL")),
+    toggle(Opt::KvUnified, &["-kvu", "--kv-unified"], &["-no-kvu", "--no-kv-unified"], Some("LLAMA_ARG_KV_UNIFIED")),
+    spec(Opt::FlashAttn, &["-fa", "--flash-attn"], Value, Some("LLAMA_ARG_FLASH_ATTN")),
+    toggle(Opt::Perf, &["--perf"], &["--no-perf"], Some("LLAMA_ARG_PERF")),
+    toggle(Opt::KvOffload, &["-kvo", "--kv-offload"], &["-nkvo", "--no-kv-offload"], Some("LLAMA_ARG_KV_OFFLOAD")),
+    toggle(Opt::Repack, &["--repack"], &["-nr", "--no-repack"], Some("LLAMA_ARG_REPACK")),
+    spec(Opt::NoHost, &["--no-host"], Switch, Some("LLAMA_ARG_NO_HOST")),
+    spec(Opt::CacheTypeK, &["-ctk", "--cache-type-k"], Value, Some("LLAMA_ARG_CACHE_TYPE_K")),
+    spec(Opt::CacheTypeV, &["-ctv", "--cache-type-v"], Value, Some("LLAMA_ARG_CACHE_TYPE_V")),
+    spec(Opt::Parallel, &["-np", "--parallel"], Value, Some("LLAMA_ARG_N_PARALLEL")),
+    spec(Opt::Mlock, &["--mlock"], Switch, Some("LLAMA_ARG_MLOCK")),
+    toggle(Opt::Mmap, &["--mmap"], &["--no-mmap"], Some("LLAMA_ARG_MMAP")),
+    toggle(Opt::DirectIo, &["-dio", "--direct-io"], &["-ndio", "--no-direct-io"], Some("LLAMA_ARG_DIO")),
+    spec(Opt::LoadMode, &["-lm", "--load-mode"], Value, Some("LLAMA_ARG_LOAD_MODE")),
+    spec(Opt::Numa, &["--numa"], Value, Some("LLAMA_ARG_NUMA")),
+    spec(Opt::Device, &["-dev", "--device"], Value, Some("LLAMA_ARG_DEVICE")),
+    spec(Opt::OverrideTensor, &["-ot", "--override-tensor"], Value, Some("LLAMA_ARG_OVERRIDE_TENSOR")),
+    spec(Opt::CpuMoe, &["-cmoe", "--cpu-moe"], Switch, Some("LLAMA_ARG_CPU_MOE")),
+    spec(Opt::NCpuMoe, &["-ncmoe", "--n-cpu-moe"], Value, Some("LLAMA_ARG_N_CPU_MOE")),
+    spec(Opt::GpuLayers, &["-ngl", "--gpu-layers", "--n-gpu-layers"], Value, Some("LLAMA_ARG_N_GPU_LAYERS")),
+    spec(Opt::SplitMode, &["-sm", "--split-mode"], Value, Some("LLAMA_ARG_SPLIT_MODE")),
+    spec(Opt::TensorSplit, &["-ts", "--tensor-split"], Value, Some("LLAMA_ARG_TENSOR_SPLIT")),
+    spec(Opt::MainGpu, &["-mg", "--main-gpu"], Value, Some("LLAMA_ARG_MAIN_GPU")),
+    spec(Opt::Fit, &["-fit", "--fit"], Value, Some("LLAMA_ARG_FIT")),
+    toggle(Opt::OpOffload, &["--op-offload"], &["--no-op-offload"], None),
+    spec(Opt::ServerOnly, &["-a", "--alias"], Value, Some("LLAMA_ARG_ALIAS")),
+    spec(Opt::Model, &["-m", "--model"], Value, Some("LLAMA_ARG_MODEL")),
+    spec(Opt::ServerOnly, &["--host"], Value, Some("LLAMA_ARG_HOST")),
+    spec(Opt::ServerOnly, &["--port"], Value, Some("LLAMA_ARG_PORT")),
+    toggle(Opt::ServerOnly, &["--ui", "--webui"], &["--no-ui", "--no-webui"], Some("LLAMA_ARG_UI")),
+    spec(Opt::ServerOnly, &["--api-key"], Value, Some("LLAMA_API_KEY")),
+    spec(Opt::ServerOnly, &["--metrics"], Switch, Some("LLAMA_ARG_ENDPOINT_METRICS")),
+    spec(Opt::ServerOnly, &["--props"], Switch, Some("LLAMA_ARG_ENDPOINT_PROPS")),
+    toggle(Opt::ServerOnly, &["--slots"], &["--no-slots"], Some("LLAMA_ARG_ENDPOINT_SLOTS")),
+    toggle(Opt::ServerOnly, &["--jinja"], &["--no-jinja"], Some("LLAMA_ARG_JINJA")),
+];
+
+pub(super) fn neg_env(s: &Spec) -> Option<String> {
+    match (s.arity, s.env) {
+        (Arity::Toggle, Some(env)) => Some(env.replacen("LLAMA_ARG_", "LLAMA_ARG_NO_", 1)),
+        _ => None,
+    }
+}
+
+pub(super) fn lookup(name: &str) -> Option<(&'static Spec, bool)> {
+    SPECS.iter().find_map(|s| {
+        if s.names.contains(&name) {
+            Some((s, true))
+        } else if s.negs.contains(&name) {
+            Some((s, false))
+        } else {
+            None
+        }
+    })
+}
+
+/// One flag occurrence, from the command line or from an environment variable.
+pub(super) struct Item {
+    pub(super) spec: &'static Spec,
+    /// The flag as written, or the variable's name.
+    pub(super) label: String,
+    pub(super) positive: bool,
+    pub(super) value: Option<String>,
+    pub(super) from_env: bool,
+}
+
+pub(super) fn flag_error(flag: &str, value: Option<&str>, reason: impl Into<String>) -> Error {
+    Error::Flag { flag: flag.to_string(), value: value.map(str::to_string), reason: reason.into() }
+}
+
+pub(super) fn arg_items<S: AsRef<str>>(args: &[S]) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let raw = args[i].as_ref();
+        // As in `common_params_parse_ex`: underscores in long flags are dashes.
+        let name = if raw.starts_with("--") { raw.replace('_', "-") } else { raw.to_string() };
+        let Some((spec, positive)) = lookup(&name) else {
+            if let Some((flag, _)) = name.split_once('=')
+                && flag.starts_with('-')
+                && lookup(flag).is_some()
+            {
+                return Err(flag_error(
+                    raw,
+                    None,
+                    format!("llama.cpp does not accept `{flag}=VALUE`; write `{flag} VALUE`"),
+                ));
+            }
+            if !raw.starts_with('-') {
+                return Err(flag_error(raw, None, "not a flag: a value without its flag, or a stray word"));
+            }
+            return Err(flag_error(raw, None, "unknown flag, or a llama.cpp flag that RunOptions does not hold"));
+        };
+        let value = if spec.arity == Arity::Value {
+            i += 1;
+            match args.get(i) {
+                Some(v) => Some(v.as_ref().to_string()),
+                None => return Err(flag_error(raw, None, "missing value")),
+            }
+        } else {
+            None
+        };
+        if let Some(v) = &value
+            && v.contains('\0')
+        {
+            return Err(flag_error(raw, None, "the value contains a NUL byte"));
+        }
+        items.push(Item { spec, label: raw.to_string(), positive, value, from_env: false });
+        i += 1;
+    }
+    Ok(items)
+}
+
+/// llama.cpp's `is_truthy` / `is_falsey` (`common/arg.cpp`).
+pub(super) fn truthy(v: &str) -> bool {
+    matches!(v, "on" | "enabled" | "true" | "1")
+}
+
+pub(super) fn falsey(v: &str) -> bool {
+    matches!(v, "off" | "disabled" | "false" | "0")
+}
+
+pub(super) fn env_items(env: &[(String, String)], warnings: &mut Vec<String>) -> Result<Vec<Item>> {
+    let get = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let mut items = Vec::new();
+    for spec in SPECS {
+        let Some(var) = spec.env else { continue };
+        if let Some(v) = get(var)
+            && v.contains('\0')
+        {
+            return Err(flag_error(var, None, "the value contains a NUL byte"));
+        }
+        match spec.arity {
+            Arity::Toggle => {
+                let neg = neg_env(spec).unwrap_or_default();
+                if let Some(v) = get(&neg) {
+                    if falsey(v) || v.is_empty() {
+                        warnings.push(format!(
+                            "{neg}={v} turns the option off all the same: llama.cpp only checks that a LLAMA_ARG_NO_* \
+                             variable is set"
+                        ));
+                    }
+                    items.push(Item { spec, label: neg, positive: false, value: None, from_env: true });
+                } else if let Some(v) = get(var) {
+                    let positive = if truthy(v) {
+                        true
+                    } else if falsey(v) {
+                        false
+                    } else {
+                        return Err(flag_error(
+                            var,
+                            Some(v),
+                            "not a boolean llama.cpp reads (on/off, enabled/disabled, true/false, 1/0)",
+                        ));
+                    };
+                    items.push(Item { spec, label: var.to_string(), positive, value: None, from_env: true });
+                }
+            }
+            Arity::Switch => {
+                if let Some(v) = get(var) {
+                    if truthy(v) {
+                        items.push(Item { spec, label: var.to_string(), positive: true, value: None, from_env: true });
+                    } else if !falsey(v) {
+                        warnings.push(format!(
+                            "{var}={v} does nothing: llama.cpp applies a switch variable only for 1, true, on or \
+                             enabled"
+                        ));
+                    }
+                }
+            }
+            Arity::Value => {
+                if let Some(v) = get(var) {
+                    items.push(Item {
+                        spec,
+                        label: var.to_string(),
+                        positive: true,
+                        value: Some(v.to_string()),
+                        from_env: true,
+                    });
+                }
+            }
+        }
+    }
+    Ok(items)
+}
