@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::env;
+use crate::options::Options;
 
 /// The headers the bindings are generated from, relative to the llama.cpp root. Their combined
 /// hash identifies the API the bindings describe.
@@ -37,25 +37,34 @@ pub fn header_hash(llama_dir: &Path) -> String {
 /// The header hash recorded in the checked-in bindings (`BINDINGS_HEADER_SHA256`).
 fn checked_in_hash(manifest: &Path) -> Option<String> {
     let text = fs::read_to_string(manifest.join(CHECKED_IN)).ok()?;
-    let line = text.lines().find(|l| l.contains("BINDINGS_HEADER_SHA256"))?;
+    let line = text.lines().find(|l| l.trim_start().starts_with("pub const BINDINGS_HEADER_SHA256"))?;
     Some(line.split('"').nth(1)?.to_string())
 }
 
+/// The bindings `src/lib.rs` includes.
+pub struct Provided {
+    /// `OUT_DIR/bindings.rs`.
+    pub path: PathBuf,
+    /// `checked-in` or `bindgen`.
+    pub origin: &'static str,
+}
+
 /// Writes `OUT_DIR/bindings.rs`: a copy of the checked-in file when the headers match, or a
-/// fresh bindgen run (feature `bindgen`). Returns how they were obtained.
-pub fn provide(llama_dir: &Path, hash: &str) -> &'static str {
-    let manifest = PathBuf::from(env::cargo("CARGO_MANIFEST_DIR"));
-    let out = PathBuf::from(env::cargo("OUT_DIR")).join("bindings.rs");
+/// fresh bindgen run (feature `bindgen`). Needs only the headers, so it runs before CMake: a
+/// mismatch stops the build in seconds, not after compiling llama.cpp.
+pub fn provide(llama_dir: &Path, hash: &str, opts: &Options) -> Provided {
+    let manifest = &opts.manifest_dir;
+    let path = opts.out_dir.join("bindings.rs");
     println!("cargo:rerun-if-changed={}", manifest.join(CHECKED_IN).display());
     println!("cargo:rerun-if-changed={}", manifest.join("wrapper.h").display());
-    if env::feature("bindgen") {
-        generate(llama_dir, &manifest, &out, hash);
-        return "bindgen";
+    if opts.bindgen {
+        generate(llama_dir, manifest, &path, hash);
+        return Provided { path, origin: "bindgen" };
     }
-    match checked_in_hash(&manifest) {
+    match checked_in_hash(manifest) {
         Some(h) if h == hash => {
-            fs::copy(manifest.join(CHECKED_IN), &out).expect("copy the checked-in bindings");
-            "checked-in"
+            fs::copy(manifest.join(CHECKED_IN), &path).expect("copy the checked-in bindings");
+            Provided { path, origin: "checked-in" }
         }
         other => panic!(
             "\n\nThe llama.cpp headers in {} differ from the ones the checked-in bindings were made for\n\

@@ -1,37 +1,12 @@
 //! Configures and builds llama.cpp with CMake.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use crate::env;
-use crate::source::Source;
+use sha2::{Digest, Sha256};
 
-/// CMake variables that may be passed through from the environment unchanged (`NAME=value`).
-///
-/// Anything else goes through `LLAMA_SYS_CMAKE_DEFINES="A=1;B=2"`. Both are applied after this
-/// script's own settings, so they win.
-pub const PASS_THROUGH: &[&str] = &[
-    "CMAKE_CUDA_ARCHITECTURES",
-    "CMAKE_CUDA_COMPILER",
-    "CMAKE_CUDA_HOST_COMPILER",
-    "CUDAToolkit_ROOT",
-    "GGML_CUDA_FA_ALL_QUANTS",
-    "GGML_CUDA_FORCE_MMQ",
-    "GGML_CUDA_FORCE_CUBLAS",
-    "GGML_CUDA_GRAPHS",
-    "GGML_CUDA_NCCL",
-    "GGML_CUDA_NO_VMM",
-    "GGML_CPU_REPACK",
-    "GGML_SCHED_MAX_COPIES",
-    "GGML_AVX",
-    "GGML_AVX2",
-    "GGML_AVX512",
-    "GGML_FMA",
-    "GGML_F16C",
-    "GGML_BMI2",
-    "GGML_CCACHE",
-];
+use crate::link::Toolkit;
+use crate::options::{Driver, Options};
+use crate::source::Source;
 
 /// What the build produced: where the libraries and headers were installed.
 pub struct Built {
@@ -41,38 +16,27 @@ pub struct Built {
     pub lib_dir: PathBuf,
 }
 
-/// Build options derived from features and environment.
-pub struct Options {
-    pub profile: String,
-    pub native: bool,
-    pub cuda: bool,
-    pub shared: bool,
-}
-
-impl Options {
-    pub fn from_env() -> Self {
-        Options {
-            profile: env::var("LLAMA_SYS_PROFILE").unwrap_or_else(|| "Release".into()),
-            native: env::feature("native"),
-            cuda: env::feature("cuda"),
-            shared: env::feature("dynamic-link"),
-        }
-    }
-}
-
 /// The CMake build tree for a source tree: one per source directory, so switching
 /// `LLAMA_CPP_DIR` between worktrees never confuses CMake's cache, and going back to a tree
 /// reuses its objects (incremental bisect steps).
-fn build_root(src: &Path) -> PathBuf {
-    let mut h = DefaultHasher::new();
-    src.hash(&mut h);
-    PathBuf::from(env::cargo("OUT_DIR")).join(format!("llama.cpp-{:016x}", h.finish()))
+///
+/// The directory is named by the first 16 hex digits of the SHA-256 of the path's bytes: the
+/// same name for the same tree with every Rust version (std's `DefaultHasher` promises no such
+/// thing, and a new name would rebuild llama.cpp from scratch).
+pub fn build_root(out_dir: &Path, src: &Path) -> PathBuf {
+    out_dir.join(format!("llama.cpp-{}", tree_key(src)))
+}
+
+/// The key of [`build_root`]: 16 hex digits of the SHA-256 of the path's bytes.
+pub fn tree_key(src: &Path) -> String {
+    let digest = Sha256::digest(src.as_os_str().as_encoded_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs CMake configure + build + install.
-pub fn build(src: &Source, opts: &Options) -> Built {
+pub fn build(src: &Source, opts: &Options, toolkit: Option<&Toolkit>) -> Built {
     let on = |b: bool| if b { "ON" } else { "OFF" };
-    let prefix = build_root(&src.dir);
+    let prefix = build_root(&opts.out_dir, &src.dir);
     let mut cfg = cmake::Config::new(&src.dir);
     cfg.out_dir(&prefix)
         .profile(&opts.profile)
@@ -87,16 +51,16 @@ pub fn build(src: &Source, opts: &Options) -> Built {
         .define("LLAMA_BUILD_SERVER", "OFF")
         .define("LLAMA_BUILD_APP", "OFF")
         // llama.cpp's common library (argument parser, `common_*_params_to_llama`): the Rust
-        // crates do not link it, but tests compile a C++ program against it to check that our
-        // lowering of options equals what llama.cpp's own command-line parser builds. Those
-        // tests are for the pinned commit, so other trees (snapshots, bisect steps) skip it
-        // unless LLAMA_SYS_BUILD_COMMON asks: it is a third of the build time, and older trees'
-        // common/ wants libcurl.
-        .define("LLAMA_BUILD_COMMON", on(build_common(src)))
+        // crates do not link it, but this workspace's parity tests compile a C++ program against
+        // it to check that our lowering of options equals what llama.cpp's own command-line
+        // parser builds. It is a third of the build time, so it is built only when
+        // LLAMA_SYS_BUILD_COMMON asks (the workspace's .cargo/config.toml does; a downstream
+        // build does not read that file).
+        .define("LLAMA_BUILD_COMMON", on(opts.build_common))
         .define("LLAMA_OPENSSL", "OFF")
         .define("GGML_OPENMP", "ON")
         .define("GGML_NATIVE", on(opts.native))
-        .define("GGML_CUDA", on(opts.cuda))
+        .define("GGML_CUDA", on(opts.cuda_on()))
         // The build info llama.cpp would otherwise derive from git: wrong for a tarball, a
         // shallow clone, or a tree inside another repository (it would report *that* HEAD).
         .define("LLAMA_BUILD_COMMIT", &src.commit)
@@ -108,53 +72,59 @@ pub fn build(src: &Source, opts: &Options) -> Built {
         // Older trees (2025) default to linking libcurl for model downloads.
         cfg.define("LLAMA_CURL", "OFF");
     }
-    if opts.cuda {
+    if let (Some(cuda), Some(toolkit)) = (&opts.cuda, toolkit) {
         // The toolkit the build script checked is the one CMake uses (CMake's own search would
         // miss a CUDA_PATH whose nvcc is not on PATH). GGML_CUDA_NCCL etc. below still override.
-        let toolkit = crate::link::Toolkit::find().unwrap_or_else(|e| panic!("{e}"));
         cfg.define("CMAKE_CUDA_COMPILER", &toolkit.nvcc).define("CUDAToolkit_ROOT", &toolkit.root);
         // CMake's CUDA::cuda_driver becomes the run-time loader of libcuda.so.1, so that
         // libggml-cuda.so (dynamic-link) does not need the driver to load either. With
         // LLAMA_SYS_CUDA_DRIVER=link, a -NOTFOUND value makes CMake search for libcuda again
         // (the cache would otherwise keep the loader from an earlier configure).
-        let driver = match crate::cuda_driver::mode() {
-            crate::cuda_driver::Driver::Dlopen => crate::cuda_driver::build(&toolkit.include).into_os_string(),
-            crate::cuda_driver::Driver::Link => "CUDA_cuda_driver_LIBRARY-NOTFOUND".into(),
+        let driver = match cuda.driver {
+            Driver::Dlopen => crate::cuda_driver::build(&toolkit.include, opts).into_os_string(),
+            Driver::Link => "CUDA_cuda_driver_LIBRARY-NOTFOUND".into(),
         };
         cfg.define("CUDA_cuda_driver_LIBRARY", driver);
         // NCCL is only for multi-GPU tensor parallelism and breaks links where it is half present.
         cfg.define("GGML_CUDA_NCCL", "OFF");
-        if let Some(archs) = env::var("LLAMA_SYS_CUDA_ARCHS") {
+        if let Some(archs) = &cuda.archs {
             cfg.define("CMAKE_CUDA_ARCHITECTURES", archs);
         }
     }
-    for name in PASS_THROUGH {
-        if let Some(value) = env::var(name) {
-            cfg.define(name, value);
-        }
+    // The user's settings last, so they win: the documented pass-through list, then
+    // LLAMA_SYS_CMAKE_DEFINES (both read and checked in options.rs).
+    for (name, value) in &opts.pass_through {
+        cfg.define(name, value);
     }
-    if let Some(defines) = env::var("LLAMA_SYS_CMAKE_DEFINES") {
-        for def in defines.split(';').filter(|d| !d.trim().is_empty()) {
-            let (k, v) = def.split_once('=').unwrap_or_else(|| {
-                panic!("LLAMA_SYS_CMAKE_DEFINES: `{def}` is not NAME=VALUE (separate entries with ';')")
-            });
-            cfg.define(k.trim(), v.trim());
-        }
+    for (name, value) in &opts.cmake_defines {
+        cfg.define(name, value);
     }
     let prefix = cfg.build();
     let lib_dir = prefix.join("lib");
-    install_common_deps(&prefix, &lib_dir);
+    if opts.build_common {
+        install_common_deps(&prefix, &lib_dir);
+    } else {
+        remove_common(&lib_dir);
+    }
     Built { lib_dir, prefix }
 }
 
-/// Whether to build llama.cpp's common library: `LLAMA_SYS_BUILD_COMMON` (`ON`/`OFF`, `1`/`0`)
-/// when set, else only for the pinned commit.
-fn build_common(src: &Source) -> bool {
-    match env::var("LLAMA_SYS_BUILD_COMMON").map(|v| v.to_ascii_uppercase()) {
-        Some(v) if ["1", "ON", "TRUE", "YES"].contains(&v.as_str()) => true,
-        Some(v) if ["0", "OFF", "FALSE", "NO"].contains(&v.as_str()) => false,
-        Some(v) => panic!("LLAMA_SYS_BUILD_COMMON={v}: use ON or OFF"),
-        None => src.pinned,
+/// The common library's files in the install directory: `libllama-common` itself and what
+/// [`install_common_deps`] copies beside it.
+const COMMON_LIBS: &[&str] = &["libllama-common.a", "libllama-common.so", "libllama-common-base.a", "libcpp-httplib.a"];
+
+/// Removes the common library left in the install directory by an earlier build of this tree
+/// with LLAMA_SYS_BUILD_COMMON on, so that its presence always means this build made it
+/// (`build_info::COMMON_BUILT`, the parity tests' check).
+fn remove_common(lib_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(lib_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let common = COMMON_LIBS.iter().any(|l| *l == name || name.starts_with(&format!("{l}.")));
+        if common && let Err(e) = std::fs::remove_file(entry.path()) {
+            println!("cargo:warning=could not remove the stale {}: {e}", entry.path().display());
+        }
     }
 }
 

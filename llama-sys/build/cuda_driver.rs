@@ -18,32 +18,14 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::env;
-
-/// How the driver API is reached (`LLAMA_SYS_CUDA_DRIVER`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Driver {
-    /// `dlopen("libcuda.so.1")` before `main` (the default).
-    Dlopen,
-    /// `-lcuda` as upstream: `libcuda.so.1` is needed to start.
-    Link,
-}
-
-/// Reads `LLAMA_SYS_CUDA_DRIVER`.
-pub fn mode() -> Driver {
-    match env::var("LLAMA_SYS_CUDA_DRIVER").as_deref() {
-        None | Some("dlopen") => Driver::Dlopen,
-        Some("link") => Driver::Link,
-        Some(v) => panic!("LLAMA_SYS_CUDA_DRIVER={v}: use dlopen (the default) or link"),
-    }
-}
+use crate::options::Options;
 
 /// Name of the static library (`lib<NAME>.a`).
 pub const LIB: &str = "llama_sys_cuda_driver";
 
 /// Builds the library for the toolkit's `cuda.h`; returns the archive's path.
-pub fn build(include: &Path) -> PathBuf {
-    let out = PathBuf::from(env::cargo("OUT_DIR")).join("cuda-driver");
+pub fn build(include: &Path, opts: &Options) -> PathBuf {
+    let out = dir(opts);
     std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("cannot create {}: {e}", out.display()));
     let header = out.join("cuda_h.c");
     write(&header, "#include <cuda.h>\n");
@@ -56,8 +38,7 @@ pub fn build(include: &Path) -> PathBuf {
         include.display()
     );
 
-    let arch = env::cargo("CARGO_CFG_TARGET_ARCH");
-    let asm = trampolines(&names, &arch);
+    let asm = trampolines(&names, &opts.target_arch);
     write(&out.join("trampolines.S"), &asm);
     write(&out.join("table.c"), &table(&names));
     cc::Build::new()
@@ -69,6 +50,11 @@ pub fn build(include: &Path) -> PathBuf {
         .compile(LIB);
     println!("llama-sys: driver API: {} functions of cuda.h resolved at run time ({LIB})", names.len());
     out.join(format!("lib{LIB}.a"))
+}
+
+/// Where the library is built.
+pub fn dir(opts: &Options) -> PathBuf {
+    opts.out_dir.join("cuda-driver")
 }
 
 /// The functions a preprocessed `cuda.h` declares (`CUresult cuName(`), macro-renamed versions

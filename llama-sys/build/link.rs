@@ -2,18 +2,19 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cmake::{Built, Options};
-use crate::{cuda_driver, env};
+use crate::cmake::Built;
+use crate::cuda_driver;
+use crate::options::{Cuda, CudaStatic, Driver, Options, ToolkitHints};
 
 /// Emits the `rustc-link-*` lines.
-pub fn emit(built: &Built, opts: &Options) {
+pub fn emit(built: &Built, opts: &Options, toolkit: Option<&Toolkit>) {
     println!("cargo:rustc-link-search=native={}", built.lib_dir.display());
     let kind = if opts.shared { "dylib" } else { "static" };
     // Dependents first: libllama needs ggml, ggml needs its backends, backends need ggml-base.
     // With shared libraries libggml.so itself depends on libggml-cuda.so when it was built with
     // CUDA, so a binary built without `cuda` runs against CUDA libraries built elsewhere.
     let mut libs = vec!["llama", "ggml"];
-    if opts.cuda && !opts.shared {
+    if opts.cuda_on() && !opts.shared {
         libs.push("ggml-cuda");
     }
     libs.extend(["ggml-cpu", "ggml-base"]);
@@ -28,36 +29,14 @@ pub fn emit(built: &Built, opts: &Options) {
     } else {
         println!("cargo:rustc-link-lib=dylib=stdc++");
         println!("cargo:rustc-link-lib=dylib=gomp");
-        if opts.cuda {
-            let toolkit = Toolkit::find().unwrap_or_else(|e| panic!("{e}"));
-            cuda_libs(&toolkit, cuda_static());
+        if let (Some(cuda), Some(toolkit)) = (&opts.cuda, toolkit) {
+            cuda_libs(toolkit, cuda, opts);
         }
     }
 }
 
-/// How the CUDA runtime and cuBLAS are linked into a static build (`LLAMA_SYS_CUDA_STATIC`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum CudaStatic {
-    /// `libcudart.so` and `libcublas.so` (the default): found at run time like any system library.
-    None,
-    /// `LLAMA_SYS_CUDA_STATIC=cudart`: the runtime static, cuBLAS shared.
-    Runtime,
-    /// `LLAMA_SYS_CUDA_STATIC=1`: runtime and cuBLAS static (a larger binary; needs a toolkit
-    /// with `libcublas_static.a`, which the PyPI wheels do not have).
-    All,
-}
-
-/// Reads `LLAMA_SYS_CUDA_STATIC`.
-pub fn cuda_static() -> CudaStatic {
-    match env::var("LLAMA_SYS_CUDA_STATIC").as_deref() {
-        None | Some("0" | "off" | "OFF") => CudaStatic::None,
-        Some("cudart") => CudaStatic::Runtime,
-        Some("1" | "on" | "ON" | "all") => CudaStatic::All,
-        Some(v) => panic!("LLAMA_SYS_CUDA_STATIC={v}: use 1 (runtime and cuBLAS static), cudart (runtime only) or 0"),
-    }
-}
-
-fn cuda_libs(toolkit: &Toolkit, mode: CudaStatic) {
+fn cuda_libs(toolkit: &Toolkit, cuda: &Cuda, opts: &Options) {
+    let mode = cuda.static_mode;
     for dir in &toolkit.lib_dirs {
         println!("cargo:rustc-link-search=native={}", dir.display());
     }
@@ -97,14 +76,13 @@ fn cuda_libs(toolkit: &Toolkit, mode: CudaStatic) {
     // driver, not the toolkit. By default it is loaded at run time (see cuda_driver.rs), so the
     // binary also starts where no driver is installed; `LLAMA_SYS_CUDA_DRIVER=link` links it (at
     // link time a toolkit's `stubs/libcuda.so` stands in for it).
-    match cuda_driver::mode() {
-        cuda_driver::Driver::Dlopen => {
-            let dir = PathBuf::from(env::cargo("OUT_DIR")).join("cuda-driver");
-            println!("cargo:rustc-link-search=native={}", dir.display());
+    match cuda.driver {
+        Driver::Dlopen => {
+            println!("cargo:rustc-link-search=native={}", cuda_driver::dir(opts).display());
             println!("cargo:rustc-link-lib=static={}", cuda_driver::LIB);
             println!("cargo:rustc-link-lib=dylib=dl");
         }
-        cuda_driver::Driver::Link => println!("cargo:rustc-link-lib=dylib=cuda"),
+        Driver::Link => println!("cargo:rustc-link-lib=dylib=cuda"),
     }
 }
 
@@ -126,8 +104,8 @@ impl Toolkit {
     /// Where: `CUDA_PATH`, `CUDAToolkit_ROOT`, the directory above `CMAKE_CUDA_COMPILER`, the
     /// directory above the first `nvcc` on `PATH`, `/usr/local/cuda`. The first of these that is
     /// set decides: a variable that points at no toolkit is an error, not a reason to look on.
-    pub fn find() -> Result<Toolkit, String> {
-        let (root, origin) = locate()?;
+    pub fn find(cuda: &Cuda) -> Result<Toolkit, String> {
+        let (root, origin) = locate(&cuda.hints)?;
         let nvcc = root.join("bin/nvcc");
         let missing = |what: &str, hint: &str| {
             Err(format!(
@@ -163,7 +141,7 @@ impl Toolkit {
             .filter(|d| d.is_dir())
             .collect();
         let has_lib = |name: &str| lib_dirs.iter().any(|d| d.join(name).exists());
-        let mode = cuda_static();
+        let mode = cuda.static_mode;
         let mut need = vec![("libcudart.so", "the CUDA runtime")];
         if mode != CudaStatic::None {
             need = vec![("libcudart_static.a", "the static CUDA runtime"), ("libculibos.a", "culibos")];
@@ -187,7 +165,7 @@ impl Toolkit {
         let stubs: Vec<PathBuf> =
             lib_dirs.iter().map(|d| d.join("stubs")).filter(|d| d.join("libcuda.so").exists()).collect();
         let mut lib_dirs = lib_dirs;
-        if cuda_driver::mode() == cuda_driver::Driver::Link && stubs.is_empty() && !driver_elsewhere {
+        if cuda.driver == Driver::Link && stubs.is_empty() && !driver_elsewhere {
             return missing(
                 "lib64/stubs/libcuda.so (the driver API stub) and no libcuda.so is installed",
                 "With LLAMA_SYS_CUDA_DRIVER=link the driver library is linked; at link time the toolkit's stub \
@@ -200,17 +178,17 @@ impl Toolkit {
 }
 
 /// The first place that names a toolkit, and which one it was.
-fn locate() -> Result<(PathBuf, String), String> {
-    for var in ["CUDA_PATH", "CUDAToolkit_ROOT"] {
-        if let Some(root) = env::var_os(var).map(PathBuf::from) {
-            return Ok((absolute(&root), format!("from {var}")));
+fn locate(hints: &ToolkitHints) -> Result<(PathBuf, String), String> {
+    for (var, root) in [("CUDA_PATH", &hints.cuda_path), ("CUDAToolkit_ROOT", &hints.toolkit_root)] {
+        if let Some(root) = root {
+            return Ok((absolute(root), format!("from {var}")));
         }
     }
-    if let Some(nvcc) = env::var_os("CMAKE_CUDA_COMPILER").map(PathBuf::from) {
+    if let Some(nvcc) = &hints.compiler {
         let root = nvcc.parent().and_then(Path::parent).map(PathBuf::from).unwrap_or_default();
         return Ok((root, "above CMAKE_CUDA_COMPILER".into()));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = hints.path.clone().unwrap_or_default();
     if let Some(nvcc) = std::env::split_paths(&path).map(|d| d.join("nvcc")).find(|p| p.is_file()) {
         let nvcc = nvcc.canonicalize().unwrap_or(nvcc);
         if let Some(root) = nvcc.parent().and_then(Path::parent) {
@@ -241,15 +219,11 @@ fn system_has_libcuda() -> bool {
 }
 
 /// The checks of a CUDA build that can fail before CMake runs, each naming what to change.
-pub fn check_cuda(opts: &Options) -> Toolkit {
-    let toolkit = Toolkit::find().unwrap_or_else(|e| panic!("{e}"));
-    if opts.shared && cuda_static() != CudaStatic::None {
-        panic!(
-            "\n\nLLAMA_SYS_CUDA_STATIC applies to the static build. With `dynamic-link`, CMake links the CUDA \
-             runtime and cuBLAS into libggml-cuda.so itself (dynamically); unset LLAMA_SYS_CUDA_STATIC.\n"
-        );
-    }
-    let archs_given = env::var("LLAMA_SYS_CUDA_ARCHS").is_some() || env::var("CMAKE_CUDA_ARCHITECTURES").is_some();
+/// (The settings themselves, such as `LLAMA_SYS_CUDA_STATIC` with `dynamic-link`, are checked
+/// when they are read, in options.rs.)
+pub fn check_cuda(cuda: &Cuda, opts: &Options) -> Toolkit {
+    let toolkit = Toolkit::find(cuda).unwrap_or_else(|e| panic!("{e}"));
+    let archs_given = cuda.archs.is_some() || opts.user_defines("CMAKE_CUDA_ARCHITECTURES");
     if opts.native && !archs_given && !gpu_visible() {
         panic!(
             "\n\nfeature `cuda` with `native`: llama.cpp would compile for the GPUs of this machine \

@@ -1,22 +1,28 @@
 //! Build script of llama-sys: builds llama.cpp with CMake and provides its bindings.
 //!
 //! The ladder, top to bottom:
-//! 1. read the pin and locate the sources (`LLAMA_CPP_DIR` or `vendor/llama.cpp`), never fetching;
-//! 2. identify their commit (override, provisioning marker, or git);
-//! 3. check the CUDA toolkit early when the `cuda` feature is on;
-//! 4. configure and build with CMake (incremental: one build tree per source tree);
-//! 5. bindings (checked-in when the headers match, else bindgen) and API probes;
+//! 1. read every environment knob once into [`options::Options`], stopping on a malformed value;
+//! 2. read the pin and locate the sources (`LLAMA_CPP_DIR` or `vendor/llama.cpp`), never fetching,
+//!    and identify their commit (override, provisioning marker, or git);
+//! 3. bindings (checked-in when the headers match, else bindgen) and the API probes over them:
+//!    they need only the headers, so a mismatch stops here, in seconds;
+//! 4. check the CUDA toolkit when the `cuda` feature is on;
+//! 5. configure and build with CMake (incremental: one build tree per source tree), the long step;
 //! 6. link lines, Rust-visible build facts and `DEP_LLAMA_*` metadata.
 
 mod bindings;
 mod cmake;
 mod cuda_driver;
+mod decls;
 mod env;
 mod link;
+mod options;
 mod probe;
 mod source;
 
 use std::path::Path;
+
+use options::Options;
 
 fn main() {
     // The build script stops with `panic!` carrying a message written for the user (what is
@@ -33,8 +39,13 @@ fn main() {
         eprintln!("error: llama-sys build script{at}: {}", msg.trim_start_matches('\n'));
     }));
     println!("cargo:rerun-if-changed=build");
-    let pin = source::read_pin();
-    let src = source::locate(&pin);
+    let opts =
+        Options::read(&options::Lookup { knob: &env::knob, plain: &env::plain }).unwrap_or_else(|e| panic!("{e}"));
+    if opts.native_feature && opts.no_native {
+        println!("llama-sys: feature `native` is on, LLAMA_SYS_NO_NATIVE turns GGML_NATIVE off");
+    }
+    let pin = source::read_pin(&opts);
+    let src = source::locate(&pin, &opts);
     println!(
         "llama-sys: building llama.cpp {} (b{}, from {}) in {}",
         src.commit,
@@ -44,39 +55,46 @@ fn main() {
     );
     source::watch(&src.dir);
 
-    let opts = cmake::Options::from_env();
-    if opts.cuda {
-        // Fails here, before CMake, naming the missing piece (toolkit, header, library, architecture).
-        let toolkit = link::check_cuda(&opts);
-        println!("llama-sys: CUDA toolkit {} (nvcc {})", toolkit.root.display(), toolkit.nvcc.display());
-    }
-    let built = cmake::build(&src, &opts);
-
+    // Before CMake: everything that can fail without compiling llama.cpp.
     let hash = bindings::header_hash(&src.dir);
-    let origin = bindings::provide(&src.dir, &hash);
-    probe::emit(&src.dir);
-    link::emit(&built, &opts);
-    build_facts(&src, &pin, &opts, &hash, origin);
+    let provided = bindings::provide(&src.dir, &hash, &opts);
+    probe::emit(&provided.path);
+    let toolkit = opts.cuda.as_ref().map(|cuda| {
+        // Names the missing piece (toolkit, header, library, architecture).
+        let toolkit = link::check_cuda(cuda, &opts);
+        println!("llama-sys: CUDA toolkit {} (nvcc {})", toolkit.root.display(), toolkit.nvcc.display());
+        toolkit
+    });
+
+    let built = cmake::build(&src, &opts, toolkit.as_ref());
+
+    link::emit(&built, &opts, toolkit.as_ref());
+    build_facts(&src, &pin, &opts, &hash, provided.origin);
 
     println!("cargo:root={}", src.dir.display());
     println!("cargo:include={}", built.prefix.join("include").display());
     println!("cargo:lib_dir={}", built.lib_dir.display());
     println!("cargo:commit={}", src.commit);
     println!("cargo:build_number={}", src.build_number);
-    println!("cargo:cuda={}", u8::from(opts.cuda));
+    println!("cargo:cuda={}", u8::from(opts.cuda_on()));
     println!("cargo:shared={}", u8::from(opts.shared));
+    println!("cargo:common={}", u8::from(opts.build_common));
 }
 
 /// Exposes what was built as `rustc-env` values that `src/lib.rs` turns into constants.
-fn build_facts(src: &source::Source, pin: &source::Pin, opts: &cmake::Options, hash: &str, origin: &str) {
+fn build_facts(src: &source::Source, pin: &source::Pin, opts: &Options, hash: &str, origin: &str) {
     let mut backends = vec!["CPU"];
-    if opts.cuda {
+    if opts.cuda_on() {
         backends.push("CUDA");
     }
+    // `native` means native code was generated: the feature, unless LLAMA_SYS_NO_NATIVE said no.
     let mut features = Vec::new();
-    for (on, name) in
-        [(opts.native, "native"), (opts.cuda, "cuda"), (opts.shared, "dynamic-link"), (origin == "bindgen", "bindgen")]
-    {
+    for (on, name) in [
+        (opts.native, "native"),
+        (opts.cuda_on(), "cuda"),
+        (opts.shared, "dynamic-link"),
+        (origin == "bindgen", "bindgen"),
+    ] {
         if on {
             features.push(name);
         }
@@ -94,6 +112,7 @@ fn build_facts(src: &source::Source, pin: &source::Pin, opts: &cmake::Options, h
         ("LLAMA_SYS_HEADER_SHA256", hash.to_string()),
         ("LLAMA_SYS_BINDINGS_ORIGIN", origin.to_string()),
         ("LLAMA_SYS_SOURCE_DIR", path_str(&src.dir)),
+        ("LLAMA_SYS_COMMON_BUILT", u8::from(opts.build_common).to_string()),
     ];
     for (k, v) in facts {
         println!("cargo:rustc-env={k}={v}");

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::env;
+use crate::options::Options;
 
 /// Name of the file that provisioning scripts write at the root of a llama.cpp tree that is not
 /// a git checkout, recording which upstream commit the files are.
@@ -20,8 +20,6 @@ pub struct Source {
     pub build_number: u32,
     /// How the commit was determined (for the build log and the Rust items).
     pub commit_origin: &'static str,
-    /// Whether it is the commit the workspace pins.
-    pub pinned: bool,
 }
 
 /// The pin file: the workspace's one record of the llama.cpp commit it is built against.
@@ -35,17 +33,17 @@ pub struct Pin {
 /// The workspace's default llama.cpp tree: the submodule at `<workspace>/vendor/llama.cpp`.
 ///
 /// This is the only place the build script computes that path.
-fn vendor_dir() -> PathBuf {
-    Path::new(&env::cargo("CARGO_MANIFEST_DIR")).join("../vendor/llama.cpp")
+fn vendor_dir(opts: &Options) -> PathBuf {
+    opts.manifest_dir.join("../vendor/llama.cpp")
 }
 
-fn pin_path() -> PathBuf {
-    vendor_dir().with_file_name("llama.cpp.pin")
+fn pin_path(opts: &Options) -> PathBuf {
+    vendor_dir(opts).with_file_name("llama.cpp.pin")
 }
 
 /// Reads `vendor/llama.cpp.pin`.
-pub fn read_pin() -> Pin {
-    let path = pin_path();
+pub fn read_pin(opts: &Options) -> Pin {
+    let path = pin_path(opts);
     println!("cargo:rerun-if-changed={}", path.display());
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read the pin file {}: {e}", path.display()));
     let get = |key: &str| {
@@ -72,10 +70,10 @@ fn key_value(text: &str, key: &str) -> Option<String> {
 }
 
 /// Locates the sources (`LLAMA_CPP_DIR` or the submodule) and identifies their commit.
-pub fn locate(pin: &Pin) -> Source {
-    let (dir, from_env) = match env::var_os("LLAMA_CPP_DIR") {
-        Some(d) => (PathBuf::from(d), true),
-        None => (vendor_dir(), false),
+pub fn locate(pin: &Pin, opts: &Options) -> Source {
+    let (dir, from_env) = match &opts.llama_cpp_dir {
+        Some(d) => (d.clone(), true),
+        None => (vendor_dir(opts), false),
     };
     if !dir.join("include/llama.h").is_file() || !dir.join("CMakeLists.txt").is_file() {
         if from_env {
@@ -94,21 +92,18 @@ pub fn locate(pin: &Pin) -> Source {
         );
     }
     let dir = dir.canonicalize().unwrap_or(dir);
-    let (commit, build_number, commit_origin) = identify(&dir, pin);
-    let pinned = commit == pin.commit;
-    Source { dir, commit, build_number, commit_origin, pinned }
+    let (commit, build_number, commit_origin) = identify(&dir, pin, opts);
+    Source { dir, commit, build_number, commit_origin }
 }
 
 /// Determines the commit of a tree: explicit override, the provisioning marker, then git.
-fn identify(dir: &Path, pin: &Pin) -> (String, u32, &'static str) {
+fn identify(dir: &Path, pin: &Pin, opts: &Options) -> (String, u32, &'static str) {
     let number_for = |commit: &str, fallback: u32| {
         if commit == pin.commit { pin.build_number } else { fallback }
     };
-    if let Some(commit) = env::var("LLAMA_SYS_BUILD_COMMIT") {
-        let number = env::var("LLAMA_SYS_BUILD_NUMBER")
-            .map(|n| n.parse().expect("LLAMA_SYS_BUILD_NUMBER must be a number"))
-            .unwrap_or_else(|| number_for(&commit, 0));
-        return (commit, number, "LLAMA_SYS_BUILD_COMMIT");
+    if let Some(commit) = &opts.build_commit {
+        let number = opts.build_number.unwrap_or_else(|| number_for(commit, 0));
+        return (commit.clone(), number, "LLAMA_SYS_BUILD_COMMIT");
     }
     let marker = dir.join(MARKER);
     println!("cargo:rerun-if-changed={}", marker.display());

@@ -116,6 +116,9 @@ pub mod build_info {
     /// Backends compiled in, comma-separated (`CPU`, `CPU,CUDA`).
     pub const BACKENDS: &str = env!("LLAMA_SYS_BACKENDS");
     /// llama-sys features that shaped the build, comma-separated (`native`, `cuda`, ...).
+    ///
+    /// `native` is listed only when code for the build machine's CPU was generated: the feature
+    /// was on and `LLAMA_SYS_NO_NATIVE` did not turn it off.
     pub const FEATURES: &str = env!("LLAMA_SYS_FEATURES");
     /// CMake build type of the C++ code (`Release` unless `LLAMA_SYS_PROFILE` says otherwise).
     pub const PROFILE: &str = env!("LLAMA_SYS_PROFILE");
@@ -127,6 +130,11 @@ pub mod build_info {
     pub const BINDINGS_ORIGIN: &str = env!("LLAMA_SYS_BINDINGS_ORIGIN");
     /// The llama.cpp source tree that was compiled.
     pub const SOURCE_DIR: &str = env!("LLAMA_SYS_SOURCE_DIR");
+    /// Whether llama.cpp's common library (`libllama-common`, its argument parser) was built
+    /// beside libllama: only when `LLAMA_SYS_BUILD_COMMON=ON` (this workspace's
+    /// `.cargo/config.toml` sets it for its parity tests). The Rust crates never link it; a test
+    /// that compiles a C++ program against it can report itself skipped when this is `false`.
+    pub const COMMON_BUILT: bool = matches!(env!("LLAMA_SYS_COMMON_BUILT").as_bytes(), b"1");
 
     /// The commit shortened to 8 hex digits, as llama.cpp's own tools print it.
     pub fn short_commit() -> &'static str {

@@ -113,3 +113,15 @@ fn cpu_backend_is_compiled_in() {
     assert!(build_info::BACKENDS.split(',').any(|b| b == "CPU"));
     assert_eq!(build_info::PROFILE, "Release");
 }
+
+#[test]
+fn build_tree_is_named_by_a_stable_hash_and_holds_what_build_info_says() {
+    // The build script names the CMake tree by the first 16 hex digits of the SHA-256 of the
+    // source path (the same with every Rust version, unlike std's DefaultHasher).
+    let key: String =
+        Sha256::digest(build_info::SOURCE_DIR.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let lib = Path::new(env!("OUT_DIR")).join(format!("llama.cpp-{key}")).join("lib");
+    let has = |name: &str| ["a", "so"].iter().any(|ext| lib.join(format!("{name}.{ext}")).is_file());
+    assert!(has("libllama"), "no libllama in {}", lib.display());
+    assert_eq!(has("libllama-common"), build_info::COMMON_BUILT, "COMMON_BUILT disagrees with {}", lib.display());
+}
