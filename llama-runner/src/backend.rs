@@ -28,21 +28,7 @@ pub struct BackendOptions {
     pub env: crate::knobs::EnvKnobs,
 }
 
-/// NUMA strategy (`--numa`), applied once per process at initialisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
-pub enum Numa {
-    /// No NUMA handling (the default).
-    #[default]
-    Disabled,
-    /// Spread threads over all nodes.
-    Distribute,
-    /// Stay on the node the process started on.
-    Isolate,
-    /// Use the CPU map numactl gave the process.
-    Numactl,
-}
+pub use crate::options::Numa;
 
 /// The backend, or why the loaded llama.cpp libraries cannot be used.
 static BACKEND: OnceLock<std::result::Result<Backend, sys::LibraryMismatch>> = OnceLock::new();
@@ -152,13 +138,8 @@ impl Backend {
         // other llama.cpp call of this crate.
         unsafe {
             sys::llama_backend_init();
-            if numa != Numa::Disabled {
-                sys::llama_numa_init(match numa {
-                    Numa::Disabled => sys::GGML_NUMA_STRATEGY_DISABLED,
-                    Numa::Distribute => sys::GGML_NUMA_STRATEGY_DISTRIBUTE,
-                    Numa::Isolate => sys::GGML_NUMA_STRATEGY_ISOLATE,
-                    Numa::Numactl => sys::GGML_NUMA_STRATEGY_NUMACTL,
-                });
+            if let (true, Some(strategy)) = (numa != Numa::Disabled, numa.c_value()) {
+                sys::llama_numa_init(strategy);
             }
         }
         Ok(Backend { options })
@@ -173,8 +154,8 @@ pub struct Device {
     pub name: String,
     /// Human-readable description (the CPU or GPU model).
     pub description: String,
-    /// `cpu`, `gpu`, `igpu` or `accel`.
-    pub kind: String,
+    /// CPU, GPU, integrated GPU or another accelerator.
+    pub kind: crate::options::DeviceKind,
     /// Free memory in bytes, as the device reports it.
     pub memory_free: u64,
     /// Total memory in bytes.
@@ -200,20 +181,14 @@ fn device_info(dev: sys::ggml_backend_dev_t) -> Device {
     // SAFETY: `dev` is a valid registered device; the out-pointers are valid.
     unsafe { sys::ggml_backend_dev_memory(dev, &mut free, &mut total) };
     // SAFETY: as above.
-    let kind = match unsafe { sys::ggml_backend_dev_type(dev) } {
-        sys::GGML_BACKEND_DEVICE_TYPE_CPU => "cpu",
-        sys::GGML_BACKEND_DEVICE_TYPE_GPU => "gpu",
-        // Integrated GPUs are a type of their own from 3d4053f7 on.
-        #[cfg(ggml_dev_type_igpu)]
-        sys::GGML_BACKEND_DEVICE_TYPE_IGPU => "igpu",
-        _ => "accel",
-    };
+    let kind = crate::options::DeviceKind::of(unsafe { sys::ggml_backend_dev_type(dev) });
+
     Device {
         // SAFETY: llama.cpp returns static NUL-terminated strings for a registered device.
         name: unsafe { cstr(sys::ggml_backend_dev_name(dev)) },
         // SAFETY: as above.
         description: unsafe { cstr(sys::ggml_backend_dev_description(dev)) },
-        kind: kind.to_string(),
+        kind,
         memory_free: free as u64,
         memory_total: total as u64,
     }

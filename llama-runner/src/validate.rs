@@ -132,11 +132,8 @@ pub fn model_options(o: &ModelOptions) -> Result<CheckedModelOptions<'_>> {
         None => None,
         Some(names) => {
             let all = crate::backend::devices();
-            let offload: Vec<String> = all
-                .iter()
-                .filter(|d| DeviceKind::from_device(&d.kind) != Some(DeviceKind::Cpu))
-                .map(|d| d.name.clone())
-                .collect();
+            let offload: Vec<String> =
+                all.iter().filter(|d| d.kind != DeviceKind::Cpu).map(|d| d.name.clone()).collect();
             let mut devs = Vec::with_capacity(names.len());
             for name in names {
                 if !offload.iter().any(|d| d == name) {

@@ -261,7 +261,7 @@ impl State {
             }
             Opt::Numa => {
                 // `--numa disabled` is not a value llama.cpp's parser takes; "" is distribute.
-                let numa = NUMA_NAMES.iter().find(|(n, name)| *name == v && *n != Numa::Disabled).map(|(n, _)| *n);
+                let numa = Numa::ALL.into_iter().find(|n| n.name() == v && *n != Numa::Disabled);
                 self.o.backend.numa = match numa {
                     Some(n) => n,
                     None if v.is_empty() => {

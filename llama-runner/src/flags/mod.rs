@@ -116,7 +116,6 @@ use std::fmt;
 
 use crate::backend::Numa;
 use crate::error::{Error, Result};
-use crate::options::names::{NUMA_NAMES, numa_name};
 use crate::options::{
     BufferTarget, CacheType, CpuMask, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, MAX_CPUS, NamedOption, Priority,
     RunOptions, SplitMode, TensorOverride, layer_experts_regex, max_devices, max_tensor_overrides,

@@ -9,7 +9,7 @@ pub fn render(options: &RunOptions, dialect: Dialect) -> Rendered {
     out.model(options);
     out.context(options);
     if options.backend.numa != Numa::Disabled {
-        out.pair("--numa", numa_name(options.backend.numa));
+        out.pair("--numa", options.backend.numa.name());
     }
     let env = options.backend.env.to_shell();
     let removed: Vec<_> = options.backend.env.vars().into_iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k).collect();

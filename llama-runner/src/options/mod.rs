@@ -24,7 +24,9 @@ mod opt;
 mod split;
 
 pub use cpu::{CpuMask, CpuMaskError, MAX_CPUS, MAX_MASK_DIGITS};
-pub use names::{CacheType, DeviceKind, FlashAttn, GpuLayers, LoadMode, NamedOption, Priority, SplitMode, UnknownName};
+pub use names::{
+    CacheType, DeviceKind, FlashAttn, GpuLayers, LoadMode, NamedOption, Numa, Priority, SplitMode, UnknownName,
+};
 pub use opt::Opt;
 pub use split::{TensorSplit, TensorSplitError, max_devices, max_tensor_overrides};
 

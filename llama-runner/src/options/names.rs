@@ -337,6 +337,23 @@ option_enum! {
     }
 }
 
+option_enum! {
+    /// NUMA strategy (`--numa`), applied once per process when the backend initialises.
+    /// `disabled` is the default and no value of llama.cpp's `--numa`.
+    #[derive(Default)]
+    pub enum Numa: Opt::Numa, "NUMA strategy", sys::ggml_numa_strategy {
+        /// No NUMA handling (the default).
+        #[default]
+        Disabled = "disabled" => sys::GGML_NUMA_STRATEGY_DISABLED,
+        /// Spread threads over all nodes.
+        Distribute = "distribute" => sys::GGML_NUMA_STRATEGY_DISTRIBUTE,
+        /// Stay on the node the process started on.
+        Isolate = "isolate" => sys::GGML_NUMA_STRATEGY_ISOLATE,
+        /// Use the CPU map numactl gave the process.
+        Numactl = "numactl" => sys::GGML_NUMA_STRATEGY_NUMACTL,
+    }
+}
+
 impl DeviceKind {
     /// The kind of a device type llama.cpp reports; types this crate does not know are
     /// accelerators.
@@ -415,18 +432,4 @@ impl fmt::Display for GpuLayers {
             GpuLayers::Count(n) => write!(f, "{n}"),
         }
     }
-}
-
-/// llama.cpp's spellings of the NUMA strategies (`--numa`); [`Numa`](crate::Numa) is defined
-/// with the backend it configures.
-pub const NUMA_NAMES: [(crate::backend::Numa, &str); 4] = [
-    (crate::backend::Numa::Disabled, "disabled"),
-    (crate::backend::Numa::Distribute, "distribute"),
-    (crate::backend::Numa::Isolate, "isolate"),
-    (crate::backend::Numa::Numactl, "numactl"),
-];
-
-/// The llama.cpp spelling of a NUMA strategy.
-pub fn numa_name(n: crate::backend::Numa) -> &'static str {
-    NUMA_NAMES.iter().find(|(v, _)| *v == n).map_or("disabled", |(_, s)| s)
 }

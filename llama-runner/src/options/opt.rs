@@ -71,6 +71,8 @@ opts! {
     Priority = "priority", "--prio";
     /// `ThreadPlacement::poll`.
     Poll = "poll", "--poll";
+    /// `BackendOptions::numa`.
+    Numa = "numa", "--numa";
 }
 
 impl fmt::Display for Opt {
