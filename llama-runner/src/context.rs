@@ -175,7 +175,7 @@ impl<'m> Context<'m> {
     /// Creates a context. Options are validated against the model first, so combinations that
     /// llama.cpp would reject or abort on get a clear error.
     pub fn new(model: &'m Model, options: &ContextOptions) -> Result<Context<'m>> {
-        crate::validate::context_options(model, options)?;
+        let checked = crate::validate::context_options(model, options)?;
         let params = crate::params::context_params(options)?;
         let sampler = Sampler::greedy()?;
         crate::logging::clear_errors();
@@ -195,17 +195,17 @@ impl<'m> Context<'m> {
         });
         crate::logging::resume_panic();
         let mut ctx = ctx.ok_or(Error::ContextCreate { log })?;
-        ctx.attach_threadpools()?;
+        ctx.attach_threadpools(&checked)?;
         Ok(ctx)
     }
 
     /// Creates the CPU threadpools (one, or two when prompt and generation thread counts
     /// differ) with the placement options and attaches them, as llama-bench does.
-    fn attach_threadpools(&mut self) -> Result<()> {
-        let o = &self.options;
-        let pool = ThreadPool::new(o.threads(), &o.placement)?;
-        let batch =
-            (o.threads_batch() != o.threads()).then(|| ThreadPool::new(o.threads_batch(), &o.placement)).transpose()?;
+    fn attach_threadpools(&mut self, checked: &crate::validate::CheckedContextOptions<'_>) -> Result<()> {
+        let (n, n_batch, mask) = (checked.n_threads, checked.n_threads_batch, checked.cpu_mask.as_ref());
+        let placement = &checked.options.placement;
+        let pool = ThreadPool::new(n, mask, placement)?;
+        let batch = (n_batch != n).then(|| ThreadPool::new(n_batch, mask, placement)).transpose()?;
         // SAFETY: valid context and pools; the pools are kept in `self._pools` and freed only
         // after the context (Drop frees the context first).
         unsafe {
@@ -466,8 +466,12 @@ impl std::fmt::Debug for Context<'_> {
 struct ThreadPool(NonNull<sys::ggml_threadpool>);
 
 impl ThreadPool {
-    fn new(n_threads: u32, placement: &crate::options::ThreadPlacement) -> Result<ThreadPool> {
-        let mut params = crate::params::threadpool_params(n_threads, placement)?;
+    fn new(
+        n_threads: u32,
+        mask: Option<&crate::options::CpuMask>,
+        placement: &crate::options::ThreadPlacement,
+    ) -> Result<ThreadPool> {
+        let mut params = crate::params::threadpool_params_checked(n_threads, mask, placement)?;
         // SAFETY: `params` is a fully initialised struct that ggml copies.
         let raw = unsafe { sys::ggml_threadpool_new(&mut params) };
         NonNull::new(raw).map(ThreadPool).ok_or_else(|| Error::ContextCreate {

@@ -320,13 +320,25 @@ pub fn context_params(opts: &ContextOptions) -> Result<sys::llama_context_params
 /// as llama.cpp's tools do (`ggml_threadpool_params_from_cpu_params`). A context creates one
 /// pool for generation and, when the prompt thread count differs, one for prompt processing;
 /// both get the same placement.
+///
+/// This parses the placement's CPU mask; [`crate::Context::new`] lowers the mask its validation
+/// already parsed instead (`threadpool_params_checked`).
 pub fn threadpool_params(n_threads: u32, placement: &ThreadPlacement) -> Result<sys::ggml_threadpool_params> {
-    let n = to_i32(Opt::NThreads, n_threads)?;
-    // SAFETY: returns a plain struct by value.
-    let mut params = unsafe { sys::ggml_threadpool_params_default(n) };
     let mask = placement
         .cpus()
         .map_err(|e| invalid(Opt::CpuMask, placement.cpu_mask.clone().unwrap_or_default(), e.into()))?;
+    threadpool_params_checked(n_threads, mask.as_ref(), placement)
+}
+
+/// [`threadpool_params`] with the CPU mask already parsed.
+pub(crate) fn threadpool_params_checked(
+    n_threads: u32,
+    mask: Option<&crate::options::CpuMask>,
+    placement: &ThreadPlacement,
+) -> Result<sys::ggml_threadpool_params> {
+    let n = to_i32(Opt::NThreads, n_threads)?;
+    // SAFETY: returns a plain struct by value.
+    let mut params = unsafe { sys::ggml_threadpool_params_default(n) };
     if let Some(mask) = mask {
         params.cpumask.copy_from_slice(mask.as_array());
     }

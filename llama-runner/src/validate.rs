@@ -162,8 +162,28 @@ pub fn model_options(o: &ModelOptions) -> Result<CheckedModelOptions<'_>> {
     })
 }
 
+/// Context options after [`context_options`]: the thread counts resolved and the CPU mask
+/// parsed, so [`crate::Context::new`] lowers them without parsing or checking anything again.
+#[derive(Debug)]
+pub struct CheckedContextOptions<'a> {
+    pub(crate) options: &'a ContextOptions,
+    /// Generation threads (the physical cores when not given).
+    pub(crate) n_threads: u32,
+    /// Prompt threads (the generation threads when not given).
+    pub(crate) n_threads_batch: u32,
+    /// The CPUs both threadpools may run on, when pinned.
+    pub(crate) cpu_mask: Option<crate::options::CpuMask>,
+}
+
+impl CheckedContextOptions<'_> {
+    /// The options that were checked.
+    pub fn options(&self) -> &ContextOptions {
+        self.options
+    }
+}
+
 /// Checks context options against each other and against the model.
-pub fn context_options(model: &Model, o: &ContextOptions) -> Result<()> {
+pub fn context_options<'a>(model: &Model, o: &'a ContextOptions) -> Result<CheckedContextOptions<'a>> {
     if o.n_batch == 0 {
         return Err(invalid(Opt::NBatch, "0", Reason::Zero));
     }
@@ -210,7 +230,8 @@ pub fn context_options(model: &Model, o: &ContextOptions) -> Result<()> {
     }
     check_cache_type(model, Opt::TypeK, o.type_k, "key_length", "n_embd_head_k")?;
     check_cache_type(model, Opt::TypeV, o.type_v, "value_length", "n_embd_head_v")?;
-    o.placement
+    let cpu_mask = o
+        .placement
         .cpus()
         .map_err(|e| invalid(Opt::CpuMask, o.placement.cpu_mask.clone().unwrap_or_default(), e.into()))?;
     if o.placement.poll > 100 {
@@ -224,7 +245,7 @@ pub fn context_options(model: &Model, o: &ContextOptions) -> Result<()> {
     if n_ctx_train > 0 && o.n_ctx > n_ctx_train {
         return Err(invalid(Opt::NCtx, o.n_ctx.to_string(), Reason::ContextTooLarge { n_ctx: o.n_ctx, n_ctx_train }));
     }
-    Ok(())
+    Ok(CheckedContextOptions { options: o, n_threads: o.threads(), n_threads_batch: o.threads_batch(), cpu_mask })
 }
 
 /// A block-quantized cache type must tile every attention head: its block size has to divide
