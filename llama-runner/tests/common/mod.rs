@@ -79,17 +79,23 @@ pub fn real_model() -> Prerequisite<PathBuf> {
 /// builds only with `LLAMA_SYS_BUILD_COMMON=ON`.
 const COMMON_LIBS: [&str; 3] = ["libllama-common.a", "libllama-common-base.a", "libcpp-httplib.a"];
 
-/// Met when llama.cpp's common library was built beside libllama (needed by
-/// [`params_reference_binary`]).
+/// Met when llama.cpp's common library was built beside libllama (llama-sys's
+/// `build_info::COMMON_BUILT`, and its files where they should be), as
+/// [`params_reference_binary`] needs.
 pub fn llama_common() -> Prerequisite<()> {
+    if !llama_sys::build_info::COMMON_BUILT {
+        return Prerequisite::Missing(
+            "llama.cpp's common library was not built: build with LLAMA_SYS_BUILD_COMMON=ON \
+             (the workspace's .cargo/config.toml sets it)"
+                .into(),
+        );
+    }
     let lib = Path::new(env!("LLAMA_RUNNER_LLAMA_LIB_DIR"));
     let shared = lib.join("libllama-common.so").is_file();
     match COMMON_LIBS.iter().find(|name| !shared && !lib.join(name).is_file()) {
         None => Prerequisite::Met(()),
-        Some(name) => Prerequisite::Missing(format!(
-            "llama.cpp's common library was not built ({name} is missing from the llama-sys build): \
-             build with LLAMA_SYS_BUILD_COMMON=ON"
-        )),
+        // Built, but not where it should be: a failure, not a reason to skip.
+        Some(name) => Prerequisite::Required(format!("{name} is missing from {}", lib.display())),
     }
 }
 
@@ -104,7 +110,7 @@ pub fn reference_binary() -> &'static Path {
 pub fn params_reference_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Prerequisite::Missing(reason) = llama_common() {
+        if let Prerequisite::Missing(reason) | Prerequisite::Required(reason) = llama_common() {
             panic!("{reason}");
         }
         // The common headers are not installed: take them from the source tree that was built.
