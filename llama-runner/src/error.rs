@@ -137,6 +137,29 @@ pub enum Error {
         /// The commit the loaded libraries report (`ggml_commit()`).
         found: String,
     },
+    /// A sampling option llama.cpp would abort on or mishandle ([`crate::sampling`]), refused
+    /// before any C call.
+    #[error("invalid sampling option `{option}` ({flag}) `{value}`: {reason}")]
+    InvalidSampling {
+        /// The field of [`SamplingOptions`](crate::sampling::SamplingOptions).
+        option: &'static str,
+        /// The llama.cpp flag that sets it.
+        flag: &'static str,
+        /// The value refused, as text.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// llama.cpp returned no sampler.
+    #[error("llama.cpp could not create the {sampler} sampler")]
+    SamplerInit {
+        /// The sampler (`chain`, `dist`, `top_k`, ...).
+        sampler: &'static str,
+    },
+    /// A [`Sampler`](crate::sampling::Sampler) was used with a context of another model than
+    /// the one it was built for (its vocabulary would not match).
+    #[error("the sampler was built for another model than the context's")]
+    SamplerModelMismatch,
 }
 
 impl From<&llama_sys::LibraryMismatch> for Error {

@@ -28,6 +28,7 @@ pub mod model;
 pub mod options;
 pub mod params;
 pub mod regex;
+pub mod sampling;
 pub mod validate;
 
 pub use backend::{Backend, BackendOptions, Device, Numa};
@@ -41,6 +42,7 @@ pub use options::{
     BufferTarget, CacheType, ContextOptions, CpuMask, DeviceKind, FlashAttn, GpuLayers, LoadMode, ModelOptions, Opt,
     Priority, RunOptions, SplitMode, TensorOverride, TensorSplit, ThreadPlacement,
 };
+pub use sampling::{LogitBias, Mirostat, Sampler, SamplerType, SamplingBuilder, SamplingOptions};
 
 /// The llama.cpp build this crate is linked against.
 pub use llama_sys::build_info;
