@@ -24,7 +24,10 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-grep -v '^#' "$table" | while IFS=$'\t' read -r version commit number date; do
+# The rows of the table, as the command parses them (the parser `llama-runner history` uses).
+rows=$(cd "$root" && env -u LLAMA_CPP_DIR CARGO_TARGET_DIR="$root/target" \
+    cargo run -q -p llama-workbench --bin llama-runner -- snapshots --file "$table" list --long)
+printf '%s\n' "$rows" | while IFS=$'\t' read -r version commit number date; do
     [ -n "$version" ] || continue
     if git -C "$dest" log --format=%B 2>/dev/null | grep -q "^upstream: $commit"; then
         echo "have $commit ($version)"; continue

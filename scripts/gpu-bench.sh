@@ -15,7 +15,7 @@
 # common library and llama-bench against the same CUDA libraries, and instead of the three
 # settings runs llama-runner and llama-bench interleaved, GPU_BENCH_ROUNDS rounds, on `-ngl 99`
 # and on `-ngl 99 -ot exps=CPU`, pp512 and tg128: parity.md and samples.tsv (as
-# scripts/peer-compare.sh writes them).
+# scripts/peer-compare.sh writes them, with `llama-runner peer-samples` / `peer-table`).
 #
 # Resumable: the build tree lives in .cache/gpu-work (GPU_BENCH_WORK), which the device tool
 # keeps between calls while the machine is warm. When the build does not finish within its
@@ -164,7 +164,10 @@ if [ -n "$peer_src" ]; then
     log "llama-bench built in $((SECONDS - t)) s"
     threads=${GPU_BENCH_THREADS:-$(nproc)}
     samples="$OUT/samples.tsv"; : >"$samples"
-    jsonl() { bash scripts/peer-compare.sh --jsonl-samples "$@"; }
+    # Samples and table come from the command (src/peer.rs), as in scripts/peer-compare.sh.
+    jsonl() { # label runner file round
+        "$runner" peer-samples --model "$1" --runner "$2" --round "$4" "$3" || log "no samples in $3 (run.log)"
+    }
     for k in $(seq 1 "$rounds"); do
         for setting in "-ngl 99" "-ngl 99 -ot exps=CPU"; do
             label="$preset $setting"
@@ -180,7 +183,7 @@ if [ -n "$peer_src" ]; then
             log "round $k, $setting: done"
         done
     done
-    bash scripts/peer-compare.sh --table "$samples" >"$OUT/parity.md"
+    "$runner" peer-table "$samples" >"$OUT/parity.md"
     cat "$OUT/parity.md" >>"$summary"
     for f in "$work"/runner-r"$rounds"-*.json; do [ -f "$f" ] && cp "$f" "$OUT/"; done
     log "done in ${SECONDS} s"

@@ -43,77 +43,32 @@ OUT="${OUT:-.cache/peer-compare/$(date -u +%Y%m%dT%H%M%SZ)}"
 
 log() { printf '%s\n' "$*" >&2; }
 
-# Markdown table from sample files (model<TAB>runner<TAB>test<TAB>tokens/s per repetition, and
-# optionally <TAB>round): mean and n-1 standard deviation over all repetitions of all rounds, and
-# llama-runner's ratio to each peer: the ratio of the pooled means, and where rounds are known
-# the mean ± standard error of the per-round ratios (each round's means, runs minutes apart).
-table() {
-    awk -F'\t' '
-        {
-            key = $1 SUBSEP $2 SUBSEP $3
-            n[key]++; s[key] += $4; ss[key] += $4 * $4
-            if (!($1 in seen)) { seen[$1] = 1; models[++nm] = $1 }
-            if (!($2 in rseen)) { rseen[$2] = 1; R[++nr] = $2 }
-            if (NF >= 5) {
-                rk = key SUBSEP $5; rn[rk]++; rs[rk] += $4
-                if (!($5 in kseen)) { kseen[$5] = 1; K[++nk] = $5 }
-            }
-        }
-        function mean(k) { return s[k] / n[k] }
-        function sd(k,   m) { if (n[k] < 2) return 0; m = mean(k); v = (ss[k] - n[k] * m * m) / (n[k] - 1); return v > 0 ? sqrt(v) : 0 }
-        function cell(k) { return (k in n) ? sprintf("%.2f ± %.2f (n=%d)", mean(k), sd(k), n[k]) : "-" }
-        function ratio(a, b,   c, i, x, sx, sxx, v) {
-            if (!((a in n) && (b in n))) return "-"
-            c = 0; sx = 0; sxx = 0
-            for (i = 1; i <= nk; i++) {
-                if (!((a SUBSEP K[i]) in rn) || !((b SUBSEP K[i]) in rn)) continue
-                x = (rs[a SUBSEP K[i]] / rn[a SUBSEP K[i]]) / (rs[b SUBSEP K[i]] / rn[b SUBSEP K[i]])
-                c++; sx += x; sxx += x * x
-            }
-            if (c < 2) return sprintf("%.3f", mean(a) / mean(b))
-            v = (sxx - sx * sx / c) / (c - 1); if (v < 0) v = 0
-            return sprintf("%.3f (%.3f ± %.3f, %d rounds)", mean(a) / mean(b), sx / c, sqrt(v / c), c)
-        }
-        END {
-            print "| model | runner | pp512 t/s | tg128 t/s | tg RSD |"
-            print "|---|---|---:|---:|---:|"
-            for (i = 1; i <= nm; i++) {
-                m = models[i]; name = m; sub(/.*\//, "", name)
-                for (j = 1; j <= nr; j++) {
-                    p = m SUBSEP R[j] SUBSEP "pp512"; t = m SUBSEP R[j] SUBSEP "tg128"
-                    rsd = (t in n) ? sprintf("%.1f%%", 100 * sd(t) / mean(t)) : "-"
-                    printf "| %s | %s | %s | %s | %s |\n", name, R[j], cell(p), cell(t), rsd
-                }
-            }
-            print ""
-            print "| model | ratio | pp512 | tg128 |"
-            print "|---|---|---:|---:|"
-            for (i = 1; i <= nm; i++) {
-                m = models[i]; name = m; sub(/.*\//, "", name)
-                for (j = 2; j <= nr; j++) {
-                    a = m SUBSEP "llama-runner"; b = m SUBSEP R[j]
-                    printf "| %s | llama-runner / %s | %s | %s |\n", name, R[j],
-                        ratio(a SUBSEP "pp512", b SUBSEP "pp512"), ratio(a SUBSEP "tg128", b SUBSEP "tg128")
-                }
-            }
-        }' "$@"
+# The numbers come from the llama-runner command (src/peer.rs), not from this script:
+# `llama-runner peer-samples` turns one runner's output file into sample lines
+# (model<TAB>runner<TAB>test<TAB>tokens/s per repetition<TAB>round), and `llama-runner peer-table`
+# makes the markdown table of sample files: mean and n-1 standard deviation over all repetitions
+# of all rounds, and llama-runner's ratio to each peer: the ratio of the pooled means, and where
+# rounds are known the mean ± standard error of the per-round ratios (each round's means, runs
+# minutes apart). Before the build below, an earlier release build (or cargo run) serves.
+RUNNER=${LLAMA_RUNNER:-target/release/llama-runner}
+runner_tool() {
+    if [ -x "$RUNNER" ]; then
+        "$RUNNER" "$@"
+    else
+        cargo run -q --release -p llama-workbench --bin llama-runner -- "$@"
+    fi
 }
-
+table() { runner_tool peer-table "$@"; }
 # llama-bench JSONL (llama-bench itself, and the one llama-runner writes next to its record)
 jsonl_samples() { # model runner file [round]
-    awk -v model="$1" -v runner="$2" -v round="${4:-}" -v OFS='\t' '
-        {
-            np = $0; sub(/.*"n_prompt": */, "", np); sub(/[^0-9].*/, "", np)
-            ng = $0; sub(/.*"n_gen": */, "", ng);    sub(/[^0-9].*/, "", ng)
-            test = (np > 0 ? "pp" np : "tg" ng)
-            s = $0; sub(/.*"samples_ts": *\[ */, "", s); sub(/ *\].*/, "", s)
-            n = split(s, v, / *, */)
-            for (i = 1; i <= n; i++) if (round != "") print model, runner, test, v[i], round; else print model, runner, test, v[i]
-        }' "$3"
+    runner_tool peer-samples --model "$1" --runner "$2" ${4:+--round "$4"} "$3"
+}
+# the llama-cpp-2 peer's JSON lines: {"test":"pp512",...,"samples_ns":[...]}
+peer_samples() { # model runner file round
+    runner_tool peer-samples --format peer --model "$1" --runner "$2" --round "$4" "$3"
 }
 
-# `scripts/peer-compare.sh --jsonl-samples LABEL RUNNER FILE [ROUND]`: sample lines of one JSONL file
-# (scripts/gpu-bench.sh uses it on the GPU machine).
+# `scripts/peer-compare.sh --jsonl-samples LABEL RUNNER FILE [ROUND]`: sample lines of one JSONL file.
 if [ "${1:-}" = "--jsonl-samples" ]; then
     shift
     jsonl_samples "$@"
@@ -133,7 +88,6 @@ if [ "$BUILD" = 1 ]; then
     log "== building llama-runner (release)"
     cargo build --release -p llama-workbench >&2
 fi
-RUNNER=target/release/llama-runner
 
 PREFIX="$(ls -dt target/release/build/llama-sys-*/out/llama.cpp-* 2>/dev/null | head -n 1 || true)"
 if [ -z "$PREFIX" ] || [ ! -f "$PREFIX/lib/libllama.a" ]; then
@@ -203,18 +157,6 @@ fi
 # Every repetition becomes one line of $SAMPLES: model<TAB>runner<TAB>test<TAB>tokens/s.
 SAMPLES="$OUT/samples.tsv"
 : > "$SAMPLES"
-
-# the peer's JSON lines: {"test":"pp512",...,"samples_ns":[...]}
-peer_samples() { # model runner file round
-    awk -v model="$1" -v runner="$2" -v round="$4" -v OFS='\t' '
-        /"test"/ {
-            t = $0; sub(/.*"test":"/, "", t); sub(/".*/, "", t)
-            ntok = t; sub(/^[a-z]+/, "", ntok)
-            s = $0; sub(/.*"samples_ns":\[/, "", s); sub(/\].*/, "", s)
-            n = split(s, v, / *, */)
-            for (i = 1; i <= n; i++) printf "%s\t%s\t%s\t%.6f\t%s\n", model, runner, t, 1e9 * ntok / v[i], round
-        }' "$3"
-}
 
 run_one() { # model runner round
     local m="$1" r="$2" k="$3" tag

@@ -16,27 +16,26 @@ SNAP_HISTORY=${SNAP_HISTORY:-$snap_root/.cache/llama.cpp-history}
 SNAP_WORKTREES=${SNAP_WORKTREES:-$snap_root/.cache}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$snap_root/target/compat}
 
+# The table is read by `llama-runner snapshots` (the parser `llama-runner history` uses too),
+# run from the workspace's own build: never the snapshots' target dir, nor another llama.cpp.
+snap_tool() {
+    (cd "$snap_root" && env -u LLAMA_CPP_DIR CARGO_TARGET_DIR="$snap_root/target" \
+        cargo run -q -p llama-workbench --bin llama-runner -- snapshots --file "$snap_table" "$@")
+}
+
 # Every snapshot commit in the table, oldest first.
 snap_all() {
-    grep -v '^#' "$snap_table" | awk -F'\t' 'NF >= 4 { print $2 }'
+    snap_tool list
 }
 
 # The full commit for a (unique) prefix, from the table; fails otherwise.
 snap_resolve() {
-    local m
-    m=$(snap_all | grep -i "^$1" || true)
-    if [ -z "$m" ]; then
-        echo "no snapshot commit starts with '$1' (see $snap_table)" >&2; return 1
-    fi
-    if [ "$(printf '%s\n' "$m" | wc -l)" -ne 1 ]; then
-        echo "'$1' is ambiguous: $(echo $m)" >&2; return 1
-    fi
-    echo "$m"
+    snap_tool show --field commit "$1"
 }
 
 # Date of a snapshot commit (YYYY-MM-DD).
 snap_date() {
-    grep -v '^#' "$snap_table" | awk -F'\t' -v c="$1" '$2 == c { print $4 }'
+    snap_tool show --field date "$1"
 }
 
 # Path of the worktree of a snapshot (full commit), made on first use.

@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub date: String,
     /// What the snapshot came from (the crates.io version that bundles it).
     pub source: String,
+    /// llama.cpp's build number of the commit (0 when unknown).
+    pub build_number: u32,
 }
 
 /// Parses a snapshot list: tab-separated `crate_version commit build_number date` lines, `#`
@@ -44,9 +46,32 @@ pub fn parse_snapshots(text: &str) -> Vec<Snapshot> {
                 commit: f[1].to_string(),
                 date: f[3].to_string(),
                 source: f[0].to_string(),
+                build_number: f[2].parse().unwrap_or(0),
             })
         })
         .collect()
+}
+
+/// The snapshot whose commit starts with `prefix` (any case): an error names the list when no
+/// commit or several do.
+pub fn resolve_snapshot<'a>(snapshots: &'a [Snapshot], prefix: &str) -> Result<&'a Snapshot> {
+    let p = prefix.to_ascii_lowercase();
+    let found: Vec<&Snapshot> =
+        snapshots.iter().filter(|s| !p.is_empty() && s.commit.to_ascii_lowercase().starts_with(&p)).collect();
+    match found[..] {
+        [one] => Ok(one),
+        [] => Err(Error::InvalidOption {
+            option: "snapshot".into(),
+            reason: format!("no snapshot commit starts with `{prefix}`"),
+        }),
+        _ => Err(Error::InvalidOption {
+            option: "snapshot".into(),
+            reason: format!(
+                "`{prefix}` is ambiguous: {}",
+                found.iter().map(|s| s.commit.as_str()).collect::<Vec<_>>().join(" ")
+            ),
+        }),
+    }
 }
 
 /// Reads a snapshot list file (see [`parse_snapshots`]).
@@ -500,6 +525,22 @@ pub fn svg(h: &History, title: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_resolve_by_unique_prefix() {
+        let list = parse_snapshots(
+            "# crate_version\tupstream_commit\tbuild_number\tdate\n0.1.1\tabc123\t6482\t2025-01-01\n\
+             0.1.2\tabd456\t0\t2025-02-01\nshort line\n",
+        );
+        assert_eq!(list.len(), 2);
+        assert_eq!((list[0].source.as_str(), list[0].build_number), ("0.1.1", 6482));
+        assert_eq!(resolve_snapshot(&list, "ABC").unwrap().date, "2025-01-01");
+        assert_eq!(resolve_snapshot(&list, "abd456").unwrap().commit, "abd456");
+        let e = resolve_snapshot(&list, "ab").unwrap_err().to_string();
+        assert!(e.contains("`ab` is ambiguous: abc123 abd456"), "{e}");
+        assert!(resolve_snapshot(&list, "f").unwrap_err().to_string().contains("no snapshot commit starts with `f`"));
+        assert!(resolve_snapshot(&list, "").is_err());
+    }
 
     #[test]
     fn snapshot_list_is_parsed_in_order() {

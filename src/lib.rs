@@ -10,7 +10,9 @@
 //! | [`compare`] | the comparison table and its verdicts (Welch's t-test plus a minimum effect) |
 //! | [`config`] | configuration files (TOML and the legacy `.env` form) with workloads and generated models |
 //! | [`bisect`] | the judge of a `git bisect run` step |
-//! | [`history`] | performance across llama.cpp commits: table and SVG |
+//! | [`history`] | performance across llama.cpp commits: table and SVG, the snapshot list |
+//! | [`peer`] | peer comparison samples (llama-bench, llama-cpp-2) and their table |
+//! | [`step`] | one `git bisect run` step: the tree, its commit, build, bench and verdict |
 //! | [`cli`] | the glue of `llama-runner bench` |
 
 pub mod bisect;
@@ -20,6 +22,8 @@ pub mod config;
 pub mod error;
 pub mod history;
 pub mod measure;
+pub mod peer;
 pub mod record;
+pub mod step;
 
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
 //! Regression hunting: `llama-runner judge` (the verdict of a bisect step), the argument checks
-//! of `scripts/bisect-step.sh`, and the end-to-end demo (`scripts/bisect-demo.sh`: a local
+//! of `scripts/bisect-step.sh` (`llama-runner bisect-step`), and the end-to-end demo (`scripts/bisect-demo.sh`: a local
 //! llama.cpp history with a planted slowdown, bisected), ignored unless asked for:
 //! `cargo test -p llama-workbench --test bisect -- --ignored`.
 
@@ -157,7 +157,13 @@ fn judge_mistakes_are_errors_not_verdicts() {
 }
 
 fn step(args: &[&str], cwd: &Path) -> (i32, String) {
-    let out = Command::new(workspace().join("scripts/bisect-step.sh")).args(args).current_dir(cwd).output().unwrap();
+    let out = Command::new(workspace().join("scripts/bisect-step.sh"))
+        .args(args)
+        .current_dir(cwd)
+        // The command under test runs the step (instead of a release build of it).
+        .env("LLAMA_RUNNER", env!("CARGO_BIN_EXE_llama-runner"))
+        .output()
+        .unwrap();
     (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -184,6 +190,73 @@ fn step_misuse_aborts_the_bisection_with_one_line() {
         step(&["--config", "configs/cpu-tiny.toml", "--workload", "tiny", "--min-tg", "1"], &scratch());
     assert_eq!(code, 128, "{stdout}");
     assert!(stdout.contains("is not a llama.cpp tree"), "{stdout}");
+}
+
+/// A stand-in for cargo: "builds" by copying the command under test where the step's build
+/// puts it (or fails with `FAKE_CARGO_FAIL`), so that a step runs in seconds.
+fn fake_cargo() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = scratch().join("fake-cargo.sh");
+    let tmp = scratch().join(format!("fake-cargo.sh.{}", std::process::id()));
+    std::fs::write(
+        &tmp,
+        "#!/bin/sh\necho \"fake cargo $*\"\n[ -z \"$FAKE_CARGO_FAIL\" ] || exit 101\n\
+         mkdir -p \"$CARGO_TARGET_DIR/release\" && cp \"$FAKE_CARGO_BIN\" \"$CARGO_TARGET_DIR/release/llama-runner\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// A whole step with the fake cargo: (exit status, stdout).
+fn fake_step(args: &[&str], fail_build: bool) -> (i32, String) {
+    let target = scratch().join("fake-step-target");
+    let mut cmd = Command::new(workspace().join("scripts/bisect-step.sh"));
+    cmd.args(args)
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(workspace().join("vendor/llama.cpp"))
+        .env("LLAMA_RUNNER", env!("CARGO_BIN_EXE_llama-runner"))
+        .env("CARGO", fake_cargo())
+        .env("FAKE_CARGO_BIN", env!("CARGO_BIN_EXE_llama-runner"))
+        .env("LLAMA_MODELS_DIR", scratch().join("models"));
+    if fail_build {
+        cmd.env("FAKE_CARGO_FAIL", "1");
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_step_builds_benches_and_judges_in_one_line() {
+    let tiny = ["--config", "configs/cpu-tiny.toml", "--workload", "tiny", "--repetitions", "1"];
+    fn with<'a>(tiny: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        tiny.iter().chain(extra).copied().collect()
+    }
+    let keep = scratch().join("kept.json");
+    let _ = std::fs::remove_file(&keep);
+    let (code, line) = fake_step(&with(&tiny, &["--min-tg", "0.001", "--keep-record", keep.to_str().unwrap()]), false);
+    assert_eq!(code, 0, "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.contains(": tiny tg ") && line.contains(": good [build ") && line.trim_end().ends_with(" s]"),
+        "{line}"
+    );
+    assert_eq!(Record::read_json(&keep).unwrap().workloads[0].workload.name, "tiny");
+    let (code, line) = fake_step(&with(&tiny, &["--min-tg", "1e12"]), false);
+    assert_eq!(code, 1, "{line}");
+    assert!(line.contains(": bad [build "), "{line}");
+    let (code, line) = fake_step(&with(&tiny, &["--measure-only"]), false);
+    assert_eq!(code, 0, "{line}");
+    assert!(line.contains(": measured [build "), "{line}");
+    // A tree that does not build, and a bench that fails: skip (125), not bad.
+    let (code, line) = fake_step(&with(&tiny, &["--min-tg", "1"]), true);
+    assert_eq!(code, 125, "{line}");
+    assert!(line.contains(": skip (does not build; see ") && line.contains("bisect-step.log"), "{line}");
+    let (code, line) = fake_step(&["--config", "configs/cpu-tiny.toml", "--workload", "nope", "--min-tg", "1"], false);
+    assert_eq!(code, 125, "{line}");
+    assert!(line.contains(": skip (bench failed: no workload named `nope`; see "), "{line}");
 }
 
 /// The demo: minutes (a full build of the demo tree, then a few incremental steps).

@@ -1,4 +1,5 @@
-//! `llama-runner history`: records of several commits in snapshot order, table and plot.
+//! `llama-runner history`: records of several commits in snapshot order, table and plot; and
+//! `llama-runner snapshots`, the one reader of the snapshot list the scripts use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,4 +80,38 @@ fn history_orders_commits_by_snapshot_date_and_plots_them() {
     let out = exe().arg("history").arg(&records).args(["--workload", "nope"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
+
+#[test]
+fn snapshots_lists_and_resolves_the_snapshot_list() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_llama-runner"))
+            .current_dir(workspace())
+            .arg("snapshots")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let list = llama_workbench::history::read_snapshots(&workspace().join("scripts/llama-cpp-snapshots.tsv")).unwrap();
+    let (code, stdout, _) = run(&["list"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), list.iter().map(|s| s.commit.as_str()).collect::<Vec<_>>());
+    let (_, long, _) = run(&["list", "--long"]);
+    assert_eq!(long.lines().next().unwrap().split('\t').count(), 4, "{long}");
+    let first = &list[0];
+    let (code, date, _) = run(&["show", &first.commit[..8], "--field", "date"]);
+    assert_eq!((code, date.trim()), (Some(0), first.date.as_str()));
+    let (code, row, _) = run(&["show", &first.commit]);
+    assert_eq!(
+        (code, row.trim().to_string()),
+        (Some(0), format!("{}\t{}\t{}", first.commit, first.date, first.source))
+    );
+    let (code, _, stderr) = run(&["show", "zzzz"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("no snapshot commit starts with `zzzz`"), "{stderr}");
 }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use llama_runner::flags::{self, Dialect};
 use llama_runner::{Backend, Context, Model, build_info};
-use llama_workbench::bisect::{Criterion, Metric, Statistic};
+use llama_workbench::bisect::{Metric, Statistic};
 use llama_workbench::cli::{BenchPlan, run_plan, unused_record_path, write_new_record, write_record};
 use llama_workbench::compare::{Thresholds, markdown_table, markdown_table_with};
 use llama_workbench::config::{GeneratedModel, ModelSource};
@@ -90,6 +90,49 @@ enum Command {
         #[arg(long)]
         title: Option<String>,
     },
+    /// One step of `git bisect run` over llama.cpp (what scripts/bisect-step.sh runs): builds
+    /// the workspace against the tree, benches a workload, judges it; one line, exit 0 good,
+    /// 1 bad, 125 skip, 128 misuse. `bisect-step --help` lists the options.
+    #[command(disable_help_flag = true)]
+    BisectStep {
+        /// The step's options (parsed by the step, so that mistakes exit 128 with one line).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The llama.cpp snapshot list (scripts/llama-cpp-snapshots.tsv).
+    Snapshots {
+        /// The list.
+        #[arg(long, default_value = "scripts/llama-cpp-snapshots.tsv", global = true)]
+        file: PathBuf,
+        #[command(subcommand)]
+        command: SnapshotsCommand,
+    },
+    /// Peer comparison samples of one runner's output file, as tab-separated lines
+    /// (model, runner, test, tokens/s per repetition, round).
+    PeerSamples {
+        /// The model's label.
+        #[arg(long)]
+        model: String,
+        /// The runner's name.
+        #[arg(long)]
+        runner: String,
+        /// The round of the interleaved runs.
+        #[arg(long)]
+        round: Option<String>,
+        /// What wrote the file: llama-bench JSONL (also llama-runner's, beside its record) or
+        /// the llama-cpp-2 peer's JSON lines.
+        #[arg(long, value_enum, default_value = "llama-bench")]
+        format: llama_workbench::peer::SampleFormat,
+        /// The output file.
+        file: PathBuf,
+    },
+    /// The peer comparison table of sample files, pooled: mean ± standard deviation per runner,
+    /// llama-runner's ratio to each peer (per-round mean ± standard error).
+    PeerTable {
+        /// Sample files (tab-separated lines written by `peer-samples`).
+        #[arg(required = true)]
+        samples: Vec<PathBuf>,
+    },
     /// Run several configurations, each in a fresh process, then compare them.
     Sweep {
         /// Configuration files.
@@ -106,6 +149,25 @@ enum Command {
         repetitions: Option<u32>,
         #[command(flatten)]
         verdicts: VerdictArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotsCommand {
+    /// Every snapshot commit, oldest first, one a line.
+    List {
+        /// Whole rows instead: crate version, commit, build number, date (tab-separated).
+        #[arg(long)]
+        long: bool,
+    },
+    /// One snapshot, by a unique commit prefix: commit, date and source (tab-separated), or one
+    /// of them.
+    Show {
+        /// A commit or a unique prefix of one.
+        commit: String,
+        /// Only this field.
+        #[arg(long, value_parser = ["commit", "date", "source"])]
+        field: Option<String>,
     },
 }
 
@@ -264,6 +326,56 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::History { records, snapshots, workloads, md, svg, title } => {
             history(&records, &snapshots, &workloads, md.as_deref(), svg.as_deref(), title)?
         }
+        Command::BisectStep { args } => {
+            let outcome = match llama_workbench::step::parse(&args) {
+                Ok(step) => {
+                    llama_workbench::step::run(step, &std::env::current_dir()?, env!("CARGO_MANIFEST_DIR").as_ref())
+                }
+                Err(outcome) => outcome,
+            };
+            if !outcome.line.is_empty() {
+                println!("{}", outcome.line);
+            }
+            return Ok(ExitCode::from(outcome.code));
+        }
+        Command::Snapshots { file, command } => {
+            use llama_workbench::history;
+            let snaps = history::read_snapshots(&file)?;
+            match command {
+                SnapshotsCommand::List { long } => {
+                    for s in &snaps {
+                        if long {
+                            println!("{}\t{}\t{}\t{}", s.source, s.commit, s.build_number, s.date);
+                        } else {
+                            println!("{}", s.commit);
+                        }
+                    }
+                }
+                SnapshotsCommand::Show { commit, field } => {
+                    let s = history::resolve_snapshot(&snaps, &commit).with_context(|| file.display().to_string())?;
+                    match field.as_deref() {
+                        Some("commit") => println!("{}", s.commit),
+                        Some("date") => println!("{}", s.date),
+                        Some(_) => println!("{}", s.source),
+                        None => println!("{}\t{}\t{}", s.commit, s.date, s.source),
+                    }
+                }
+            }
+        }
+        Command::PeerSamples { model, runner, round, format, file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+            let what = file.display().to_string();
+            let samples = llama_workbench::peer::samples_from(&text, format, &model, &runner, round.as_deref(), &what)?;
+            print!("{}", llama_workbench::peer::to_tsv(&samples));
+        }
+        Command::PeerTable { samples } => {
+            let mut all = Vec::new();
+            for f in &samples {
+                let text = std::fs::read_to_string(f).with_context(|| f.display().to_string())?;
+                all.extend(llama_workbench::peer::parse_tsv(&text, &f.display().to_string())?);
+            }
+            print!("{}", llama_workbench::peer::table(&all));
+        }
         Command::Sweep { configs, out, workloads, repetitions, verdicts } => {
             return sweep(&configs, &out, &workloads, repetitions, &verdicts.thresholds());
         }
@@ -414,16 +526,8 @@ fn bench(args: BenchArgs) -> Result<()> {
 
 fn judge(args: JudgeArgs) -> Result<ExitCode> {
     let record = Record::read_json(&args.record)?;
-    let criterion = if let Some(min_tps) = args.min_tg {
-        Criterion::AtLeast { metric: Metric::Generation, min_tps }
-    } else if let Some(min_tps) = args.min_pp {
-        Criterion::AtLeast { metric: Metric::Prompt, min_tps }
-    } else if let Some(path) = &args.baseline {
-        let baseline = Box::new(Record::read_json(path)?);
-        Criterion::Baseline { metric: args.metric.unwrap_or(Metric::Generation), baseline, margin: args.margin }
-    } else {
-        Criterion::MeasureOnly { metric: args.metric.unwrap_or(Metric::Generation) }
-    };
+    let criterion =
+        llama_workbench::step::criterion(args.min_tg, args.min_pp, args.baseline.as_deref(), args.margin, args.metric)?;
     let j = llama_workbench::bisect::judge(
         &record,
         args.workload.as_deref(),
