@@ -173,3 +173,21 @@ pub fn reference_generate(
     };
     (ids("prompt:"), ids("generated:"))
 }
+
+/// Compiles `tests/reference/sampling.cpp`, which samples with llama.cpp's common sampler
+/// (`common_sampler_init` / `_sample` / `_accept`, linked from the `llama-common` library), once.
+/// Panics when the common library was not built (see [`llama_common`]).
+pub fn sampling_reference_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Prerequisite::Missing(reason) | Prerequisite::Required(reason) = llama_common() {
+            panic!("{reason}");
+        }
+        let src = Path::new(llama_sys::build_info::SOURCE_DIR);
+        compile_reference(
+            "sampling",
+            &[format!("-I{}", src.join("common").display()), format!("-I{}", src.join("vendor").display())],
+            &["-lllama-common", "-lllama-common-base", "-lcpp-httplib"],
+        )
+    })
+}
