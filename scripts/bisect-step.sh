@@ -28,8 +28,9 @@
 #
 # The step itself (arguments, the tree and its commit, build, bench, verdict) is
 # `llama-runner bisect-step`; this script only finds that command: $LLAMA_RUNNER, else the
-# workspace's release build (built here if needed, against the workspace's own llama.cpp, not the
-# tree bisected). Bisecting vendor/llama.cpp itself, set LLAMA_RUNNER to a command built before.
+# workspace's dev build, the one `cargo build` and `cargo test` make (built here if needed, against
+# the workspace's own llama.cpp, not the tree bisected; the step's measured build is its own).
+# Bisecting vendor/llama.cpp itself, set LLAMA_RUNNER to a command built before.
 #
 # Exit status, as `git bisect run` reads it: 0 good, 1 bad, 125 skip (the tree does not build,
 # or the bench fails: the model does not load), 128 the step itself is misused (aborts the
@@ -43,10 +44,10 @@ if [ -z "$runner" ]; then
     target=${CARGO_TARGET_DIR:-$root/target}
     mkdir -p "$target"
     if ! (cd "$root" && env -u LLAMA_CPP_DIR -u LLAMA_SYS_BUILD_COMMIT -u LLAMA_SYS_BUILD_NUMBER \
-        cargo build -q --release -p llama-workbench --bin llama-runner) >"$target/bisect-driver.log" 2>&1; then
+        cargo build -q -p llama-workbench --bin llama-runner) >"$target/bisect-driver.log" 2>&1; then
         echo "bisect-step: error: cannot build the llama-runner command (see $target/bisect-driver.log; or set LLAMA_RUNNER)"
         exit 128
     fi
-    runner=$target/release/llama-runner
+    runner=$target/debug/llama-runner
 fi
 exec "$runner" bisect-step --workspace "$root" "$@"
