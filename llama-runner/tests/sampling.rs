@@ -270,21 +270,10 @@ fn prerequisite(needs: Needs) -> Prerequisite<Env> {
 }
 
 /// `harness = false`: every test a trial, a missing prerequisite reported as ignored.
-#[cfg(not(test))]
 fn main() {
     common::run_trials(
         TESTS.iter().map(|&(name, needs, test)| common::trial(name, prerequisite(needs), test)).collect(),
     );
-}
-
-/// The standard harness: a missing prerequisite panics with its reason (never a pass).
-#[cfg(test)]
-fn run_standard(name: &str) {
-    let &(_, needs, test) = TESTS.iter().find(|t| t.0 == name).unwrap();
-    match prerequisite(needs) {
-        Prerequisite::Met(env) => test(env),
-        Prerequisite::Missing(reason) | Prerequisite::Required(reason) => panic!("{name} cannot run: {reason}"),
-    }
 }
 
 fn tiny() -> PathBuf {
@@ -496,21 +485,4 @@ fn tokens_equal_llama_cpp_on_generated_models(_: Env) {
 
 fn tokens_equal_llama_cpp_on_the_real_model(env: Env) {
     parity_on(&env.real_model.unwrap(), &[42], 16);
-}
-
-#[cfg(test)]
-mod standard_harness {
-    macro_rules! tests {
-        ($($name:ident),* $(,)?) => { $( #[test] fn $name() { super::run_standard(stringify!($name)) } )* };
-    }
-    tests!(
-        defaults_equal_common_params_sampling,
-        flags_parse_as_llama_cpp_parses_them,
-        flag_errors_name_the_flag,
-        flags_render_back,
-        sampler_checks_before_calling_llama_cpp,
-        seeded_sampling_is_reproducible,
-        tokens_equal_llama_cpp_on_generated_models,
-        tokens_equal_llama_cpp_on_the_real_model,
-    );
 }
