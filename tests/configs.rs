@@ -8,6 +8,7 @@ use llama_runner::options::EXPERTS_REGEX;
 use llama_runner::{CacheType, GpuLayers, LoadMode, RunOptions, TensorOverride};
 use llama_workbench::Error;
 use llama_workbench::config::{self, Config, GeneratedModel, ModelSource, WORKLOAD_PRESETS};
+use llama_workbench::error::{FlagsFrom, ModelProblem, WorkloadProblem, chain};
 
 fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")
@@ -35,8 +36,8 @@ fn ok(text: &str) -> Config {
 #[track_caller]
 fn toml_error(text: &str, needles: &[&str]) -> String {
     let e = toml(text).err().unwrap_or_else(|| panic!("loaded:\n{text}"));
-    let msg = e.to_string();
-    assert!(matches!(e, Error::Config { .. }), "{msg}");
+    let msg = chain(&e);
+    assert_eq!(e.config_path(), Some(Path::new("/etc/sweeps/test.toml")), "{msg}");
     assert!(msg.contains("test.toml"), "does not name the file: {msg}");
     for n in needles {
         assert!(msg.contains(n), "`{msg}` does not contain `{n}`");
@@ -72,7 +73,9 @@ fn every_file_in_configs_loads() {
                 assert_eq!(o.model_path, Some(Path::new("/models").join(p)), "{}", path.display());
             }
             ModelSource::Generated(g) => {
-                let e = c.run_options().unwrap_err().to_string();
+                let e = c.run_options().unwrap_err();
+                assert!(matches!(&e, Error::GeneratedModelPath { model, .. } if model == g), "{e}");
+                let e = chain(&e);
                 assert!(e.contains(g.name()), "{e}");
                 assert_eq!(c.run_options_with_model(PathBuf::from("/tmp/m.gguf")).context, c.options().context);
             }
@@ -211,6 +214,34 @@ fn bad_values_are_errors() {
         toml_error(&format!("{base}{text}\n"), needles);
     }
     toml_error("description = \"no model\"\n", &["no model"]);
+    // The typed errors behind those messages.
+    let model_problem = |text: &str| match toml(text) {
+        Err(Error::ConfigModel { problem, .. }) => problem,
+        other => panic!("{text}: {other:?}"),
+    };
+    assert_eq!(model_problem("description = \"no model\"\n"), ModelProblem::Missing);
+    assert_eq!(model_problem("generated = \"tiny-moe\"\nmodel_path = \"m.gguf\"\n"), ModelProblem::GivenTwice);
+    let workload_problem = |text: &str| match toml(&format!("{base}{text}\n")) {
+        Err(Error::ConfigWorkload { workload, problem, .. }) => (workload, problem),
+        other => panic!("{text}: {other:?}"),
+    };
+    let (w, p) = workload_problem("[[workload]]\nname = \"w\"\nn_prompt = 0\nn_gen = 0");
+    assert_eq!((w.as_str(), p), ("w", WorkloadProblem::NothingToRun));
+    let (w, p) = workload_problem("workloads = [\"huge\"]");
+    assert!(w == "huge" && matches!(p, WorkloadProblem::UnknownPreset { .. }), "{w} {p:?}");
+    let (w, p) = workload_problem("workloads = [\"short\", \"short\"]");
+    assert_eq!((w.as_str(), p), ("short", WorkloadProblem::GivenTwice));
+    let (w, p) = workload_problem("flags = \"-c 1024\"\nworkloads = [\"long\"]");
+    assert!(w == "long" && matches!(&p, WorkloadProblem::DoesNotFit(m) if m.needed == 2176 && m.cells == 1024));
+    assert!(matches!(toml(&format!("{base}nmae = 1\n")), Err(Error::ConfigSyntax { .. })));
+    assert!(matches!(
+        toml(&format!("{base}flags = \"-ctk q9_0\"\n")),
+        Err(Error::ConfigFlags { from: FlagsFrom::Key, source, .. }) if matches!(*source, llama_runner::Error::Flag { .. })
+    ));
+    assert!(matches!(
+        toml(&format!("{base}[[model.tensor_overrides]]\npattern = \"(\"\ntarget = \"CPU\"\n")),
+        Err(Error::ConfigOption { source, .. }) if matches!(*source, llama_runner::Error::InvalidOption { .. })
+    ));
     toml_error("generated = \"tiny-moe\"\nmodel_path = \"m.gguf\"\n", &["once"]);
     toml_error("generated = \"tiny-moe\"\nflags = \"-m m.gguf\"\n", &["once"]);
     toml_error("model_path = \"m.gguf\"\nflags = \"-c 1\"\n[context]\nn_ctx = \"big\"\n", &["n_ctx"]);
@@ -374,7 +405,7 @@ fn env_variables_mean_what_llama_cpp_and_ggml_make_of_them() {
 
 #[test]
 fn env_flag_variable_rules() {
-    let e = env("MODEL=m.gguf\nLLAMA_ARGS=-c 1\nEXTRA_ARGS=-t 2\n").unwrap_err().to_string();
+    let e = chain(&env("MODEL=m.gguf\nLLAMA_ARGS=-c 1\nEXTRA_ARGS=-t 2\n").unwrap_err());
     assert!(e.contains("LLAMA_ARGS, EXTRA_ARGS") && e.contains("server.env"), "{e}");
     let c = Config::from_env_str(
         "MODEL=m.gguf\nLLAMA_ARGS=-c 4096\nEXTRA_ARGS=-t 2\n",
@@ -387,14 +418,20 @@ fn env_flag_variable_rules() {
         Config::from_env_str("MODEL=m.gguf\nLLAMA_ARGS=-c 4096\nEXTRA_ARGS=-t 2\n", "x.env", &["LLAMA_ARGS"]).unwrap();
     assert_eq!(c.options().context.n_threads, None);
     assert!(warned(&c, "EXTRA_ARGS (line 3) may hold flags but was not named"), "{:?}", c.warnings());
-    let e = Config::from_env_str("MODEL=m.gguf\n", "x.env", &["ARGS"]).unwrap_err().to_string();
+    let e = chain(&Config::from_env_str("MODEL=m.gguf\n", "x.env", &["ARGS"]).unwrap_err());
     assert!(e.contains("no variable `ARGS`"), "{e}");
     // -m in the flags wins over MODEL.
     let c = env("MODEL=a.gguf\nFLAGS=-m b.gguf\n").unwrap();
     assert_eq!(c.model(), &ModelSource::File("b.gguf".into()));
     assert!(warned(&c, "replaces MODEL=a.gguf"));
     // Errors name the variable, the flag and the file.
-    let e = env("MODEL=m.gguf\nLLAMA_ARGS=-ctk q9\n").unwrap_err().to_string();
+    let e = env("MODEL=m.gguf\nLLAMA_ARGS=-ctk q9\n").unwrap_err();
+    assert!(
+        matches!(&e, Error::ConfigFlags { from: FlagsFrom::Vars(v), source, .. }
+            if v == &["LLAMA_ARGS"] && matches!(&**source, llama_runner::Error::Flag { flag, .. } if flag == "-ctk")),
+        "{e:?}"
+    );
+    let e = chain(&e);
     assert!(e.contains("server.env") && e.contains("LLAMA_ARGS") && e.contains("-ctk") && e.contains("q9"), "{e}");
     for (text, needle) in [
         ("LLAMA_ARGS=-c 1\n", "no model"),
@@ -405,7 +442,9 @@ fn env_flag_variable_rules() {
         ("MODEL=m.gguf\nGGML_OP_OFFLOAD_MIN_BATCH=-5\n", "GGML_OP_OFFLOAD_MIN_BATCH"),
         ("MODEL=m.gguf\nLLAMA_ARGS=-c 99\n", "workload `short`"),
     ] {
-        let e = env(text).map(|_| ()).unwrap_err().to_string();
+        let e = env(text).map(|_| ()).unwrap_err();
+        assert_eq!(e.config_path(), Some(Path::new("/srv/llama/server.env")), "{text:?}: {e}");
+        let e = chain(&e);
         assert!(e.contains(needle) && e.contains("server.env"), "{text:?}: {e}");
     }
     // Set twice: the last value counts.
@@ -435,7 +474,9 @@ fn load_picks_the_form_by_name_or_content() {
         assert_eq!(c.model_path_in(None), Some(dir.join("m.gguf")), "{name}");
     }
     assert_eq!(Config::load(dir.join(".env.local")).unwrap().name(), "local");
-    let missing = Config::load(dir.join("missing.toml")).unwrap_err().to_string();
+    let missing = Config::load(dir.join("missing.toml")).unwrap_err();
+    assert!(matches!(&missing, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound), "{missing}");
+    let missing = chain(&missing);
     assert!(missing.contains("missing.toml"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
