@@ -2,10 +2,13 @@
 //! and the traps of llama.cpp's parser (see `llama_runner::flags`).
 
 use llama_runner::backend::Numa;
-use llama_runner::flags::{self, Dialect, Parsed};
-use llama_runner::options::{EXPERTS_REGEX, layer_experts_regex};
+use llama_runner::flags::{self, CParser, DeviceProblem, Dialect, FlagReason, Parsed, RuleProblem};
+use llama_runner::options::{
+    EXPERTS_REGEX, MAX_CPUS, NamedOption, layer_experts_regex, max_devices, max_tensor_overrides,
+};
 use llama_runner::{
-    BufferTarget, CacheType, Error, FlashAttn, GpuLayers, LoadMode, Priority, RunOptions, SplitMode, TensorOverride,
+    BufferTarget, CacheType, CpuMask, Error, FlashAttn, GpuLayers, LoadMode, Priority, RunOptions, SplitMode,
+    TensorOverride,
 };
 
 /// Flag strings used in this file: each must survive parse → render → parse.
@@ -451,6 +454,76 @@ fn what_cannot_be_written_is_listed() {
 // ---------------------------------------------------------------------------------------------
 // Malformed input: an error naming the flag and the value.
 
+/// The typed reason each malformed flag string of
+/// [`malformed_flags_are_errors_naming_flag_and_value`] is refused for.
+fn expected_reason(flags: &str) -> FlagReason {
+    const NP_NOTE: &str = "llama-server's -1 means \"auto\", its own choice of slots; give a number";
+    let rule = |rule: &str, problem| FlagReason::OverrideRule { rule: rule.to_string(), problem };
+    let device = |name: &str, problem| FlagReason::Device { name: name.to_string(), problem };
+    match flags {
+        "-ctk q9_0" => FlagReason::UnknownName { what: "cache type", accepted: CacheType::NAMES },
+        "--cache-type-v Q8_0" => FlagReason::UnknownName { what: "cache type", accepted: CacheType::NAMES },
+        "-ctv" => FlagReason::MissingValue,
+        "-c abc" => FlagReason::NotANumber { parser: CParser::Stoi },
+        "-c 99999999999" => FlagReason::OutOfRange { parser: CParser::Stoi },
+        "-c -5" => FlagReason::TooSmall { value: -5, min: 0, note: None },
+        "-b 0" => FlagReason::TooSmall { value: 0, min: 1, note: None },
+        "-ub -3" => FlagReason::TooSmall { value: -3, min: 1, note: None },
+        "-np 0" => FlagReason::TooSmall { value: 0, min: 1, note: Some(NP_NOTE) },
+        "-np -1" => FlagReason::TooSmall { value: -1, min: 1, note: Some(NP_NOTE) },
+        "-t x" => FlagReason::NotANumber { parser: CParser::Stoi },
+        "-ngl lots" => FlagReason::NotANumber { parser: CParser::Stoi },
+        "-sm rows" => FlagReason::NotOneOf { accepted: SplitMode::NAMES, note: None },
+        "-lm mmap-mlock" => FlagReason::NotOneOf { accepted: LoadMode::NAMES, note: None },
+        "-fa yes" => FlagReason::NotOneOf {
+            accepted: &["on", "off", "auto"],
+            note: Some("nor enabled/true/1, disabled/false/0, -1"),
+        },
+        "--numa all" => FlagReason::NotOneOf { accepted: &["distribute", "isolate", "numactl"], note: None },
+        "-ot exps" => rule("exps", RuleProblem::NoEquals),
+        "-ot =CPU" => rule("=CPU", RuleProblem::EmptyPattern),
+        "-ot exps=cpu" => rule("exps=cpu", RuleProblem::CaseSensitive { name: "cpu".into() }),
+        "-ot exps=CUDA_Host" => rule("exps=CUDA_Host", RuleProblem::HostBuffer { name: "CUDA_Host".into() }),
+        "-ot exps=" => rule("exps=", RuleProblem::EmptyBufferType),
+        "-ot a=CPU," => rule("", RuleProblem::NoEquals),
+        "-ot a=b=CPU" => rule("a=b=CPU", RuleProblem::SplitName { name: "b=CPU".into() }),
+        "-ot (=CPU" => rule("(=CPU", RuleProblem::Regex { message: llama_runner::regex::check("(").unwrap_err() }),
+        "-dev ''" => device("", DeviceProblem::EmptyName),
+        "-dev none,CUDA0" => device("none", DeviceProblem::NoneNotAlone),
+        "-dev CPU" => device("CPU", DeviceProblem::Cpu),
+        "-ts abc" => FlagReason::NotANumber { parser: CParser::Stof },
+        "-ts ,3" => FlagReason::EmptyProportion,
+        "-ts ''" => FlagReason::EmptyProportion,
+        "-ts 1,-1" => FlagReason::BadProportion { proportion: "-1".into() },
+        "-ts inf" => FlagReason::BadProportion { proportion: "inf".into() },
+        "-ts 1e99" => FlagReason::OutOfRange { parser: CParser::Stof },
+        "-ts 0x10" => FlagReason::HexFloat,
+        "-ts 1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1" => FlagReason::TooManyProportions { count: 16, max: max_devices() },
+        "--prio 5" => FlagReason::NotInRange { value: 5, what: "priority", min: -1, max: 3 },
+        "--prio -2" => FlagReason::NotInRange { value: -2, what: "priority", min: -1, max: 3 },
+        "--cpu-strict x" => FlagReason::NotANumber { parser: CParser::Stoul },
+        "--poll x" => FlagReason::NotANumber { parser: CParser::Stoul },
+        "--poll 99999999999999999999" => FlagReason::OutOfRange { parser: CParser::Stoul },
+        "-C 0xZZ" => FlagReason::CpuMask(CpuMask::parse_flag("0xZZ").unwrap_err()),
+        "-C 0XFF" => FlagReason::CpuMask(CpuMask::parse_flag("0XFF").unwrap_err()),
+        "-Cr 5" => FlagReason::NotARange,
+        "-Cr 0-999" => FlagReason::CpuOutOfBounds { cpu: 999, last: MAX_CPUS - 1 },
+        "-ncmoe -1" => FlagReason::TooSmall { value: -1, min: 0, note: Some("llama.cpp refuses it too") },
+        "-mg -1" => FlagReason::TooSmall { value: -1, min: 0, note: None },
+        "-m ''" => FlagReason::EmptyPath,
+        "-fit maybe" => FlagReason::NotOneOf { accepted: &["on", "off"], note: None },
+        "--bogus" => FlagReason::UnknownFlag,
+        "-n 128" => FlagReason::UnknownFlag,
+        "--temp 0.5" => FlagReason::UnknownFlag,
+        "-Cb 0xff" => FlagReason::UnknownFlag,
+        "stray" => FlagReason::NotAFlag,
+        "-c 1 2" => FlagReason::NotAFlag,
+        "--ctx-size=4096" => FlagReason::EqualsValue { flag: "--ctx-size".into() },
+        "-ncmoe 5000 -ot a=CPU" => FlagReason::NCpuMoeTooLarge { max: max_tensor_overrides() },
+        _ => panic!("no expected reason for `{flags}`"),
+    }
+}
+
 #[test]
 fn malformed_flags_are_errors_naming_flag_and_value() {
     let cases: &[(&str, &str, Option<&str>, &str)] = &[
@@ -514,6 +587,10 @@ fn malformed_flags_are_errors_naming_flag_and_value() {
     for (flags, flag, value, reason) in cases {
         let msg = flag_error(flags, flag, *value);
         assert!(msg.contains(reason), "`{flags}`: `{msg}` does not say `{reason}`");
+        // The reason is the typed one, and its message is the one checked above.
+        let Err(Error::Flag { reason: got, .. }) = flags::parse(flags) else { unreachable!() };
+        let expected = expected_reason(flags);
+        assert_eq!(got, expected.to_string(), "`{flags}`: {expected:?}");
         if let Some(v) = value
             && !v.is_empty()
         {
@@ -522,8 +599,10 @@ fn malformed_flags_are_errors_naming_flag_and_value() {
     }
     let e = flags::parse("-ot 'unbalanced").unwrap_err();
     assert!(e.to_string().contains("unbalanced quote"), "{e}");
+    assert!(matches!(&e, Error::Flag { reason, .. } if *reason == FlagReason::UnbalancedQuote.to_string()), "{e}");
     let e = flags::parse_with_env(&[("LLAMA_ARG_KV_UNIFIED".into(), "maybe".into())], "").unwrap_err();
     assert!(e.to_string().contains("LLAMA_ARG_KV_UNIFIED") && e.to_string().contains("maybe"), "{e}");
+    assert!(matches!(&e, Error::Flag { reason, .. } if *reason == FlagReason::NotABoolean.to_string()), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------

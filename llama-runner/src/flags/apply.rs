@@ -1,7 +1,16 @@
 //! Applying lexed flags to [`RunOptions`] with llama.cpp's meaning, and the warnings for its
 //! traps.
 
-use super::*;
+use super::Parsed;
+use super::cnum::{stof, stoi, stoul};
+use super::lex::{Item, Opt, falsey, flag_error, truthy};
+use super::reason::{DeviceProblem, FlagReason, RuleProblem};
+use crate::backend::Numa;
+use crate::error::Result;
+use crate::options::{
+    BufferTarget, CacheType, CpuMask, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, MAX_CPUS, NamedOption, Priority,
+    RunOptions, SplitMode, TensorOverride, layer_experts_regex, max_devices, max_tensor_overrides,
+};
 
 pub(super) enum OverrideEvent {
     Rules(Vec<TensorOverride>),
@@ -52,12 +61,15 @@ impl State {
         Ok(n.value)
     }
 
-    pub(super) fn non_negative(&mut self, item: &Item, min: i32, what: &str) -> Result<u32> {
+    /// `stoi`, refusing numbers below `min` (0 or more); `note` says what llama.cpp makes of
+    /// them when that is worth saying.
+    pub(super) fn at_least(&mut self, item: &Item, min: i32, note: Option<&'static str>) -> Result<u32> {
         let n = self.int(item)?;
+        let too_small = || flag_error(&item.label, item.value.as_deref(), FlagReason::TooSmall { value: n, min, note });
         if n < min {
-            return Err(flag_error(&item.label, item.value.as_deref(), format!("{n} {what}")));
+            return Err(too_small());
         }
-        u32::try_from(n).map_err(|_| flag_error(&item.label, item.value.as_deref(), "must not be negative"))
+        u32::try_from(n).map_err(|_| too_small())
     }
 
     pub(super) fn note_repeat(&mut self, item: &Item) {
@@ -135,11 +147,11 @@ impl State {
         self.note_repeat(item);
         let flag = item.label.as_str();
         let v = value_of(item);
-        let bad = |reason: String| flag_error(flag, item.value.as_deref(), reason);
+        let bad = |reason: FlagReason| flag_error(flag, item.value.as_deref(), reason);
         match item.spec.opt {
             Opt::Model => {
                 if v.is_empty() {
-                    return Err(bad("empty path".into()));
+                    return Err(bad(FlagReason::EmptyPath));
                 }
                 self.o.model_path = Some(v.into());
             }
@@ -165,7 +177,7 @@ impl State {
             Opt::CpuMask => {
                 self.placement_flags.push(flag.to_string());
                 let (cpus, digits, truncated) =
-                    CpuMask::parse_flag(v).map_err(|e| flag_error(flag, Some(v), e.to_string()))?;
+                    CpuMask::parse_flag(v).map_err(|e| flag_error(flag, Some(v), e.into()))?;
                 if truncated {
                     self.warn(format!(
                         "`{flag}`: llama.cpp reads only the first 128 hex digits of a mask, so the mask is {digits}"
@@ -198,8 +210,8 @@ impl State {
             Opt::Prio => {
                 self.placement_flags.push(flag.to_string());
                 let n = self.int(item)?;
-                self.o.context.placement.priority =
-                    Priority::from_level(n).ok_or_else(|| bad(format!("{n} is not a priority from -1 to 3")))?;
+                self.o.context.placement.priority = Priority::from_level(n)
+                    .ok_or_else(|| bad(FlagReason::NotInRange { value: n, what: "priority", min: -1, max: 3 }))?;
             }
             Opt::Poll => {
                 self.placement_flags.push(flag.to_string());
@@ -215,19 +227,19 @@ impl State {
                 }
                 self.o.context.placement.poll = poll;
             }
-            Opt::CtxSize => self.o.context.n_ctx = self.non_negative(item, 0, "is negative")?,
-            Opt::BatchSize => self.o.context.n_batch = self.non_negative(item, 1, "is less than 1")?,
-            Opt::UbatchSize => self.o.context.n_ubatch = self.non_negative(item, 1, "is less than 1")?,
+            Opt::CtxSize => self.o.context.n_ctx = self.at_least(item, 0, None)?,
+            Opt::BatchSize => self.o.context.n_batch = self.at_least(item, 1, None)?,
+            Opt::UbatchSize => self.o.context.n_ubatch = self.at_least(item, 1, None)?,
             Opt::Parallel => {
-                self.o.context.n_seq_max = self.non_negative(
+                self.o.context.n_seq_max = self.at_least(
                     item,
                     1,
-                    "is less than 1 (llama-server's -1 means \"auto\", its own choice of slots; give a number)",
+                    Some("llama-server's -1 means \"auto\", its own choice of slots; give a number"),
                 )?;
             }
-            Opt::MainGpu => self.o.model.main_gpu = self.non_negative(item, 0, "is negative")?,
+            Opt::MainGpu => self.o.model.main_gpu = self.at_least(item, 0, None)?,
             Opt::NCpuMoe => {
-                let n = self.non_negative(item, 0, "is negative (llama.cpp refuses it too)")?;
+                let n = self.at_least(item, 0, Some("llama.cpp refuses it too"))?;
                 self.overrides.push(OverrideEvent::NCpuMoe(flag.to_string(), n));
             }
             Opt::CpuMoe => self.overrides.push(OverrideEvent::CpuMoe(flag.to_string())),
@@ -239,12 +251,16 @@ impl State {
             Opt::Repack => self.o.model.repack = item.positive,
             Opt::OpOffload => self.o.context.op_offload = item.positive,
             Opt::FlashAttn => {
-                self.o.context.flash_attn = FlashAttn::from_llama(v)
-                    .ok_or_else(|| bad("not on, off or auto (nor enabled/true/1, disabled/false/0, -1)".into()))?;
+                self.o.context.flash_attn = FlashAttn::from_llama(v).ok_or_else(|| {
+                    bad(FlagReason::NotOneOf {
+                        accepted: &["on", "off", "auto"],
+                        note: Some("nor enabled/true/1, disabled/false/0, -1"),
+                    })
+                })?;
             }
             Opt::CacheTypeK | Opt::CacheTypeV => {
                 let t = CacheType::from_llama(v).ok_or_else(|| {
-                    bad(format!("unknown cache type (llama.cpp accepts exactly {})", CacheType::NAMES.join(", ")))
+                    bad(FlagReason::UnknownName { what: CacheType::WHAT, accepted: CacheType::NAMES })
                 })?;
                 if item.spec.opt == Opt::CacheTypeK {
                     self.o.context.type_k = t;
@@ -256,7 +272,8 @@ impl State {
             Opt::Mmap => self.load_mode(item, if item.positive { LoadMode::Mmap } else { LoadMode::None }),
             Opt::DirectIo => self.load_mode(item, if item.positive { LoadMode::DirectIo } else { LoadMode::None }),
             Opt::LoadMode => {
-                let mode = LoadMode::from_llama(v).ok_or_else(|| bad(format!("not {}", or_list(LoadMode::NAMES))))?;
+                let mode = LoadMode::from_llama(v)
+                    .ok_or_else(|| bad(FlagReason::NotOneOf { accepted: LoadMode::NAMES, note: None }))?;
                 self.load_mode(item, mode);
             }
             Opt::Numa => {
@@ -268,12 +285,17 @@ impl State {
                         self.warn(format!("`{flag} \"\"` means distribute in llama.cpp"));
                         Numa::Distribute
                     }
-                    None => return Err(bad("not distribute, isolate or numactl".into())),
+                    None => {
+                        return Err(bad(FlagReason::NotOneOf {
+                            accepted: &["distribute", "isolate", "numactl"],
+                            note: None,
+                        }));
+                    }
                 };
             }
             Opt::SplitMode => {
-                self.o.model.split_mode =
-                    SplitMode::from_llama(v).ok_or_else(|| bad(format!("not {}", or_list(SplitMode::NAMES))))?;
+                self.o.model.split_mode = SplitMode::from_llama(v)
+                    .ok_or_else(|| bad(FlagReason::NotOneOf { accepted: SplitMode::NAMES, note: None }))?;
             }
             Opt::GpuLayers => {
                 self.o.model.gpu_layers = match v {
@@ -303,7 +325,7 @@ impl State {
                          at their defaults are not adjusted to free memory"
                     ));
                 } else if !falsey(v) {
-                    return Err(bad("not on or off".into()));
+                    return Err(bad(FlagReason::NotOneOf { accepted: &["on", "off"], note: None }));
                 }
             }
             Opt::ServerOnly => {
@@ -322,25 +344,17 @@ impl State {
         let leading_empty = pieces.first().is_some_and(|p| p.is_empty()) && v.starts_with([',', '/']);
         pieces.retain(|p| !p.is_empty());
         if leading_empty || pieces.is_empty() {
-            return Err(flag_error(flag, Some(v), "an empty proportion (llama.cpp's std::stof fails)"));
+            return Err(flag_error(flag, Some(v), FlagReason::EmptyProportion));
         }
         let max = max_devices();
         if pieces.len() >= max {
-            return Err(flag_error(
-                flag,
-                Some(v),
-                format!("{} proportions: llama.cpp refuses {max} or more (llama_max_devices() is {max})", pieces.len()),
-            ));
+            return Err(flag_error(flag, Some(v), FlagReason::TooManyProportions { count: pieces.len(), max }));
         }
         let mut out = Vec::with_capacity(pieces.len());
         for p in pieces {
             let n = stof(flag, p)?;
             if !n.value.is_finite() || n.value < 0.0 {
-                return Err(flag_error(
-                    flag,
-                    Some(v),
-                    format!("proportion `{p}` is not a finite, non-negative number"),
-                ));
+                return Err(flag_error(flag, Some(v), FlagReason::BadProportion { proportion: p.to_string() }));
             }
             if !n.exact {
                 self.warn(format!("`{flag}`: proportion `{p}` is read as {} (std::stof stops early)", n.value));
@@ -413,7 +427,7 @@ impl State {
                         return Err(flag_error(
                             &flag,
                             Some(&n.to_string()),
-                            format!("more than llama.cpp's {max_overrides} tensor overrides"),
+                            FlagReason::NCpuMoeTooLarge { max: max_overrides },
                         ));
                     }
                     if n > 0 {
@@ -432,7 +446,7 @@ impl State {
                 return Err(flag_error(
                     "-ot",
                     None,
-                    format!("{} tensor overrides, more than llama.cpp's {max_overrides}", list.len()),
+                    FlagReason::TooManyOverrides { count: list.len(), max: max_overrides },
                 ));
             }
         }
@@ -444,14 +458,16 @@ impl State {
 pub(super) fn parse_override_rules(flag: &str, v: &str, warnings: &mut Vec<String>) -> Result<Vec<TensorOverride>> {
     let mut rules = Vec::new();
     for rule in v.split(',') {
-        let bad = |reason: String| flag_error(flag, Some(v), format!("rule `{rule}`: {reason}"));
+        let bad = |problem: RuleProblem| {
+            flag_error(flag, Some(v), FlagReason::OverrideRule { rule: rule.to_string(), problem })
+        };
         let Some((pattern, target)) = rule.split_once('=') else {
-            return Err(bad("no `=` between the tensor name pattern and the buffer type".into()));
+            return Err(bad(RuleProblem::NoEquals));
         };
         if pattern.is_empty() {
-            return Err(bad("empty pattern (it would match every tensor)".into()));
+            return Err(bad(RuleProblem::EmptyPattern));
         }
-        crate::regex::check(pattern).map_err(|e| bad(format!("the pattern is not a valid std::regex: {e}")))?;
+        crate::regex::check(pattern).map_err(|message| bad(RuleProblem::Regex { message }))?;
         if pattern.trim() != pattern {
             warnings.push(format!(
                 "`{flag}`: pattern `{pattern}` has leading or trailing spaces, which llama.cpp keeps (tensor names \
@@ -464,24 +480,21 @@ pub(super) fn parse_override_rules(flag: &str, v: &str, warnings: &mut Vec<Strin
     Ok(rules)
 }
 
-pub(super) fn parse_buffer_target(name: &str) -> std::result::Result<BufferTarget, String> {
+pub(super) fn parse_buffer_target(name: &str) -> std::result::Result<BufferTarget, RuleProblem> {
     if name == "CPU" {
         return Ok(BufferTarget::Cpu);
     }
     if name.is_empty() {
-        return Err("empty buffer type".into());
+        return Err(RuleProblem::EmptyBufferType);
     }
     if name.eq_ignore_ascii_case("cpu") {
-        return Err(format!("unknown buffer type `{name}`: llama.cpp's names are case-sensitive (`CPU`)"));
+        return Err(RuleProblem::CaseSensitive { name: name.to_string() });
     }
     if name.contains(['=', ' ', '\t', ',']) {
-        return Err(format!(
-            "unknown buffer type `{name}` (llama.cpp splits a rule at its first `=`, so patterns cannot hold `=`, \
-             and does not trim spaces)"
-        ));
+        return Err(RuleProblem::SplitName { name: name.to_string() });
     }
     if name.ends_with("_Host") {
-        return Err(format!("`{name}` is a host buffer type, which llama.cpp's -ot does not offer; use `CPU`"));
+        return Err(RuleProblem::HostBuffer { name: name.to_string() });
     }
     Ok(BufferTarget::Device(name.to_string()))
 }
@@ -492,15 +505,15 @@ pub(super) fn parse_devices(flag: &str, v: &str) -> Result<Vec<String>> {
         return Ok(Vec::new());
     }
     for name in &names {
-        let bad = |reason: &str| flag_error(flag, Some(v), format!("device `{name}`: {reason}"));
+        let bad = |problem| flag_error(flag, Some(v), FlagReason::Device { name: name.to_string(), problem });
         if name.is_empty() {
-            return Err(bad("empty name"));
+            return Err(bad(DeviceProblem::EmptyName));
         }
         if *name == "none" {
-            return Err(bad("`none` must be the only entry"));
+            return Err(bad(DeviceProblem::NoneNotAlone));
         }
         if *name == "CPU" {
-            return Err(bad("llama.cpp refuses CPU devices in -dev (they are always used)"));
+            return Err(bad(DeviceProblem::Cpu));
         }
     }
     Ok(names.into_iter().map(str::to_string).collect())
@@ -509,7 +522,7 @@ pub(super) fn parse_devices(flag: &str, v: &str) -> Result<Vec<String>> {
 /// llama.cpp's `parse_cpu_range` (`common/common.cpp`): `lo-hi`, either end may be left out.
 pub(super) fn parse_cpu_range(flag: &str, v: &str) -> Result<CpuMask> {
     let Some((lo, hi)) = v.split_once('-') else {
-        return Err(flag_error(flag, Some(v), "not a range LO-HI"));
+        return Err(flag_error(flag, Some(v), FlagReason::NotARange));
     };
     let bound = |s: &str, default: u64| -> Result<u64> {
         if s.is_empty() {
@@ -517,20 +530,11 @@ pub(super) fn parse_cpu_range(flag: &str, v: &str) -> Result<CpuMask> {
         }
         let n = stoul(flag, s)?.value;
         if n >= MAX_CPUS as u64 {
-            return Err(flag_error(flag, Some(v), format!("CPU {n} is out of bounds (0..{})", MAX_CPUS - 1)));
+            return Err(flag_error(flag, Some(v), FlagReason::CpuOutOfBounds { cpu: n, last: MAX_CPUS - 1 }));
         }
         Ok(n)
     };
     let (lo, hi) = (bound(lo, 0)?, bound(hi, MAX_CPUS as u64 - 1)?);
     // Both bounds are below MAX_CPUS here.
     Ok(CpuMask::range(lo as usize, hi as usize))
-}
-
-/// `a, b or c`.
-pub(super) fn or_list(names: &[&str]) -> String {
-    match names.split_last() {
-        Some((last, [])) => (*last).to_string(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-        None => String::new(),
-    }
 }

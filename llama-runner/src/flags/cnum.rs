@@ -1,7 +1,9 @@
 //! C number parsing, as llama.cpp's `std::stoi` / `std::stoul` / `std::stof` (and ggml's `atoi`)
 //! read a value: a prefix, stopping at the first character that does not fit.
 
-use super::*;
+use super::lex::flag_error;
+use super::{CParser, FlagReason};
+use crate::error::Result;
 
 /// A number read from the start of a value, and whether the whole value was used.
 pub(super) struct CNum<T> {
@@ -46,20 +48,20 @@ pub fn c_atoi(v: &str) -> i64 {
 
 /// `std::stoi`.
 pub(super) fn stoi(flag: &str, v: &str) -> Result<CNum<i32>> {
-    let (neg, mag, rest) =
-        c_integer_prefix(v).ok_or_else(|| flag_error(flag, Some(v), "not a number (llama.cpp's std::stoi fails)"))?;
+    let (neg, mag, rest) = c_integer_prefix(v)
+        .ok_or_else(|| flag_error(flag, Some(v), FlagReason::NotANumber { parser: CParser::Stoi }))?;
     let signed = if neg { -i128::try_from(mag).unwrap_or(i128::MAX) } else { i128::try_from(mag).unwrap_or(i128::MAX) };
     let value = i32::try_from(signed)
-        .map_err(|_| flag_error(flag, Some(v), "out of range for a C int (llama.cpp's std::stoi fails)"))?;
+        .map_err(|_| flag_error(flag, Some(v), FlagReason::OutOfRange { parser: CParser::Stoi }))?;
     Ok(CNum { value, exact: rest.is_empty() })
 }
 
 /// `std::stoul` (64-bit `unsigned long`): a leading `-` negates modulo 2^64.
 pub(super) fn stoul(flag: &str, v: &str) -> Result<CNum<u64>> {
-    let (neg, mag, rest) =
-        c_integer_prefix(v).ok_or_else(|| flag_error(flag, Some(v), "not a number (llama.cpp's std::stoul fails)"))?;
+    let (neg, mag, rest) = c_integer_prefix(v)
+        .ok_or_else(|| flag_error(flag, Some(v), FlagReason::NotANumber { parser: CParser::Stoul }))?;
     let mag =
-        u64::try_from(mag).map_err(|_| flag_error(flag, Some(v), "out of range (llama.cpp's std::stoul fails)"))?;
+        u64::try_from(mag).map_err(|_| flag_error(flag, Some(v), FlagReason::OutOfRange { parser: CParser::Stoul }))?;
     let value = if neg { mag.wrapping_neg() } else { mag };
     Ok(CNum { value, exact: rest.is_empty() })
 }
@@ -79,7 +81,7 @@ pub(super) fn stof(flag: &str, v: &str) -> Result<CNum<f32>> {
         }
     }
     if lower.starts_with("0x") {
-        return Err(flag_error(flag, Some(v), "hexadecimal floating-point numbers are not supported here"));
+        return Err(flag_error(flag, Some(v), FlagReason::HexFloat));
     }
     let bytes = body.as_bytes();
     let mut end = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -90,7 +92,7 @@ pub(super) fn stof(flag: &str, v: &str) -> Result<CNum<f32>> {
         end += 1 + frac;
     }
     if digits == 0 {
-        return Err(flag_error(flag, Some(v), "not a number (llama.cpp's std::stof fails)"));
+        return Err(flag_error(flag, Some(v), FlagReason::NotANumber { parser: CParser::Stof }));
     }
     if matches!(bytes.get(end), Some(b'e' | b'E')) {
         let mut e = end + 1;
@@ -103,11 +105,11 @@ pub(super) fn stof(flag: &str, v: &str) -> Result<CNum<f32>> {
         }
     }
     let magnitude: f32 =
-        body[..end].parse().map_err(|_| flag_error(flag, Some(v), "not a number (llama.cpp's std::stof fails)"))?;
+        body[..end].parse().map_err(|_| flag_error(flag, Some(v), FlagReason::NotANumber { parser: CParser::Stof }))?;
     let has_nonzero_digit =
         body[..end].bytes().take_while(|b| *b != b'e' && *b != b'E').any(|b| matches!(b, b'1'..=b'9'));
     if magnitude.is_infinite() || (has_nonzero_digit && (magnitude == 0.0 || magnitude.is_subnormal())) {
-        return Err(flag_error(flag, Some(v), "out of range for a float (llama.cpp's std::stof fails)"));
+        return Err(flag_error(flag, Some(v), FlagReason::OutOfRange { parser: CParser::Stof }));
     }
     Ok(CNum { value: sign * magnitude, exact: end == body.len() })
 }

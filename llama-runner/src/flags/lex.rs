@@ -1,7 +1,8 @@
 //! The flag table (every spelling, arity and `LLAMA_ARG_*` variable) and lexing: argv words
 //! and environment variables become [`Item`]s.
 
-use super::*;
+use super::FlagReason;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Opt {
@@ -155,8 +156,9 @@ pub(super) struct Item {
     pub(super) from_env: bool,
 }
 
-pub(super) fn flag_error(flag: &str, value: Option<&str>, reason: impl Into<String>) -> Error {
-    Error::Flag { flag: flag.to_string(), value: value.map(str::to_string), reason: reason.into() }
+/// The [`Error::Flag`] for `flag` (and its value), refused for `reason`.
+pub(super) fn flag_error(flag: &str, value: Option<&str>, reason: FlagReason) -> Error {
+    Error::Flag { flag: flag.to_string(), value: value.map(str::to_string), reason: reason.to_string() }
 }
 
 pub(super) fn arg_items<S: AsRef<str>>(args: &[S]) -> Result<Vec<Item>> {
@@ -171,22 +173,18 @@ pub(super) fn arg_items<S: AsRef<str>>(args: &[S]) -> Result<Vec<Item>> {
                 && flag.starts_with('-')
                 && lookup(flag).is_some()
             {
-                return Err(flag_error(
-                    raw,
-                    None,
-                    format!("llama.cpp does not accept `{flag}=VALUE`; write `{flag} VALUE`"),
-                ));
+                return Err(flag_error(raw, None, FlagReason::EqualsValue { flag: flag.to_string() }));
             }
             if !raw.starts_with('-') {
-                return Err(flag_error(raw, None, "not a flag: a value without its flag, or a stray word"));
+                return Err(flag_error(raw, None, FlagReason::NotAFlag));
             }
-            return Err(flag_error(raw, None, "unknown flag, or a llama.cpp flag that RunOptions does not hold"));
+            return Err(flag_error(raw, None, FlagReason::UnknownFlag));
         };
         let value = if spec.arity == Arity::Value {
             i += 1;
             match args.get(i) {
                 Some(v) => Some(v.as_ref().to_string()),
-                None => return Err(flag_error(raw, None, "missing value")),
+                None => return Err(flag_error(raw, None, FlagReason::MissingValue)),
             }
         } else {
             None
@@ -194,7 +192,7 @@ pub(super) fn arg_items<S: AsRef<str>>(args: &[S]) -> Result<Vec<Item>> {
         if let Some(v) = &value
             && v.contains('\0')
         {
-            return Err(flag_error(raw, None, "the value contains a NUL byte"));
+            return Err(flag_error(raw, None, FlagReason::NulByte));
         }
         items.push(Item { spec, label: raw.to_string(), positive, value, from_env: false });
         i += 1;
@@ -219,7 +217,7 @@ pub(super) fn env_items(env: &[(String, String)], warnings: &mut Vec<String>) ->
         if let Some(v) = get(var)
             && v.contains('\0')
         {
-            return Err(flag_error(var, None, "the value contains a NUL byte"));
+            return Err(flag_error(var, None, FlagReason::NulByte));
         }
         match spec.arity {
             Arity::Toggle => {
@@ -238,11 +236,7 @@ pub(super) fn env_items(env: &[(String, String)], warnings: &mut Vec<String>) ->
                     } else if falsey(v) {
                         false
                     } else {
-                        return Err(flag_error(
-                            var,
-                            Some(v),
-                            "not a boolean llama.cpp reads (on/off, enabled/disabled, true/false, 1/0)",
-                        ));
+                        return Err(flag_error(var, Some(v), FlagReason::NotABoolean));
                     };
                     items.push(Item { spec, label: var.to_string(), positive, value: None, from_env: true });
                 }

@@ -109,17 +109,20 @@
 mod apply;
 mod cnum;
 mod lex;
+mod reason;
 mod render;
 
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::backend::Numa;
 use crate::error::{Error, Result};
-use crate::options::{
-    BufferTarget, CacheType, CpuMask, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, MAX_CPUS, NamedOption, Priority,
-    RunOptions, SplitMode, TensorOverride, layer_experts_regex, max_devices, max_tensor_overrides,
-};
+use crate::options::RunOptions;
+use apply::State;
+use lex::{SPECS, arg_items, env_items, neg_env};
+
+pub use cnum::c_atoi;
+pub use reason::{CParser, DeviceProblem, FlagReason, RuleProblem};
+pub use render::render;
 
 /// The options a flag string stands for, and what llama.cpp would have done differently from
 /// what the user probably meant.
@@ -226,13 +229,6 @@ pub fn split(flags: &str) -> Result<Vec<String>> {
     shlex::split(flags).ok_or_else(|| Error::Flag {
         flag: flags.to_string(),
         value: None,
-        reason: "unbalanced quote or trailing backslash".to_string(),
+        reason: FlagReason::UnbalancedQuote.to_string(),
     })
 }
-
-pub use cnum::c_atoi;
-pub use render::render;
-
-use apply::State;
-use cnum::{stof, stoi, stoul};
-use lex::{Item, Opt, SPECS, arg_items, env_items, falsey, flag_error, neg_env, truthy};

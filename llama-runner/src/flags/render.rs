@@ -1,6 +1,11 @@
 //! Rendering [`RunOptions`] as flags of a [`Dialect`].
 
-use super::*;
+use super::{Dialect, Rendered};
+use crate::backend::Numa;
+use crate::options::{
+    CacheType, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, Priority, RunOptions, SplitMode, TensorOverride,
+    max_devices,
+};
 
 /// Writes `options` as flags of `dialect`; only options that differ from llama.cpp's defaults
 /// appear. Never fails: what cannot be written is listed in [`Rendered::omitted`].
