@@ -126,7 +126,7 @@ pub enum Error {
         /// The value given to it, if any.
         value: Option<String>,
         /// What is wrong.
-        reason: String,
+        reason: crate::flags::FlagReason,
     },
     /// The llama.cpp libraries loaded at run time (feature `dynamic-link`) are of another
     /// commit than the one this crate was compiled against; nothing else was called in them.

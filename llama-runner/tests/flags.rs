@@ -590,7 +590,7 @@ fn malformed_flags_are_errors_naming_flag_and_value() {
         // The reason is the typed one, and its message is the one checked above.
         let Err(Error::Flag { reason: got, .. }) = flags::parse(flags) else { unreachable!() };
         let expected = expected_reason(flags);
-        assert_eq!(got, expected.to_string(), "`{flags}`: {expected:?}");
+        assert_eq!(got, expected, "`{flags}`: {expected:?}");
         if let Some(v) = value
             && !v.is_empty()
         {
@@ -599,10 +599,10 @@ fn malformed_flags_are_errors_naming_flag_and_value() {
     }
     let e = flags::parse("-ot 'unbalanced").unwrap_err();
     assert!(e.to_string().contains("unbalanced quote"), "{e}");
-    assert!(matches!(&e, Error::Flag { reason, .. } if *reason == FlagReason::UnbalancedQuote.to_string()), "{e}");
+    assert!(matches!(&e, Error::Flag { reason, .. } if *reason == FlagReason::UnbalancedQuote), "{e}");
     let e = flags::parse_with_env(&[("LLAMA_ARG_KV_UNIFIED".into(), "maybe".into())], "").unwrap_err();
     assert!(e.to_string().contains("LLAMA_ARG_KV_UNIFIED") && e.to_string().contains("maybe"), "{e}");
-    assert!(matches!(&e, Error::Flag { reason, .. } if *reason == FlagReason::NotABoolean.to_string()), "{e}");
+    assert!(matches!(&e, Error::Flag { reason, .. } if *reason == FlagReason::NotABoolean), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -551,7 +551,7 @@ fn sweep(
     use std::sync::atomic::{AtomicUsize, Ordering};
     // Check every configuration before spending time on the first.
     for c in configs {
-        llama_workbench::config::Config::load(c).with_context(|| format!("configuration {}", c.display()))?;
+        llama_workbench::config::Config::load(c)?;
     }
     // Told to stop, the sweep stops its child (the bench) too, then itself. The handler only
     // stores the signal's number (async-signal-safe); the loop below acts on it.

@@ -158,7 +158,7 @@ pub(super) struct Item {
 
 /// The [`Error::Flag`] for `flag` (and its value), refused for `reason`.
 pub(super) fn flag_error(flag: &str, value: Option<&str>, reason: FlagReason) -> Error {
-    Error::Flag { flag: flag.to_string(), value: value.map(str::to_string), reason: reason.to_string() }
+    Error::Flag { flag: flag.to_string(), value: value.map(str::to_string), reason }
 }
 
 pub(super) fn arg_items<S: AsRef<str>>(args: &[S]) -> Result<Vec<Item>> {

@@ -229,6 +229,6 @@ pub fn split(flags: &str) -> Result<Vec<String>> {
     shlex::split(flags).ok_or_else(|| Error::Flag {
         flag: flags.to_string(),
         value: None,
-        reason: FlagReason::UnbalancedQuote.to_string(),
+        reason: FlagReason::UnbalancedQuote,
     })
 }

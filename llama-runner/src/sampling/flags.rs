@@ -139,7 +139,11 @@ pub fn is_sampling_flag(word: &str) -> bool {
 }
 
 fn flag_error(flag: &str, value: Option<&str>, reason: impl Into<String>) -> Error {
-    Error::Flag { flag: flag.to_string(), value: value.map(str::to_string), reason: reason.into() }
+    Error::Flag {
+        flag: flag.to_string(),
+        value: value.map(str::to_string),
+        reason: crate::flags::FlagReason::Other(reason.into()),
+    }
 }
 
 /// Reads llama.cpp sampling flags, one word each (`["--temp", "0.7", "--top-k", "20"]`), onto
