@@ -63,7 +63,7 @@ snap_build() {
     dir=$(snap_worktree "$commit") || return 1
     mkdir -p "$(dirname "$bin")" "$(dirname "$log")"
     start=$(date +%s)
-    (cd "$snap_root" && LLAMA_CPP_DIR="$dir" cargo build --release -p llama-workbench \
+    (cd "$snap_root" && LLAMA_SYS_BUILD_COMMON=OFF LLAMA_CPP_DIR="$dir" cargo build --release -p llama-workbench \
         --features llama-runner/bindgen) >"$log" 2>&1
     status=$?
     echo $(($(date +%s) - start))

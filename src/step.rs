@@ -271,6 +271,9 @@ fn run_checked(args: StepArgs, cwd: &Path, default_workspace: &Path) -> Result<O
     build
         .env("LLAMA_CPP_DIR", &tree.dir)
         .env("CARGO_TARGET_DIR", &target)
+        // A step needs no llama.cpp common library (a third of the build; older trees' common/
+        // wants libcurl): the environment beats the workspace's .cargo/config.toml.
+        .env("LLAMA_SYS_BUILD_COMMON", "OFF")
         // The commit must come from the tree itself (git or its marker), never from the caller.
         .env_remove("LLAMA_SYS_BUILD_COMMIT")
         .env_remove("LLAMA_SYS_BUILD_NUMBER");

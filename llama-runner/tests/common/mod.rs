@@ -84,6 +84,11 @@ const COMMON_LIBS: [&str; 3] = ["libllama-common.a", "libllama-common-base.a", "
 /// [`params_reference_binary`] needs.
 pub fn llama_common() -> Prerequisite<()> {
     if !llama_sys::build_info::COMMON_BUILT {
+        if std::env::var("LLAMA_REQUIRE_COMMON").as_deref() == Ok("1") {
+            return Prerequisite::Required(
+                "LLAMA_REQUIRE_COMMON=1 but llama.cpp's common library was not built (LLAMA_SYS_BUILD_COMMON=ON)".into(),
+            );
+        }
         return Prerequisite::Missing(
             "llama.cpp's common library was not built: build with LLAMA_SYS_BUILD_COMMON=ON \
              (the workspace's .cargo/config.toml sets it)"
