@@ -86,7 +86,8 @@ pub fn llama_common() -> Prerequisite<()> {
     if !llama_sys::build_info::COMMON_BUILT {
         if std::env::var("LLAMA_REQUIRE_COMMON").as_deref() == Ok("1") {
             return Prerequisite::Required(
-                "LLAMA_REQUIRE_COMMON=1 but llama.cpp's common library was not built (LLAMA_SYS_BUILD_COMMON=ON)".into(),
+                "LLAMA_REQUIRE_COMMON=1 but llama.cpp's common library was not built (LLAMA_SYS_BUILD_COMMON=ON)"
+                    .into(),
             );
         }
         return Prerequisite::Missing(
