@@ -30,6 +30,7 @@ use crate::model::{Model, Token};
 /// let model = Model::load(Backend::get()?, "model.gguf", &ModelOptions::default())?;
 /// let sampler = Sampler::new(&model, &SamplingOptions::default())?;
 /// println!("{:?}", sampler.names());
+/// drop(sampler);
 /// drop(model);
 /// # Ok(()) }
 /// ```
