@@ -75,7 +75,7 @@ pub struct StepArgs {
     /// target/bisect).
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
-    /// Build and bench output (default <target dir>/bisect-step.log).
+    /// Build and bench output (default `<target dir>/bisect-step.log`).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
     /// The llama.cpp tree (default: the current directory).

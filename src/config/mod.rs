@@ -70,7 +70,7 @@
 //! - **the model**: `MODEL`, `MODEL_PATH`, `MODEL_FILE` or `LLAMA_MODEL` (`-m` in the flags wins);
 //! - **llama.cpp's own variables** (`LLAMA_ARG_CTX_SIZE`, `LLAMA_ARG_NO_MMAP`, ...): applied before
 //!   the flags, as llama.cpp does ([`llama_runner::flags::parse_with_env`]);
-//! - **environment knobs** (`GGML_CUDA_GRAPH_OPT=1`, see [`EnvKnobs`]), read as ggml reads them:
+//! - **environment knobs** (`GGML_CUDA_GRAPH_OPT=1`, see [`EnvKnobs`](llama_runner::EnvKnobs)), read as ggml reads them:
 //!   `GGML_CUDA_GRAPH_OPT` and `GGML_CPU_DISABLE_FUSION` are on only for a number equal to 1
 //!   (`=true` is off), `GGML_CUDA_DISABLE_GRAPHS`, `GGML_CUDA_ENABLE_UNIFIED_MEMORY`,
 //!   `GGML_CUDA_NO_PINNED`, `GGML_CUDA_REGISTER_HOST` and `GGML_CUDA_P2P` are on whenever set

@@ -75,7 +75,7 @@ impl fmt::Display for GeneratedModel {
 /// Where a configuration's model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
-    /// A GGUF file, as written in the configuration (see [`Config::model_path`] for resolution).
+    /// A GGUF file, as written in the configuration (see [`Config::model_path`](crate::config::Config::model_path) for resolution).
     File(PathBuf),
     /// A tiny-gguf preset the caller generates.
     Generated(GeneratedModel),

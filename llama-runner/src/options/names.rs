@@ -1,7 +1,7 @@
 //! The option enums, each with its llama.cpp spelling, its C value and its serde name in one
 //! table: flags, configuration files, records and the lowering all read these tables.
 //!
-//! [`option_enum!`] writes, for every enum, the variants, [`NamedOption`] (names, aliases, the
+//! `option_enum!` writes, for every enum, the variants, [`NamedOption`] (names, aliases, the
 //! C value), `Display` and `FromStr` (llama.cpp's spelling, exact and case-sensitive, as
 //! `common/arg.cpp` compares them), and with the `serde` feature `Serialize`/`Deserialize` (the
 //! same name; configuration files may also use the `serde aliases` of a variant).
@@ -13,7 +13,7 @@ use llama_sys as sys;
 use crate::error::{Error, Reason};
 use crate::options::Opt;
 
-/// What every option enum of this module offers; written by [`option_enum!`].
+/// What every option enum of this module offers; written by `option_enum!`.
 pub trait NamedOption: Copy + Eq + Sized + 'static {
     /// The typed option it is the value of (its field and flag), for messages.
     const OPTION: Opt;
