@@ -1,6 +1,9 @@
 //! A context: KV cache and compute state tied to one model.
 
+use std::ffi::c_void;
 use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use llama_sys as sys;
@@ -82,6 +85,70 @@ pub struct Context<'m> {
     has_logits: bool,
     /// Threadpools attached to the context; dropped after it (see `Drop`).
     _pools: Vec<ThreadPool>,
+    /// The cancel flag of [`CancelHandle`]s, read by llama.cpp's abort callback: its address
+    /// is the callback's data, so it lives (here) until the context is freed.
+    cancel: Arc<AtomicBool>,
+}
+
+/// A handle that cancels the prompt evaluation or generation running on a [`Context`], from
+/// any thread ([`Context::cancel_handle`]).
+///
+/// [`cancel`](Self::cancel) sets a flag that the context reads before each llama.cpp decode
+/// call and that llama.cpp's abort callback reads between the nodes of each compute graph (the
+/// CPU backend consults it there; GPU backends do not, so on them a decode already running
+/// finishes and the next chunk or token is not started). The call that sees it returns
+/// [`Error::Aborted`] and clears the flag; the cache is left as it was before the call (see
+/// [`Context::decode`]).
+///
+/// A cancel that arrives while nothing runs is not lost: the next decode (or the next
+/// [`Stream`](crate::stream::Stream) step) returns [`Error::Aborted`] at once, without touching
+/// the cache.
+///
+/// ```no_run
+/// # use llama_runner::{Backend, Context, ContextOptions, Error, Model, ModelOptions};
+/// # fn main() -> llama_runner::Result<()> {
+/// let model = Model::load(Backend::get()?, "model.gguf", &ModelOptions::default())?;
+/// let mut ctx = Context::new(&model, &ContextOptions::default())?;
+/// let cancel = ctx.cancel_handle();
+/// std::thread::spawn(move || {
+///     std::thread::sleep(std::time::Duration::from_millis(100));
+///     cancel.cancel();
+/// });
+/// let prompt = model.tokenize(&"a long document ".repeat(200), true)?;
+/// match ctx.decode(&prompt) {
+///     Err(Error::Aborted) => assert_eq!(ctx.n_past(), 0), // as before the call
+///     other => other?,
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    /// Asks the context to stop the running (or else the next) decode.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a cancel is pending: asked for, and not yet consumed by a call that returned
+    /// [`Error::Aborted`].
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelHandle").field("cancelled", &self.is_cancelled()).finish()
+    }
+}
+
+/// llama.cpp's abort callback (`ggml_abort_callback`): true asks the compute to stop. It only
+/// loads an atomic, so it cannot unwind into C.
+extern "C" fn abort_requested(data: *mut c_void) -> bool {
+    // SAFETY: `data` is `Arc::as_ptr` of the context's `cancel` flag, which the context keeps
+    // alive until after `llama_free`, so it is valid whenever llama.cpp calls this.
+    unsafe { (*data.cast::<AtomicBool>()).load(Ordering::Relaxed) }
 }
 
 // SAFETY: llama.cpp keeps no thread affinity in a context: llama-server creates contexts on one
@@ -192,10 +259,15 @@ impl<'m> Context<'m> {
             n_past: 0,
             has_logits: false,
             _pools: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
         });
         crate::logging::resume_panic();
         let mut ctx = ctx.ok_or(Error::ContextCreate { log })?;
         ctx.attach_threadpools(&checked)?;
+        let flag = Arc::as_ptr(&ctx.cancel).cast_mut().cast::<c_void>();
+        // SAFETY: valid context; the callback only reads the atomic behind `flag`, which the
+        // context owns (`cancel`) and frees only after llama_free (fields drop after `Drop`).
+        unsafe { sys::llama_set_abort_callback(ctx.raw.as_ptr(), Some(abort_requested), flag) };
         Ok(ctx)
     }
 
@@ -330,8 +402,27 @@ impl<'m> Context<'m> {
         self.has_logits = false;
     }
 
+    /// A handle that cancels this context's running (or next) decode from another thread; all
+    /// handles of a context share one flag. See [`CancelHandle`].
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(Arc::clone(&self.cancel))
+    }
+
+    /// Consumes a pending cancel: true (and the flag cleared) when one was asked for.
+    pub(crate) fn take_cancel(&self) -> bool {
+        self.cancel.swap(false, Ordering::Relaxed)
+    }
+
     /// Appends tokens to the KV cache in chunks of `n_batch`, with one synchronisation at the
     /// end. Logits are kept for the last token.
+    ///
+    /// A call that fails leaves the cache as it was before it: llama.cpp removes the positions
+    /// of a failed micro-batch itself, and this removes those of the chunks and micro-batches
+    /// the call had already added (`llama_memory_seq_rm`), so [`n_past`](Self::n_past) is
+    /// again what the memory holds. (A memory that cannot remove a range, a recurrent model's,
+    /// is cleared instead.) A call cancelled through a [`CancelHandle`] returns
+    /// [`Error::Aborted`]; when the cancel was pending before llama.cpp was called, nothing
+    /// changed, logits included; when it stopped llama.cpp's compute, there are no logits.
     pub fn decode(&mut self, tokens: &[Token]) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::EmptyInput { what: "tokens to decode" });
@@ -341,9 +432,17 @@ impl<'m> Context<'m> {
         if let Some(&token) = tokens.iter().find(|&&t| t < 0 || t as u32 >= n_vocab) {
             return Err(Error::InvalidToken { token, n_vocab });
         }
+        if self.take_cancel() {
+            return Err(Error::Aborted);
+        }
         let chunk = self.n_batch().max(1) as usize;
+        let start = self.n_past;
         self.has_logits = false;
-        for part in tokens.chunks(chunk) {
+        for (i, part) in tokens.chunks(chunk).enumerate() {
+            if i > 0 && self.take_cancel() {
+                self.roll_back(start);
+                return Err(Error::Aborted);
+            }
             // llama_batch_get_one only reads the tokens despite the `*mut` in its signature.
             // SAFETY: `part` is valid for its length, which is ≤ n_batch (larger batches abort).
             let batch = unsafe { sys::llama_batch_get_one(part.as_ptr().cast_mut(), part.len() as i32) };
@@ -351,16 +450,38 @@ impl<'m> Context<'m> {
             let status = unsafe { sys::llama_decode(self.raw.as_ptr(), batch) };
             if status == 0 {
                 self.n_past += part.len();
+            } else {
+                self.roll_back(start);
+                if status == 2 {
+                    // Consumed: the flag was what stopped the compute.
+                    self.cancel.store(false, Ordering::Relaxed);
+                }
             }
             crate::logging::resume_panic();
-            if status != 0 {
-                return Err(decode_error(status));
+            match status {
+                0 => {}
+                2 => return Err(Error::Aborted),
+                _ => return Err(decode_error(status)),
             }
         }
         self.synchronize();
         // llama_batch_get_one asks for the logits of the last token of each chunk.
         self.has_logits = true;
         Ok(())
+    }
+
+    /// Removes every position from `start` on from sequence 0, so the cache holds what it held
+    /// when it held `start` tokens; clears the cache when the memory cannot remove a range.
+    fn roll_back(&mut self, start: usize) {
+        let pos = i32::try_from(start).unwrap_or(i32::MAX);
+        // SAFETY: valid context; the memory handle belongs to it; -1 means "to the end".
+        let removed = unsafe { sys::llama_memory_seq_rm(sys::llama_get_memory(self.raw.as_ptr()), 0, pos, -1) };
+        if removed && self.cached_tokens() == start {
+            self.n_past = start;
+        } else {
+            self.clear();
+        }
+        self.has_logits = false;
     }
 
     /// Waits for queued work to finish.

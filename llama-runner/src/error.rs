@@ -160,6 +160,15 @@ pub enum Error {
     /// the one it was built for (its vocabulary would not match).
     #[error("the sampler was built for another model than the context's")]
     SamplerModelMismatch,
+    /// The work was cancelled through a [`CancelHandle`](crate::context::CancelHandle)
+    /// (llama.cpp's decode returned 2, or the cancel was seen between decode calls); the
+    /// context is usable and its cache holds what it held before the cancelled call.
+    #[error("cancelled")]
+    Aborted,
+    /// A stop string of [`StopConditions`](crate::stream::StopConditions) is empty (it would
+    /// match before any text).
+    #[error("a stop string is empty")]
+    EmptyStopString,
 }
 
 impl From<&llama_sys::LibraryMismatch> for Error {

@@ -29,10 +29,11 @@ pub mod options;
 pub mod params;
 pub mod regex;
 pub mod sampling;
+pub mod stream;
 pub mod validate;
 
 pub use backend::{Backend, BackendOptions, Device, Numa};
-pub use context::{Context, Generation, PerfCounters, SavedState};
+pub use context::{CancelHandle, Context, Generation, PerfCounters, SavedState};
 pub use error::{Error, Reason, Result};
 pub use flags::{Dialect, Parsed, Rendered};
 pub use knobs::EnvKnobs;
@@ -43,6 +44,7 @@ pub use options::{
     Priority, RunOptions, SplitMode, TensorOverride, TensorSplit, ThreadPlacement,
 };
 pub use sampling::{LogitBias, Mirostat, Sampler, SamplerType, SamplingBuilder, SamplingOptions};
+pub use stream::{Event, StopConditions, StopReason, Stream};
 
 /// The llama.cpp build this crate is linked against.
 pub use llama_sys::build_info;
