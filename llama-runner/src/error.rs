@@ -169,6 +169,16 @@ pub enum Error {
     /// match before any text).
     #[error("a stop string is empty")]
     EmptyStopString,
+    /// The model file breaks a rule of the GGUF format or of llama.cpp's loader, found before
+    /// llama.cpp saw it ([`check_gguf`](crate::gguf_check::check_gguf)); some of these would
+    /// abort the process inside llama.cpp.
+    #[error("{path} is not a model llama.cpp can load: {problem}")]
+    InvalidGguf {
+        /// The path that was given.
+        path: PathBuf,
+        /// What is wrong, naming the byte offset, the key or the tensor.
+        problem: Box<llama_gguf::Error>,
+    },
 }
 
 impl From<&llama_sys::LibraryMismatch> for Error {

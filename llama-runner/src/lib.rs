@@ -22,6 +22,7 @@ pub mod backend;
 pub mod context;
 pub mod error;
 pub mod flags;
+pub mod gguf_check;
 pub mod knobs;
 pub mod logging;
 pub mod model;
@@ -36,6 +37,7 @@ pub use backend::{Backend, BackendOptions, Device, Numa};
 pub use context::{CancelHandle, Context, Generation, PerfCounters, SavedState};
 pub use error::{Error, Reason, Result};
 pub use flags::{Dialect, Parsed, Rendered};
+pub use gguf_check::{LoadOptions, check_gguf};
 pub use knobs::EnvKnobs;
 pub use logging::Recorder;
 pub use model::{Model, ModelInfo, Token};
@@ -45,6 +47,9 @@ pub use options::{
 };
 pub use sampling::{LogitBias, Mirostat, Sampler, SamplerType, SamplingBuilder, SamplingOptions};
 pub use stream::{Event, StopConditions, StopReason, Stream};
+
+/// The GGUF metadata reader and validator [`Model::load`] runs ([`check_gguf`]).
+pub use llama_gguf as gguf;
 
 /// The llama.cpp build this crate is linked against.
 pub use llama_sys::build_info;

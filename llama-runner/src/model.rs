@@ -9,6 +9,7 @@ use llama_sys as sys;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::gguf_check::LoadOptions;
 use crate::options::ModelOptions;
 use crate::params::{self, RawModelParams};
 
@@ -63,10 +64,26 @@ pub struct ModelInfo {
 
 impl Model {
     /// Loads a model. The file is checked first (exists, readable, GGUF magic), so a bad path
-    /// gets a clear error rather than whatever llama.cpp makes of it.
-    pub fn load(_backend: &Backend, path: impl AsRef<Path>, options: &ModelOptions) -> Result<Model> {
+    /// gets a clear error rather than whatever llama.cpp makes of it, and then its metadata is
+    /// validated against llama.cpp's rules ([`check_gguf`](crate::check_gguf)), so a file
+    /// llama.cpp would abort the process on is refused with [`Error::InvalidGguf`].
+    pub fn load(backend: &Backend, path: impl AsRef<Path>, options: &ModelOptions) -> Result<Model> {
+        Model::load_with(backend, path, options, &LoadOptions::default())
+    }
+
+    /// [`Model::load`] with [`LoadOptions`]: `validate_gguf: false` skips the metadata check,
+    /// for a caller that has already run [`check_gguf`](crate::check_gguf) on the file.
+    pub fn load_with(
+        _backend: &Backend,
+        path: impl AsRef<Path>,
+        options: &ModelOptions,
+        load: &LoadOptions,
+    ) -> Result<Model> {
         let path = path.as_ref().to_path_buf();
         check_file(&path)?;
+        if load.validate_gguf {
+            crate::gguf_check::check_gguf(&path)?;
+        }
         let checked = crate::validate::model_options(options)?;
         let raw_params = params::model_params(&checked)?;
         let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Error::ModelUnreadable {

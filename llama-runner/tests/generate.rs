@@ -131,11 +131,15 @@ fn bad_inputs_get_clear_errors() {
     assert!(matches!(Model::load(backend, &not_gguf, &ModelOptions::default()), Err(Error::NotGguf { .. })));
     assert!(matches!(Model::load(backend, &dir, &ModelOptions::default()), Err(Error::NotGguf { .. })));
 
-    // A truncated GGUF passes the magic check; llama.cpp itself must then fail cleanly.
+    // A truncated GGUF passes the magic check; the GGUF check refuses it, and without the
+    // check llama.cpp itself must fail cleanly.
     let good = std::fs::read(common::model(&ModelSpec::tiny_llama())).unwrap();
     let truncated = dir.join("truncated.gguf");
     std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
     let err = Model::load(backend, &truncated, &ModelOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::InvalidGguf { .. }), "{err}");
+    let unchecked = llama_runner::LoadOptions { validate_gguf: false };
+    let err = Model::load_with(backend, &truncated, &ModelOptions::default(), &unchecked).unwrap_err();
     assert!(matches!(err, Error::ModelLoad { .. }), "{err}");
 
     let model = Model::load(backend, common::model(&ModelSpec::tiny_llama()), &ModelOptions::default()).unwrap();

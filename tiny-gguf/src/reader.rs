@@ -1,14 +1,13 @@
 //! A small GGUF header reader: metadata, tensor infos and the data-section layout.
 //!
-//! It reads any GGUF v2/v3 file (not only this crate's), never panics on malformed input, and
-//! bounds every length by the file size before allocating.
+//! It reads any GGUF v2/v3 file (not only this crate's) through `llama-gguf`, the workspace's one
+//! GGUF reader, which never panics on malformed input and bounds every length by the file size
+//! before allocating.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::Error;
 use crate::spec::WeightType;
-use crate::{Error, GGUF_ALIGNMENT, GGUF_MAGIC};
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -146,153 +145,50 @@ impl GgufHeader {
     }
 }
 
-/// Position-tracking reader that refuses reads past the end of the file.
-struct Cursor {
-    inner: BufReader<File>,
-    pos: u64,
-    len: u64,
-    path: PathBuf,
-}
-
-impl Cursor {
-    fn bad(&self, reason: impl Into<String>) -> Error {
-        Error::Format { path: self.path.clone(), offset: self.pos, reason: reason.into() }
-    }
-
-    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], Error> {
-        if self.len - self.pos < N as u64 {
-            return Err(self.bad("unexpected end of file"));
-        }
-        let mut b = [0u8; N];
-        self.inner.read_exact(&mut b).map_err(|source| Error::Io {
-            action: "read",
-            path: self.path.clone(),
-            source,
-        })?;
-        self.pos += N as u64;
-        Ok(b)
-    }
-
-    fn u32(&mut self) -> Result<u32, Error> {
-        self.bytes::<4>().map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self) -> Result<u64, Error> {
-        self.bytes::<8>().map(u64::from_le_bytes)
-    }
-
-    /// A count of items each at least `min_size` bytes long, bounded by the remaining bytes.
-    fn count(&mut self, what: &str, min_size: u64) -> Result<usize, Error> {
-        let n = self.u64()?;
-        if n.saturating_mul(min_size) > self.len - self.pos {
-            return Err(self.bad(format!("{what} count {n} does not fit in the file")));
-        }
-        usize::try_from(n).map_err(|_| self.bad(format!("{what} count {n} is too large")))
-    }
-
-    fn string(&mut self) -> Result<String, Error> {
-        let n = self.count("string length", 1)?;
-        let mut buf = vec![0u8; n];
-        self.inner.read_exact(&mut buf).map_err(|source| Error::Io {
-            action: "read",
-            path: self.path.clone(),
-            source,
-        })?;
-        self.pos += n as u64;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
-    }
-
-    fn value(&mut self, ty: u32, in_array: bool) -> Result<MetaValue, Error> {
-        Ok(match ty {
-            0 => MetaValue::U8(self.bytes::<1>()?[0]),
-            1 => MetaValue::I8(i8::from_le_bytes(self.bytes::<1>()?)),
-            2 => MetaValue::U16(u16::from_le_bytes(self.bytes::<2>()?)),
-            3 => MetaValue::I16(i16::from_le_bytes(self.bytes::<2>()?)),
-            4 => MetaValue::U32(self.u32()?),
-            5 => MetaValue::I32(i32::from_le_bytes(self.bytes::<4>()?)),
-            6 => MetaValue::F32(f32::from_le_bytes(self.bytes::<4>()?)),
-            7 => match self.bytes::<1>()?[0] {
-                0 => MetaValue::Bool(false),
-                1 => MetaValue::Bool(true),
-                b => return Err(self.bad(format!("invalid bool byte {b}"))),
-            },
-            8 => MetaValue::String(self.string()?),
-            9 if !in_array => {
-                let elem = self.u32()?;
-                let min_size = match elem {
-                    0 | 1 | 7 => 1,
-                    2 | 3 => 2,
-                    4..=6 => 4,
-                    8 | 10..=12 => 8,
-                    9 => return Err(self.bad("nested arrays are not supported")),
-                    t => return Err(self.bad(format!("invalid array element type {t}"))),
-                };
-                let n = self.count("array element", min_size)?;
-                let mut values = Vec::with_capacity(n);
-                for _ in 0..n {
-                    values.push(self.value(elem, true)?);
-                }
-                MetaValue::Array(elem, values)
-            }
-            10 => MetaValue::U64(self.u64()?),
-            11 => MetaValue::I64(i64::from_le_bytes(self.bytes::<8>()?)),
-            12 => MetaValue::F64(f64::from_le_bytes(self.bytes::<8>()?)),
-            t => return Err(self.bad(format!("invalid value type {t}"))),
-        })
-    }
-}
-
 /// Reads the header of the GGUF file at `path`: version, metadata, tensor infos, alignment and
 /// the data-section offset. Tensor data is not read.
 ///
-/// Returns [`Error::Format`] (with the byte offset) for anything malformed: bad magic, a
-/// version other than 2 or 3, truncation, invalid types, more than 4 dimensions, or an alignment
-/// that is not a power of two.
+/// The parsing is `llama_gguf::Gguf::open`'s (the workspace's one GGUF reader); this converts
+/// its result into owned values. Returns [`Error::Format`] (with the byte offset where known) for
+/// anything malformed: bad magic, a version other than 2 or 3, truncation, invalid types, more
+/// than 4 dimensions, or an alignment that is not a power of two.
 pub fn read_header(path: &Path) -> Result<GgufHeader, Error> {
-    let file = File::open(path).map_err(|source| Error::Io { action: "open", path: path.to_path_buf(), source })?;
-    let len = file.metadata().map_err(|source| Error::Io { action: "stat", path: path.to_path_buf(), source })?.len();
-    let mut r = Cursor { inner: BufReader::new(file), pos: 0, len, path: path.to_path_buf() };
+    let g = llama_gguf::Gguf::open(path).map_err(|e| match e {
+        llama_gguf::Error::Io { action, source } => Error::Io { action, path: path.to_path_buf(), source },
+        llama_gguf::Error::Format { offset, reason } => Error::Format { path: path.to_path_buf(), offset, reason },
+        other => Error::Format { path: path.to_path_buf(), offset: 0, reason: other.to_string() },
+    })?;
+    let metadata = g.kvs().iter().map(|kv| (kv.key.clone(), convert(&g, &kv.value))).collect();
+    let tensors = g
+        .tensors()
+        .iter()
+        .map(|t| TensorInfo { name: t.name.clone(), dims: t.dims.clone(), ggml_type: t.ggml_type, offset: t.offset })
+        .collect();
+    Ok(GgufHeader {
+        version: g.version(),
+        metadata,
+        tensors,
+        alignment: g.alignment(),
+        data_offset: g.data_offset(),
+        file_size: g.file_size(),
+    })
+}
 
-    if &r.bytes::<4>()? != GGUF_MAGIC {
-        return Err(Error::Format { path: r.path, offset: 0, reason: "bad magic: not a GGUF file".into() });
+fn convert(g: &llama_gguf::Gguf, v: &llama_gguf::Value) -> MetaValue {
+    use llama_gguf::Value as V;
+    match v {
+        V::U8(x) => MetaValue::U8(*x),
+        V::I8(x) => MetaValue::I8(*x),
+        V::U16(x) => MetaValue::U16(*x),
+        V::I16(x) => MetaValue::I16(*x),
+        V::U32(x) => MetaValue::U32(*x),
+        V::I32(x) => MetaValue::I32(*x),
+        V::F32(x) => MetaValue::F32(*x),
+        V::Bool(x) => MetaValue::Bool(*x),
+        V::String(s) => MetaValue::String(String::from_utf8_lossy(s).into_owned()),
+        V::U64(x) => MetaValue::U64(*x),
+        V::I64(x) => MetaValue::I64(*x),
+        V::F64(x) => MetaValue::F64(*x),
+        V::Array(a) => MetaValue::Array(a.elem.id(), g.items(a).map(|item| convert(g, &item)).collect()),
     }
-    let version = r.u32()?;
-    if !(2..=3).contains(&version) {
-        return Err(r.bad(format!("unsupported GGUF version {version}")));
-    }
-    // A tensor info is at least 8 + 4 + 4 + 8 bytes, a key/value pair at least 8 + 4 + 1.
-    let n_tensors = r.count("tensor", 24)?;
-    let n_kv = r.count("key/value", 13)?;
-
-    let mut metadata = Vec::with_capacity(n_kv);
-    for _ in 0..n_kv {
-        let key = r.string()?;
-        let ty = r.u32()?;
-        let value = r.value(ty, false)?;
-        metadata.push((key, value));
-    }
-
-    let mut tensors = Vec::with_capacity(n_tensors);
-    for _ in 0..n_tensors {
-        let name = r.string()?;
-        let n_dims = r.u32()?;
-        if n_dims > 4 {
-            return Err(r.bad(format!("tensor {name:?} has {n_dims} dimensions (at most 4)")));
-        }
-        let mut dims = Vec::with_capacity(n_dims as usize);
-        for _ in 0..n_dims {
-            dims.push(r.u64()?);
-        }
-        let ggml_type = r.u32()?;
-        let offset = r.u64()?;
-        tensors.push(TensorInfo { name, dims, ggml_type, offset });
-    }
-
-    let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
-        None => GGUF_ALIGNMENT,
-        Some((_, MetaValue::U32(a))) if a.is_power_of_two() => u64::from(*a),
-        Some((_, v)) => return Err(r.bad(format!("invalid general.alignment {v:?}"))),
-    };
-    let data_offset = r.pos.next_multiple_of(alignment);
-    Ok(GgufHeader { version, metadata, tensors, alignment, data_offset, file_size: len })
 }

@@ -1,0 +1,581 @@
+//! The rules llama.cpp (at the pinned commit) applies to a model's metadata, checked before it
+//! sees the file. Each rule names the llama.cpp function it comes from; the ones marked
+//! "abort" are enforced there by `GGML_ASSERT`, a division by zero or an out-of-bounds read
+//! rather than by an error.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::reader::{Array, Gguf, Value, ValueType};
+use crate::{Error, ggml_type};
+
+/// `LLAMA_MAX_LAYERS` (src/llama-hparams.h): the most layers llama.cpp loads.
+pub const LLAMA_MAX_LAYERS: u32 = 512;
+
+/// `LLAMA_MAX_EXPERTS` (src/llama-hparams.h): the most experts llama.cpp loads.
+pub const LLAMA_MAX_EXPERTS: u32 = 512;
+
+/// `GGML_MAX_NAME`: tensor names are shorter than this.
+const GGML_MAX_NAME: usize = 64;
+
+/// Architectures whose every layer has attention heads; `load_hparams` and the graph builders
+/// divide by the head count (gemma3 27B: `n_embd / n_head(0)`).
+const ATTENTION_ARCHS: &[&str] = &[
+    "llama",
+    "llama4",
+    "qwen2",
+    "qwen2moe",
+    "qwen3",
+    "qwen3moe",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "mistral3",
+    "granite",
+    "olmo2",
+    "deepseek2",
+    "starcoder2",
+    "command-r",
+    "cohere2",
+    "smollm3",
+];
+
+/// Architectures whose `load_arch_hparams` requires `attention.layer_norm_rms_epsilon`.
+const RMS_EPS_ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3"];
+
+/// `llama_rope_scaling_type_from_string` (src/llama-model.cpp): any other name is an abort.
+const ROPE_SCALING_TYPES: &[&str] = &["none", "linear", "yarn", "longrope"];
+
+/// Checks `gguf` against llama.cpp's rules: the tensor table first, then, when
+/// `general.architecture` is set, the hyperparameters and the vocabulary. Returns the first
+/// problem found.
+pub fn validate(gguf: &Gguf) -> Result<(), Error> {
+    tensors(gguf)?;
+    let Some(arch) = opt_str(gguf, "general.architecture")? else {
+        // llama.cpp refuses it cleanly ("unknown model architecture: ''").
+        return Err(Error::key("general.architecture", "is missing (llama_model_loader needs it)"));
+    };
+    hparams(gguf, arch)?;
+    vocab(gguf)?;
+    Ok(())
+}
+
+/// gguf_init_from_file_impl (ggml/src/gguf.cpp) and llama_model_loader: names, types, shapes,
+/// sizes and offsets inside the data section, without overlaps.
+fn tensors(g: &Gguf) -> Result<(), Error> {
+    let data_size = if g.tensors().is_empty() { 0 } else { g.file_size().saturating_sub(g.data_offset()) };
+    let mut names: HashSet<&str, Fx> = HashSet::with_capacity_and_hasher(g.tensors().len(), Fx::default());
+    let mut spans = Vec::with_capacity(g.tensors().len());
+    for (i, t) in g.tensors().iter().enumerate() {
+        let name = t.name.as_str();
+        if name.is_empty() {
+            return Err(Error::tensor(name, format!("tensor {i} has an empty name")));
+        }
+        if name.len() >= GGML_MAX_NAME {
+            return Err(Error::tensor(
+                name,
+                format!("name is {} bytes long, ggml allows {}", name.len(), GGML_MAX_NAME - 1),
+            ));
+        }
+        if name.contains('\0') {
+            return Err(Error::tensor(name, "name contains a NUL byte (ggml_set_name would cut it there)"));
+        }
+        if !names.insert(name) {
+            return Err(Error::tensor(name, "appears twice in the tensor table"));
+        }
+        let Some(ty) = ggml_type(t.ggml_type) else {
+            return Err(Error::tensor(name, format!("has unknown ggml type {}", t.ggml_type)));
+        };
+        for (d, &ne) in t.dims.iter().enumerate() {
+            // gguf.cpp reads ne as int64 and divides INT64_MAX by ne[1..3] (a division by zero,
+            // SIGFPE, for a zero); llama_model_loader asserts ne >= 1.
+            if ne == 0 || ne > i64::MAX as u64 {
+                return Err(Error::tensor(name, format!("dimension {d} is {ne} (must be 1 to {})", i64::MAX)));
+            }
+        }
+        let n = t
+            .n_elements()
+            .filter(|&n| n < i64::MAX as u64)
+            .ok_or_else(|| Error::tensor(name, format!("shape {:?} has too many elements", t.dims)))?;
+        let ne0 = t.dims.first().copied().unwrap_or(1);
+        if ne0 % ty.block_len != 0 {
+            return Err(Error::tensor(
+                name,
+                format!("type {} needs rows of a multiple of {} values, ne[0] is {ne0}", ty.name, ty.block_len),
+            ));
+        }
+        let nbytes = ty.nbytes(n).ok_or_else(|| Error::tensor(name, "size in bytes overflows"))?;
+        if t.offset % g.alignment() != 0 {
+            return Err(Error::tensor(
+                name,
+                format!("offset {} is not a multiple of the alignment {}", t.offset, g.alignment()),
+            ));
+        }
+        let end = t.offset.checked_add(nbytes).filter(|&e| e <= data_size).ok_or_else(|| {
+            Error::tensor(
+                name,
+                format!(
+                    "data {}..+{nbytes} lies outside the data section ({data_size} bytes from file offset {})",
+                    t.offset,
+                    g.data_offset()
+                ),
+            )
+        })?;
+        spans.push((t.offset, end, i));
+    }
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        let (&(_, end_a, a), &(start_b, _, b)) = (&w[0], &w[1]);
+        if start_b < end_a {
+            let (na, nb) = (&g.tensors()[a].name, &g.tensors()[b].name);
+            return Err(Error::tensor(
+                nb,
+                format!("data at offset {start_b} overlaps tensor `{na}` (which ends at {end_a})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// llama_model_base::load_hparams (src/llama-model.cpp), llama_model_loader::get_key /
+/// get_arr / get_key_or_arr, and the architectures' load_arch_hparams.
+fn hparams(g: &Gguf, arch: &str) -> Result<(), Error> {
+    if arch == "clip" {
+        return Ok(()); // llama.cpp reads no hyperparameters for it
+    }
+    let k = |s: &str| format!("{arch}.{s}");
+    req_u32(g, &k("context_length"))?;
+    req_u32(g, &k("embedding_length"))?;
+    let key = k("block_count");
+    let n_layer_all = req_u32(g, &key)?;
+    // abort: GGML_ASSERT(n_layer_all > 0 && n_layer_all <= LLAMA_MAX_LAYERS)
+    if n_layer_all == 0 || n_layer_all > LLAMA_MAX_LAYERS {
+        return Err(Error::key(
+            &key,
+            format!("is {n_layer_all}; llama.cpp asserts 1..={LLAMA_MAX_LAYERS} (a process abort)"),
+        ));
+    }
+    let key = k("nextn_predict_layers");
+    let nextn = opt_u32(g, &key)?.unwrap_or(0);
+    let n_layer = n_layer_all
+        .checked_sub(nextn)
+        .ok_or_else(|| Error::key(&key, format!("{nextn} is more than the {n_layer_all} layers")))?;
+
+    experts(g, arch)?;
+
+    per_layer(g, &k("feed_forward_length"), n_layer)?;
+    let n_head = per_layer(g, &k("attention.head_count"), n_layer)?;
+    let n_head_kv = per_layer(g, &k("attention.head_count_kv"), n_layer)?.or_else(|| n_head.clone());
+    let needs_heads = ATTENTION_ARCHS.contains(&arch);
+    if needs_heads && n_head.is_none() {
+        return Err(Error::key(&k("attention.head_count"), format!("is missing; {arch} layers need attention heads")));
+    }
+    if let (Some(heads), Some(kv_heads)) = (&n_head, &n_head_kv) {
+        for (il, (&h, &kv)) in heads.iter().zip(kv_heads).enumerate() {
+            if needs_heads && (h == 0 || kv == 0) {
+                let key = if h == 0 { k("attention.head_count") } else { k("attention.head_count_kv") };
+                return Err(Error::key(&key, format!("is 0 for layer {il}; {arch} divides by it")));
+            }
+            // abort at decode: ggml_mul_mat asserts that the query heads are a multiple of the
+            // key/value heads (grouped-query attention broadcasts them).
+            if h > 0 && kv > 0 && h % kv != 0 {
+                return Err(Error::key(
+                    &k("attention.head_count_kv"),
+                    format!("{kv} does not divide the {h} query heads of layer {il} (ggml_mul_mat asserts it)"),
+                ));
+            }
+        }
+    }
+
+    // abort: GGML_ASSERT(rope_scaling_type_train != LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED)
+    let key = k("rope.scaling.type");
+    if let Some(s) = opt_str(g, &key)?
+        && !ROPE_SCALING_TYPES.contains(&s)
+    {
+        return Err(Error::key(
+            &key,
+            format!("`{s}` is not one of {}; llama.cpp asserts on it (a process abort)", ROPE_SCALING_TYPES.join(", ")),
+        ));
+    }
+
+    if RMS_EPS_ARCHS.contains(&arch) {
+        let key = k("attention.layer_norm_rms_epsilon");
+        if g.get(&key).is_none() {
+            return Err(Error::key(&key, format!("is missing (load_arch_hparams of {arch} requires it)")));
+        }
+    }
+    floats(g, arch)?;
+
+    for s in ["expert_feed_forward_length", "attention.key_length", "attention.value_length", "rope.dimension_count"] {
+        opt_u32(g, &k(s))?;
+    }
+    if arch == "qwen3moe" {
+        // llama_model_qwen3moe::load_arch_tensors refuses a dense qwen3moe.
+        for s in ["expert_count", "expert_used_count"] {
+            if opt_u32(g, &k(s))?.unwrap_or(0) == 0 {
+                return Err(Error::key(&k(s), "must be at least 1 for qwen3moe"));
+            }
+        }
+    }
+    if arch == "gemma3" {
+        opt_u32(g, &k("attention.sliding_window"))?;
+    }
+    Ok(())
+}
+
+/// The expert counts' relations, asserted in load_hparams (every one a process abort).
+fn experts(g: &Gguf, arch: &str) -> Result<(), Error> {
+    let k = |s: &str| format!("{arch}.{s}");
+    let (ke, ku, kg, kgu) =
+        (k("expert_count"), k("expert_used_count"), k("expert_group_count"), k("expert_group_used_count"));
+    let n_expert = opt_u32(g, &ke)?.unwrap_or(0);
+    let mut n_used = opt_u32(g, &ku)?.unwrap_or(0);
+    let mut n_groups = opt_u32(g, &kg)?.unwrap_or(0);
+    let n_group_used = opt_u32(g, &kgu)?.unwrap_or(0);
+    let n_expert = if (arch == "hunyuan-vl" || arch == "hunyuan-dense") && n_expert <= 1 {
+        // load_hparams zeroes both for these.
+        n_used = 0;
+        n_groups = 0;
+        0
+    } else {
+        n_expert
+    };
+    let abort = "llama.cpp asserts it (a process abort)";
+    if n_expert > LLAMA_MAX_EXPERTS {
+        return Err(Error::key(&ke, format!("{n_expert} is more than {LLAMA_MAX_EXPERTS}; {abort}")));
+    }
+    if n_used > n_expert {
+        return Err(Error::key(&ku, format!("{n_used} is more than the expert count {n_expert}; {abort}")));
+    }
+    if n_expert > 0 {
+        if n_used == 0 {
+            return Err(Error::key(&ku, format!("is 0 with {n_expert} experts; {abort}")));
+        }
+        if n_groups >= n_expert {
+            return Err(Error::key(&kg, format!("{n_groups} is not less than the expert count {n_expert}; {abort}")));
+        }
+        if n_groups > 1 {
+            if n_expert % n_groups != 0 {
+                return Err(Error::key(
+                    &kg,
+                    format!("{n_groups} does not divide the expert count {n_expert}; {abort}"),
+                ));
+            }
+            if n_group_used == 0 || n_group_used >= n_groups {
+                return Err(Error::key(&kgu, format!("{n_group_used} is not in 1..{n_groups}; {abort}")));
+            }
+        }
+    } else if n_groups != 0 {
+        return Err(Error::key(&kg, format!("is {n_groups} without experts; {abort}")));
+    }
+    Ok(())
+}
+
+/// A key read by `get_key_or_arr` into a per-layer `uint32_t` array: a `u32` (repeated for
+/// every layer) or an array of `n_layer` 32-bit integers. An `f32` or string array is an abort
+/// (the type `GGML_ASSERT` in get_arr); other element types and wrong lengths are refused
+/// cleanly by llama.cpp.
+fn per_layer(g: &Gguf, key: &str, n_layer: u32) -> Result<Option<Vec<u64>>, Error> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(Value::U32(v)) => Ok(Some(vec![u64::from(*v); n_layer as usize])),
+        Some(Value::Array(a)) => {
+            if !matches!(a.elem, ValueType::U32 | ValueType::I32) {
+                return Err(Error::key(
+                    key,
+                    format!(
+                        "is an array of {}; llama.cpp reads it as u32 per layer{}",
+                        a.elem,
+                        if matches!(a.elem, ValueType::F32 | ValueType::String) {
+                            " and asserts on this type (a process abort)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            if a.len != n_layer as usize {
+                return Err(Error::key(key, format!("has {} entries for {n_layer} layers", a.len)));
+            }
+            // An i32 is read as its bits; a negative count is a huge one.
+            Ok(Some(g.ints(a).map(|v| u64::from(v as u32)).collect()))
+        }
+        Some(v) => Err(Error::key(key, format!("has type {}, llama.cpp reads u32 or an array of u32", v.type_name()))),
+    }
+}
+
+/// Norm epsilons, scales, frequency bases and caps are floats the graph uses as they are: every
+/// `f32`/`f64` under `{arch}.` must be finite, and epsilons non-negative (ggml's CPU norm ops
+/// assert `eps >= 0.0f`, which a NaN fails: a process abort at the first decode).
+fn floats(g: &Gguf, arch: &str) -> Result<(), Error> {
+    let prefix = format!("{arch}.");
+    for kv in g.kvs().iter().filter(|kv| kv.key.starts_with(&prefix)) {
+        let key = kv.key.as_str();
+        let bad = |v: f64| -> Option<String> {
+            if !v.is_finite() {
+                Some(format!("is {v}, not a finite number"))
+            } else if key.ends_with("epsilon") && v < 0.0 {
+                Some(format!("is {v}; a norm epsilon must not be negative (ggml asserts eps >= 0)"))
+            } else {
+                None
+            }
+        };
+        let found = match &kv.value {
+            Value::F32(v) => bad(f64::from(*v)),
+            Value::F64(v) => bad(*v),
+            Value::Array(a) if a.elem == ValueType::F32 => {
+                g.f32s(a).enumerate().find_map(|(i, v)| bad(f64::from(v)).map(|r| format!("element {i} {r}")))
+            }
+            Value::U8(_)
+            | Value::I8(_)
+            | Value::U16(_)
+            | Value::I16(_)
+            | Value::I32(_)
+            | Value::I64(_)
+            | Value::U64(_)
+                if key.ends_with("epsilon") =>
+            {
+                Some(format!("has type {}, llama.cpp reads f32", kv.value.type_name()))
+            }
+            _ => None,
+        };
+        if let Some(reason) = found {
+            return Err(Error::key(key, reason));
+        }
+    }
+    Ok(())
+}
+
+/// llama_vocab::impl::load (src/llama-vocab.cpp).
+fn vocab(g: &Gguf) -> Result<(), Error> {
+    let model = req_str(g, "tokenizer.ggml.model")?;
+    opt_str(g, "tokenizer.ggml.pre")?;
+    for (key, value) in g.kvs().iter().map(|kv| (kv.key.as_str(), &kv.value)) {
+        if let Some(rest) = key.strip_prefix("tokenizer.ggml.") {
+            let want = if rest.ends_with("_token_id") || rest == "token_type_count" {
+                ValueType::U32
+            } else if rest.starts_with("add_") || rest == "remove_extra_whitespaces" {
+                ValueType::Bool
+            } else {
+                continue;
+            };
+            if value.value_type() != want {
+                return Err(Error::key(key, format!("has type {}, llama.cpp reads {want}", value.type_name())));
+            }
+        }
+    }
+    if model == "no_vocab" || model == "none" {
+        return Ok(());
+    }
+    let key = "tokenizer.ggml.tokens";
+    let tokens = match g.get(key) {
+        None => return Err(Error::key(key, "is missing (llama.cpp: cannot find tokenizer vocab)")),
+        Some(Value::Array(a)) if a.elem == ValueType::String => a,
+        Some(v) => {
+            return Err(Error::key(
+                key,
+                format!("has type {}; gguf_get_arr_str asserts an array of strings (a process abort)", v.type_name()),
+            ));
+        }
+    };
+    let n_tokens = tokens.len;
+    if n_tokens == 0 {
+        return Err(Error::key(key, "is empty"));
+    }
+    if n_tokens > i32::MAX as usize {
+        return Err(Error::key(key, format!("has {n_tokens} tokens; token ids are int32")));
+    }
+    unique_tokens(g, tokens)?;
+
+    typed_array(g, "tokenizer.ggml.scores", &[ValueType::F32], Some(n_tokens))?;
+    typed_array(g, "tokenizer.ggml.token_type", &[ValueType::I32, ValueType::U32], Some(n_tokens))?;
+    typed_array(g, "tokenizer.ggml.suppress_tokens", &[ValueType::I32, ValueType::U32], None)?;
+    typed_array(g, "tokenizer.ggml.precompiled_charsmap", &[ValueType::U8, ValueType::I8], None)?;
+    let merges = typed_array(g, "tokenizer.ggml.merges", &[ValueType::String], None)?;
+    if matches!(model, "gpt2" | "hybriddna" | "whitespace")
+        && merges.is_none()
+        && opt_str(g, "tokenizer.ggml.pre")? != Some("kimi-k2")
+    {
+        return Err(Error::key("tokenizer.ggml.merges", format!("is missing; a `{model}` (BPE) tokenizer needs it")));
+    }
+    Ok(())
+}
+
+/// Token strings are unique: `load` maps text to id and asserts
+/// `id_to_token.size() == token_to_id.size()` (a process abort for a repeated token). Empty
+/// tokens are renamed `[EMPTY_<id>]` by llama.cpp first. Token text need not be UTF-8 (llama.cpp
+/// takes bytes), so it is not checked.
+///
+/// Each token becomes a word (32-bit hash << 32 | id); the words are radix-sorted by hash and
+/// equal neighbours compared as text. A hash table would cost a cache miss per token on a
+/// 262,144-token vocabulary; the sort streams through memory.
+fn unique_tokens(g: &Gguf, tokens: &Array) -> Result<(), Error> {
+    let key = "tokenizer.ggml.tokens";
+    let mut texts: Vec<&[u8]> = Vec::with_capacity(tokens.len);
+    let mut words: Vec<u64> = Vec::with_capacity(tokens.len);
+    for (id, s) in g.strings(tokens).enumerate() {
+        let h = if s.is_empty() { hash(format!("[EMPTY_{id}]").as_bytes()) } else { hash(s) };
+        words.push((h & !0xffff_ffff) | id as u64);
+        texts.push(s);
+    }
+    radix_sort_high32(&mut words);
+    // The text llama.cpp keys the token by.
+    let text = |w: u64| -> Option<std::borrow::Cow<'_, [u8]>> {
+        let id = (w & 0xffff_ffff) as usize;
+        let s = *texts.get(id)?;
+        Some(if s.is_empty() { format!("[EMPTY_{id}]").into_bytes().into() } else { s.into() })
+    };
+    let mut i = 0;
+    while i < words.len() {
+        let tag = words[i] >> 32;
+        let mut j = i + 1;
+        while words.get(j).is_some_and(|&w| w >> 32 == tag) {
+            j += 1;
+        }
+        // words[i..j] share a hash; compare every pair (a group is almost always 1 or 2).
+        let group = words.get(i..j).unwrap_or_default();
+        for (a, &wa) in group.iter().enumerate() {
+            for &wb in group.get(a + 1..).unwrap_or_default() {
+                if text(wa) == text(wb) {
+                    let (first, id) =
+                        ((wa & 0xffff_ffff).min(wb & 0xffff_ffff), (wa & 0xffff_ffff).max(wb & 0xffff_ffff));
+                    return Err(Error::key(
+                        key,
+                        format!(
+                            "token {id} `{}` repeats token {first}; llama.cpp asserts tokens are unique (a process abort)",
+                            String::from_utf8_lossy(&text(wa).unwrap_or_default())
+                        ),
+                    ));
+                }
+            }
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+fn hash(s: &[u8]) -> u64 {
+    let mut h = FxHasher(s.len() as u64);
+    h.write(s);
+    h.finish()
+}
+
+/// Sorts by the high 32 bits: three stable counting passes of 11 bits each (an LSD radix
+/// sort; 2,048 counters stay in the L1 cache).
+fn radix_sort_high32(words: &mut Vec<u64>) {
+    let mut scratch = vec![0u64; words.len()];
+    for shift in [32u32, 43, 54] {
+        let mut counts = [0usize; 2048];
+        for &w in words.iter() {
+            counts[((w >> shift) & 0x7ff) as usize] += 1;
+        }
+        let mut sum = 0;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = sum;
+            sum += n;
+        }
+        for &w in words.iter() {
+            let b = &mut counts[((w >> shift) & 0x7ff) as usize];
+            if let Some(slot) = scratch.get_mut(*b) {
+                *slot = w;
+            }
+            *b += 1;
+        }
+        std::mem::swap(words, &mut scratch);
+    }
+}
+
+/// An optional array read through a typed pointer: its element type must be one of `types`
+/// (another type is read as if it were one: out-of-bounds reads or, for strings, an abort in
+/// gguf_get_arr_data), and it must have at least `min_len` elements.
+fn typed_array<'g>(
+    g: &'g Gguf,
+    key: &str,
+    types: &[ValueType],
+    min_len: Option<usize>,
+) -> Result<Option<&'g Array>, Error> {
+    let names = types.iter().map(|t| t.name()).collect::<Vec<_>>().join(" or ");
+    match g.get(key) {
+        None => Ok(None),
+        Some(Value::Array(a)) if types.contains(&a.elem) => {
+            if let Some(n) = min_len
+                && a.len < n
+            {
+                return Err(Error::key(key, format!("has {} entries for {n} tokens", a.len)));
+            }
+            Ok(Some(a))
+        }
+        Some(v) => Err(Error::key(
+            key,
+            format!("has type {}; llama.cpp reads it as an array of {names} through a typed pointer", v.type_name()),
+        )),
+    }
+}
+
+fn type_error(key: &str, v: &Value, want: &str) -> Error {
+    Error::key(key, format!("has type {}, llama.cpp reads {want} (llama_model_loader::get_key)", v.type_name()))
+}
+
+fn opt_u32(g: &Gguf, key: &str) -> Result<Option<u32>, Error> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(Value::U32(v)) => Ok(Some(*v)),
+        Some(v) => Err(type_error(key, v, "u32")),
+    }
+}
+
+fn req_u32(g: &Gguf, key: &str) -> Result<u32, Error> {
+    opt_u32(g, key)?.ok_or_else(|| Error::key(key, "is missing (llama.cpp requires it)"))
+}
+
+fn opt_str<'g>(g: &'g Gguf, key: &str) -> Result<Option<&'g str>, Error> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v @ Value::String(_)) => v.as_str().map(Some).ok_or_else(|| Error::key(key, "is not valid UTF-8")),
+        Some(v) => Err(type_error(key, v, "str")),
+    }
+}
+
+fn req_str<'g>(g: &'g Gguf, key: &str) -> Result<&'g str, Error> {
+    opt_str(g, key)?.ok_or_else(|| Error::key(key, "is missing (llama.cpp requires it)"))
+}
+
+/// A fast, non-cryptographic hasher for the token table (hashing 262,144 tokens with SipHash
+/// would dominate the validation time). Multiply-rotate over 8-byte words.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+type Fx = BuildHasherDefault<FxHasher>;
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(tail) ^ (rest.len() as u64) << 56).wrapping_mul(K);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The multiplications leave the low bits weak (they depend only on the inputs' low
+        // bits, and tokens share prefixes); the table indexes by the low bits, so fold the high
+        // half down.
+        let h = (self.0 ^ (self.0 >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    }
+}
