@@ -11,13 +11,13 @@ pub(super) struct CNum<T> {
     pub(super) exact: bool,
 }
 
-pub(super) fn skip_c_space(s: &str) -> &str {
+pub(crate) fn skip_c_space(s: &str) -> &str {
     s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r'])
 }
 
 /// The sign, the magnitude (saturated) and the rest of `strtol`'s base-10 prefix, or `None`
 /// when there is no digit.
-pub(super) fn c_integer_prefix(s: &str) -> Option<(bool, u128, &str)> {
+pub(crate) fn c_integer_prefix(s: &str) -> Option<(bool, u128, &str)> {
     let s = skip_c_space(s);
     let (neg, digits) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),

@@ -107,7 +107,7 @@
 //! `parse(&render(&o, Dialect::Server).to_string())?.options == o`.
 
 mod apply;
-mod cnum;
+pub(crate) mod cnum;
 mod lex;
 mod reason;
 mod render;

@@ -311,25 +311,7 @@ fn logit_bias(flag: &str, value: &str) -> Result<LogitBias> {
 // ---------------------------------------------------------------------------------------------
 // C number parsing, as std::stoi / std::stoul / std::stof do it.
 
-fn skip_c_space(s: &str) -> &str {
-    s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r'])
-}
-
-/// `strtol`'s base-10 prefix: sign, saturated magnitude, the rest; `None` without a digit.
-fn c_integer_prefix(s: &str) -> Option<(bool, u128, &str)> {
-    let s = skip_c_space(s);
-    let (neg, digits) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let n = digits.bytes().take_while(u8::is_ascii_digit).count();
-    if n == 0 {
-        return None;
-    }
-    let mag = digits[..n].bytes().fold(0u128, |m, b| m.saturating_mul(10).saturating_add(u128::from(b - b'0')));
-    Some((neg, mag, &digits[n..]))
-}
+use crate::flags::cnum::{c_integer_prefix, skip_c_space};
 
 /// `std::stoi`.
 fn stoi(flag: &str, v: &str) -> Result<i32> {
