@@ -17,6 +17,7 @@
 //!         Event::Done { generation, reason } => {
 //!             println!("\n[{reason:?}, {:.1} tokens/s]", generation.gen_tps())
 //!         }
+//!         _ => {} // `Event` is non-exhaustive: later versions may add events
 //!     }
 //! }
 //! # Ok(()) }
