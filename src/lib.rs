@@ -20,6 +20,7 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod history;
 pub mod measure;
 pub mod peer;

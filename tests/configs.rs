@@ -343,6 +343,24 @@ fn tables_override_flags_key_by_key() {
 }
 
 #[test]
+fn sampling_comes_from_flags_and_its_table() {
+    let c = ok("model_path = \"m.gguf\"\nflags = \"-c 4096 --temp 0.5 --top-k 20 -s 7\"\n\
+                [sampling]\ntop_k = 5\nsamplers = [\"top_k\", \"temperature\"]\n");
+    let s = &c.options().sampling;
+    assert_eq!((s.temp, s.top_k, s.seed), (0.5, 5, 7));
+    assert_eq!(s.samplers.len(), 2);
+    assert!(warned(&c, "[sampling] top_k = 5 replaces 20 set by `flags`"), "{:?}", c.warnings());
+    toml_error("model_path = \"m.gguf\"\n[sampling]\ntopk = 5\n", &["line 3", "topk"]);
+    toml_error("model_path = \"m.gguf\"\n[sampling]\nsamplers = [\"top_q\"]\n", &["top_q"]);
+    toml_error("model_path = \"m.gguf\"\nflags = \"--mirostat 7\"\n", &["--mirostat", "7"]);
+    toml_error(
+        "model_path = \"m.gguf\"\n[sampling]\nrepeat_penalty_x = 0\npenalty_repeat = 0.0\n",
+        &["repeat_penalty_x"],
+    );
+    toml_error("model_path = \"m.gguf\"\n[sampling]\npenalty_repeat = 0.0\n", &["--repeat-penalty", "greater than 0"]);
+}
+
+#[test]
 fn model_paths_resolve() {
     let c = ok("model_path = \"sub/m.gguf\"\n");
     assert_eq!(c.model_path_in(None), Some(PathBuf::from("/etc/sweeps/sub/m.gguf")));

@@ -7,8 +7,8 @@ use llama_runner::options::{
     EXPERTS_REGEX, MAX_CPUS, NamedOption, layer_experts_regex, max_devices, max_tensor_overrides,
 };
 use llama_runner::{
-    BufferTarget, CacheType, CpuMask, Error, FlashAttn, GpuLayers, LoadMode, Priority, RunOptions, SplitMode,
-    TensorOverride,
+    BufferTarget, CacheType, CpuMask, Error, FlashAttn, GpuLayers, LoadMode, Priority, RunOptions, SamplerType,
+    SplitMode, TensorOverride,
 };
 
 /// Flag strings used in this file: each must survive parse → render → parse.
@@ -24,6 +24,7 @@ const SAMPLES: &[&str] = &[
     "-dev none -ngl auto -np 4 -b 4096 -ub 1024 -tb 8",
     "-c 32k -t 16.5",
     "--host 0.0.0.0 --port 8080 --jinja -a my-model -fit off",
+    "-c 4096 --temp 0.5 --top-k 5 -t 2 --ignore-eos -s 42 --samplers 'top_k;temperature' --mirostat 2",
 ];
 
 fn p(flags: &str) -> Parsed {
@@ -371,6 +372,13 @@ fn random_options(rng: &mut Rng, i: usize) -> RunOptions {
         [Priority::Low, Priority::Normal, Priority::Medium, Priority::High, Priority::Realtime][i % 5];
     c.placement.poll = rng.pick(&[0, 1, 50, 100, 1000]);
     o.backend.numa = [Numa::Disabled, Numa::Distribute, Numa::Isolate, Numa::Numactl][i % 4];
+    let s = &mut o.sampling;
+    s.seed = rng.pick(&[s.seed, 0, 42, u32::MAX - 1]);
+    s.temp = rng.pick(&[s.temp, 0.0, 0.5, 1.25]);
+    s.top_k = rng.pick(&[s.top_k, 0, 1, 100]);
+    s.top_p = rng.pick(&[s.top_p, 0.5, 1.0]);
+    s.ignore_eos = rng.flip();
+    s.samplers = rng.pick(&[s.samplers.clone(), vec![SamplerType::TopK, SamplerType::Temperature], vec![]]);
     o
 }
 
@@ -514,7 +522,8 @@ fn expected_reason(flags: &str) -> FlagReason {
         "-fit maybe" => FlagReason::NotOneOf { accepted: &["on", "off"], note: None },
         "--bogus" => FlagReason::UnknownFlag,
         "-n 128" => FlagReason::UnknownFlag,
-        "--temp 0.5" => FlagReason::UnknownFlag,
+        "-p hello" => FlagReason::UnknownFlag,
+        "--temp x" => FlagReason::Other("not a number (llama.cpp's std::stof fails)".into()),
         "-Cb 0xff" => FlagReason::UnknownFlag,
         "stray" => FlagReason::NotAFlag,
         "-c 1 2" => FlagReason::NotAFlag,
@@ -577,7 +586,8 @@ fn malformed_flags_are_errors_naming_flag_and_value() {
         ("-fit maybe", "-fit", Some("maybe"), "not on or off"),
         ("--bogus", "--bogus", None, "unknown flag"),
         ("-n 128", "-n", None, "RunOptions does not hold"),
-        ("--temp 0.5", "--temp", None, "RunOptions does not hold"),
+        ("-p hello", "-p", None, "RunOptions does not hold"),
+        ("--temp x", "--temp", Some("x"), "not a number"),
         ("-Cb 0xff", "-Cb", None, "RunOptions does not hold"),
         ("stray", "stray", None, "not a flag"),
         ("-c 1 2", "2", None, "not a flag"),
@@ -910,4 +920,22 @@ fn random_token_soup_never_panics_and_parsed_input_round_trips() {
         let s: String = (0..n).map(|_| format!("{} ", rng.pick(TOKENS))).collect();
         let _ = flags::parse(&s);
     }
+}
+
+#[test]
+fn sampling_flags_parse_beside_the_run_flags() {
+    let parsed = o("-m m.gguf --temp 0.5 -c 4096 --top-k 5 --ignore-eos -s 42 -t 2 --repeat-penalty 1.1");
+    assert_eq!((parsed.context.n_ctx, parsed.context.n_threads), (4096, Some(2)));
+    let s = &parsed.sampling;
+    assert_eq!((s.temp, s.top_k, s.seed, s.ignore_eos, s.penalty_repeat), (0.5, 5, 42, true, 1.1));
+    // The value of a run flag is never taken for a sampling flag, nor the other way round.
+    assert_eq!(o("-m --temp").model_path.as_deref(), Some(std::path::Path::new("--temp")));
+    let e = flags::parse("--samplers -c").unwrap_err().to_string();
+    assert!(e.contains("unknown sampler `-c`"), "the next word is the value, even `-c`: {e}");
+    let line = flags::render(&parsed, Dialect::Server).to_string();
+    assert!(line.contains("--temp 0.5") && line.contains("--top-k 5") && line.contains("--ignore-eos"), "{line}");
+    // llama-bench has no sampling flags: left out, and said so.
+    let bench = flags::render(&parsed, Dialect::Bench);
+    assert!(!bench.to_string().contains("--temp"), "{bench}");
+    assert!(bench.omitted.iter().any(|w| w.contains("--temp 0.5")), "{:?}", bench.omitted);
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use llama_runner::flags::{self, Dialect};
-use llama_runner::{Backend, Context, Model, build_info};
+use llama_runner::{Backend, build_info};
 use llama_workbench::bisect::{Metric, Statistic};
 use llama_workbench::cli::{BenchPlan, run_plan, unused_record_path, write_new_record, write_record};
 use llama_workbench::compare::{Thresholds, markdown_table, markdown_table_with};
@@ -37,21 +37,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Greedy generation from a prompt.
-    Generate {
-        /// llama.cpp flags (model and context options), including -m.
-        #[arg(long, default_value = "", allow_hyphen_values = true)]
-        flags: String,
-        /// Model file (overrides -m in --flags).
-        #[arg(short, long)]
-        model: Option<PathBuf>,
-        /// The prompt.
-        #[arg(short, long)]
-        prompt: String,
-        /// Tokens to generate.
-        #[arg(short = 'n', long, default_value_t = 64)]
-        n_predict: usize,
-    },
+    /// Generation from a prompt with llama.cpp's sampling flags, streamed as it is produced.
+    Generate(llama_workbench::generate::GenerateArgs),
     /// Run a configuration's workloads and write a result record.
     Bench(BenchArgs),
     /// Compare result records: markdown table, change against the first, verdicts.
@@ -297,25 +284,10 @@ fn run(command: Command) -> Result<ExitCode> {
                 println!("  (not expressible in llama-bench: {o})");
             }
         }
-        Command::Generate { flags, model, prompt, n_predict } => {
-            let mut opts = flags::parse(&flags)?.options;
-            if model.is_some() {
-                opts.model_path = model;
-            }
-            let path = opts.model_path.clone().context("no model: pass -m in --flags or --model")?;
-            let backend = init_backend(&opts.backend)?;
-            let model = Model::load(backend, &path, &opts.model)?;
-            let mut ctx = Context::new(&model, &opts.context)?;
-            let tokens = model.tokenize(&prompt, true)?;
-            let out = ctx.generate_greedy(&tokens, n_predict)?;
-            println!("{}{}", prompt, model.detokenize(&out.tokens)?);
-            eprintln!(
-                "prompt: {} tokens, {:.2} t/s; generated: {} tokens, {:.2} t/s",
-                out.n_prompt,
-                out.prompt_tps(),
-                out.tokens.len(),
-                out.gen_tps()
-            );
+        Command::Generate(args) => {
+            let options = args.options()?;
+            let backend = init_backend(&options.backend)?;
+            return Ok(llama_workbench::generate::run(&args, &options, backend)?);
         }
         Command::Bench(args) => bench(args)?,
         Command::Compare { records, verdicts } => {

@@ -245,6 +245,10 @@ impl Config {
         // and a configuration for a GPU machine must load anywhere.
         llama_runner::validate::portable_model_options(&self.options.model)
             .map_err(|source| Error::ConfigOption { path: path(), source: Box::new(source) })?;
+        self.options
+            .sampling
+            .validate()
+            .map_err(|source| Error::ConfigOption { path: path(), source: Box::new(source) })?;
         let c = &self.options.context;
         if let ModelSource::Generated(model) = self.model
             && c.n_ctx > model.context_length()

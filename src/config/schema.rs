@@ -12,6 +12,7 @@ use llama_runner::backend::BackendOptions;
 use llama_runner::flags;
 use llama_runner::knobs::EnvKnobs;
 use llama_runner::options::{ContextOptions, ModelOptions, RunOptions};
+use llama_runner::sampling::SamplingOptions;
 
 /// The TOML file, as written.
 #[derive(Debug, Deserialize)]
@@ -32,6 +33,8 @@ struct ConfigFile {
     _backend: Option<BackendOptions>,
     #[serde(rename = "env")]
     _env: Option<EnvKnobs>,
+    #[serde(rename = "sampling")]
+    _sampling: Option<SamplingOptions>,
     workloads: Option<Vec<String>>,
     #[serde(default)]
     workload: Vec<Workload>,
@@ -75,6 +78,9 @@ pub(super) fn read(text: &str, origin: &Path) -> Result<Config> {
     }
     if let Some(t) = table("env")? {
         options.backend.env = overlay(&options.backend.env, t, "env", origin, &mut warnings)?;
+    }
+    if let Some(t) = table("sampling")? {
+        options.sampling = overlay(&options.sampling, t, "sampling", origin, &mut warnings)?;
     }
 
     let model_error = |problem| Error::ConfigModel { path: path(), problem };

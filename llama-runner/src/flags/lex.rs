@@ -161,13 +161,26 @@ pub(super) fn flag_error(flag: &str, value: Option<&str>, reason: FlagReason) ->
     Error::Flag { flag: flag.to_string(), value: value.map(str::to_string), reason }
 }
 
-pub(super) fn arg_items<S: AsRef<str>>(args: &[S]) -> Result<Vec<Item>> {
+pub(super) fn arg_items<S: AsRef<str>>(args: &[S], sampling: &mut Vec<String>) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let raw = args[i].as_ref();
         // As in `common_params_parse_ex`: underscores in long flags are dashes.
         let name = if raw.starts_with("--") { raw.replace('_', "-") } else { raw.to_string() };
+        // Sampling flags (and their value: every one but `--ignore-eos` takes one, always the
+        // next word) go to the sampling parser, in order.
+        if lookup(&name).is_none() && crate::sampling::is_sampling_flag(raw) {
+            sampling.push(raw.to_string());
+            if name != "--ignore-eos"
+                && let Some(v) = args.get(i + 1)
+            {
+                sampling.push(v.as_ref().to_string());
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
         let Some((spec, positive)) = lookup(&name) else {
             if let Some((flag, _)) = name.split_once('=')
                 && flag.starts_with('-')

@@ -31,6 +31,7 @@
 //! | `-C, --cpu-mask HEX`, `-Cr, --cpu-range LO-HI` | `context.placement.cpu_mask` |
 //! | `--cpu-strict 0\|1`, `--prio -1..3`, `--poll 0..100` | `context.placement` |
 //! | `--numa distribute\|isolate\|numactl` | `backend.numa` |
+//! | `--temp`, `--top-k`, `--samplers`, `-s`, ... (every flag of [`crate::sampling::parse_flags`]) | `sampling` |
 //!
 //! As in llama.cpp, a long flag may be written with underscores (`--ctx_size`), a flag's value is
 //! always the next word (even one starting with `-`), and `--flag=value` is refused (llama.cpp
@@ -41,7 +42,7 @@
 //! `--port`, `-a/--alias`, `--api-key`, `--jinja/--no-jinja`, `--ui/--webui/--no-ui/--no-webui`,
 //! `--metrics`, `--props`, `--slots/--no-slots`; and `-fit on|off` (this runner never runs
 //! llama.cpp's fit step, so `-fit off` is what it always does; `-fit on` gets a warning). Every
-//! other flag, including llama.cpp flags [`RunOptions`] does not hold (`-n`, `--temp`, `-Cb`,
+//! other flag, including llama.cpp flags [`RunOptions`] does not hold (`-n`, `-p`, `-Cb`,
 //! `-fitt`, ...), is an error naming it.
 //!
 //! # Traps in llama.cpp's parser (at 5f55650a)
@@ -98,7 +99,8 @@
 //! # Rendering
 //!
 //! [`render`] writes only the options that differ from llama.cpp's defaults, in a fixed order
-//! (model, offload, overrides, load, context, threads, cache, placement, NUMA), and uses `-lm`
+//! (model, offload, overrides, load, context, threads, cache, placement, NUMA, then the
+//! sampling flags of [`crate::sampling::render_flags`]), and uses `-lm`
 //! rather than the deprecated aliases. What the dialect cannot express is left out and listed in
 //! [`Rendered::omitted`] (the caller decides whether to log it): environment knobs (they are not
 //! flags), override patterns holding `,` or `=`, and for llama-bench the options it does not
@@ -211,11 +213,14 @@ pub fn parse_with_env_args<S: AsRef<str>>(env: &[(String, String)], args: &[S]) 
 pub fn parse_quietly<S: AsRef<str>>(env: &[(String, String)], args: &[S]) -> Result<Parsed> {
     let mut state = State::default();
     let mut items = env_items(env, &mut state.warnings)?;
-    items.extend(arg_items(args)?);
+    let mut sampling = Vec::new();
+    items.extend(arg_items(args, &mut sampling)?);
     for item in &items {
         state.apply(item)?;
     }
-    state.finish()
+    let mut parsed = state.finish()?;
+    crate::sampling::parse_flags_onto(&mut parsed.options.sampling, &sampling)?;
+    Ok(parsed)
 }
 
 /// Whether llama.cpp reads `name` as one of the flags this module supports (or as one of the

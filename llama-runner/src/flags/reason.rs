@@ -39,7 +39,7 @@ impl CParser {
 pub enum FlagReason {
     /// A word starting with `-` that is no flag [`parse`](super::parse) knows: unknown to
     /// llama.cpp too, or a llama.cpp flag whose option [`RunOptions`](crate::RunOptions) does
-    /// not hold (`-n`, `--temp`, `-Cb`).
+    /// not hold (`-n`, `-p`, `-Cb`).
     #[error("unknown flag, or a llama.cpp flag that RunOptions does not hold")]
     UnknownFlag,
     /// A word that is not a flag where a flag was expected.

@@ -16,6 +16,14 @@ pub fn render(options: &RunOptions, dialect: Dialect) -> Rendered {
     if options.backend.numa != Numa::Disabled {
         out.pair("--numa", options.backend.numa.name());
     }
+    let sampling = crate::sampling::render_flags(&options.sampling);
+    match dialect {
+        Dialect::Server => out.r.args.extend(sampling),
+        Dialect::Bench if !sampling.is_empty() => {
+            out.omit(format!("llama-bench has no sampling flags: `{}` left out", sampling.join(" ")))
+        }
+        Dialect::Bench => {}
+    }
     let env = options.backend.env.to_shell();
     let removed: Vec<_> = options.backend.env.vars().into_iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k).collect();
     if !env.is_empty() || !removed.is_empty() {

@@ -280,4 +280,8 @@ pub struct RunOptions {
     pub context: ContextOptions,
     /// Once-per-process settings (NUMA, environment knobs).
     pub backend: crate::backend::BackendOptions,
+    /// The sampler chain of generation (`--temp`, `--top-k`, `--samplers`, ...): llama.cpp's
+    /// defaults unless flags or a configuration say otherwise. Measuring (the workbench's bench)
+    /// decodes greedily as llama-bench does and does not use it.
+    pub sampling: crate::sampling::SamplingOptions,
 }
