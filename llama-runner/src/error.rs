@@ -179,6 +179,31 @@ pub enum Error {
         /// What is wrong, naming the byte offset, the key or the tensor.
         problem: Box<llama_gguf::Error>,
     },
+    /// A batch that does not fit its allocation or the context ([`crate::batch`]), refused
+    /// before llama.cpp saw it.
+    #[error("invalid batch: {0}")]
+    Batch(crate::batch::BatchError),
+    /// A sequence operation the context cannot do ([`crate::sequences`]), refused before
+    /// llama.cpp saw it.
+    #[error("sequence operation refused: {0}")]
+    Sequence(crate::sequences::SeqError),
+    /// A model load was cancelled by its progress callback, which returned `false`
+    /// ([`Model::load_with_progress`](crate::Model::load_with_progress)); llama.cpp freed what
+    /// it had allocated.
+    #[error("loading {path} was cancelled by its progress callback")]
+    LoadCancelled {
+        /// The path that was given.
+        path: PathBuf,
+    },
+    /// The progress callback of a model load panicked. The panic was caught (it never unwinds
+    /// through llama.cpp), the load was cancelled, and llama.cpp freed what it had allocated.
+    #[error("the progress callback panicked while loading {path}: {message}")]
+    ProgressPanicked {
+        /// The path that was given.
+        path: PathBuf,
+        /// The panic's message (its `&str` or `String` payload).
+        message: String,
+    },
 }
 
 impl From<&llama_sys::LibraryMismatch> for Error {

@@ -1,6 +1,6 @@
 //! A loaded model.
 
-use std::ffi::{CString, c_char};
+use std::ffi::{CString, c_char, c_void};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -74,39 +74,42 @@ impl Model {
     /// [`Model::load`] with [`LoadOptions`]: `validate_gguf: false` skips the metadata check,
     /// for a caller that has already run [`check_gguf`](crate::check_gguf) on the file.
     pub fn load_with(
-        _backend: &Backend,
+        backend: &Backend,
         path: impl AsRef<Path>,
         options: &ModelOptions,
         load: &LoadOptions,
     ) -> Result<Model> {
-        let path = path.as_ref().to_path_buf();
-        check_file(&path)?;
-        if load.validate_gguf {
-            crate::gguf_check::check_gguf(&path)?;
-        }
-        let checked = crate::validate::model_options(options)?;
-        let raw_params = params::model_params(&checked)?;
-        let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Error::ModelUnreadable {
-            path: path.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"),
-        })?;
-        crate::logging::clear_errors();
-        // SAFETY: `cpath` is a valid C string; the params' pointers are owned by `raw_params`,
-        // which the returned Model keeps alive.
-        let raw = unsafe { sys::llama_model_load_from_file(cpath.as_ptr(), raw_params.get()) };
-        let log = crate::logging::take_errors();
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Owned before a logger's panic may be resumed, so that unwinding frees it.
-        let model = NonNull::new(raw).map(|raw| Model {
-            raw,
-            path: path.clone(),
-            options: options.clone(),
-            id,
-            _params: raw_params,
-        });
-        crate::logging::resume_panic();
-        model.ok_or(Error::ModelLoad { path, log })
+        load_impl(backend, path.as_ref(), options, load, None)
+    }
+
+    /// [`Model::load_with`], reporting progress: llama.cpp calls `progress` on this thread with
+    /// the fraction of the tensor data loaded so far (0.0 to 1.0, non-decreasing; 1.0 last, once
+    /// the data is in place), about once per tensor. Returning `false` cancels the load:
+    /// llama.cpp frees what it had allocated and this returns [`Error::LoadCancelled`]. A panic
+    /// inside `progress` never unwinds through llama.cpp: it is caught, the load is cancelled,
+    /// and this returns [`Error::ProgressPanicked`] with the panic's message (after the panic
+    /// hook has reported it, as for any panic). After a `false` or a panic `progress` is not
+    /// called again.
+    ///
+    /// ```no_run
+    /// # fn main() -> llama_runner::Result<()> {
+    /// use llama_runner::{Backend, LoadOptions, Model, ModelOptions};
+    /// let backend = Backend::get()?;
+    /// let (options, load) = (ModelOptions::default(), LoadOptions::default());
+    /// let model = Model::load_with_progress(backend, "model.gguf", &options, &load, |f| {
+    ///     eprint!("\r{:3.0}%", f * 100.0);
+    ///     true // false cancels the load
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn load_with_progress(
+        backend: &Backend,
+        path: impl AsRef<Path>,
+        options: &ModelOptions,
+        load: &LoadOptions,
+        mut progress: impl FnMut(f32) -> bool,
+    ) -> Result<Model> {
+        load_impl(backend, path.as_ref(), options, load, Some(&mut progress))
     }
 
     /// The raw `llama_model`, for calls this crate does not wrap.
@@ -302,6 +305,105 @@ impl Model {
             return Err(Error::InvalidToken { token: t, n_vocab: self.n_vocab() });
         }
         Ok(())
+    }
+}
+
+/// What the progress trampoline shares with [`load_impl`] during one load.
+struct Progress<'a> {
+    callback: &'a mut dyn FnMut(f32) -> bool,
+    /// The callback returned `false`.
+    cancelled: bool,
+    /// The callback panicked: its message.
+    panicked: Option<String>,
+}
+
+/// The `llama_progress_callback` handed to llama.cpp: calls the user's callback, never lets a
+/// panic unwind into C, and keeps saying `false` once the load is to stop.
+///
+/// # Safety
+///
+/// `user_data` is the `Progress` of the [`load_impl`] call in progress on this thread, which
+/// holds no other reference to it while llama.cpp runs.
+unsafe extern "C" fn progress_trampoline(fraction: f32, user_data: *mut c_void) -> bool {
+    // SAFETY: see the function's contract; llama.cpp calls it on the loading thread only,
+    // inside llama_model_load_from_file, while `load_impl` is blocked in that call.
+    let state = unsafe { &mut *user_data.cast::<Progress<'_>>() };
+    if state.cancelled || state.panicked.is_some() {
+        return false;
+    }
+    // A model without tensor data would report 0/0; keep the promise of 0.0 to 1.0.
+    let fraction = if fraction.is_nan() { 1.0 } else { fraction.clamp(0.0, 1.0) };
+    let callback = &mut *state.callback;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(fraction))) {
+        Ok(true) => true,
+        Ok(false) => {
+            state.cancelled = true;
+            false
+        }
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a text message".to_owned());
+            state.panicked = Some(message);
+            false
+        }
+    }
+}
+
+fn load_impl(
+    _backend: &Backend,
+    path: &Path,
+    options: &ModelOptions,
+    load: &LoadOptions,
+    progress: Option<&mut dyn FnMut(f32) -> bool>,
+) -> Result<Model> {
+    let path = path.to_path_buf();
+    check_file(&path)?;
+    if load.validate_gguf {
+        crate::gguf_check::check_gguf(&path)?;
+    }
+    let checked = crate::validate::model_options(options)?;
+    let raw_params = params::model_params(&checked)?;
+    let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Error::ModelUnreadable {
+        path: path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"),
+    })?;
+    let mut state = progress.map(|callback| Progress { callback, cancelled: false, panicked: None });
+    let c_params = match state.as_mut() {
+        Some(state) => raw_params.with_progress(progress_trampoline, std::ptr::from_mut(state).cast()),
+        None => raw_params.get(),
+    };
+    crate::logging::clear_errors();
+    // SAFETY: `cpath` is a valid C string; the params' pointers are owned by `raw_params`,
+    // which the returned Model keeps alive; the progress user data, when set, is `state`,
+    // alive and not otherwise borrowed until the call returns (llama.cpp keeps no copy of the
+    // callback after loading).
+    let raw = unsafe { sys::llama_model_load_from_file(cpath.as_ptr(), c_params) };
+    let log = crate::logging::take_errors();
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Owned before a logger's panic may be resumed, so that unwinding frees it.
+    let model = NonNull::new(raw).map(|raw| Model {
+        raw,
+        path: path.clone(),
+        options: options.clone(),
+        id,
+        _params: raw_params,
+    });
+    crate::logging::resume_panic();
+    match state {
+        // The last call (1.0) may cancel too; llama.cpp then frees the model and returns null.
+        Some(Progress { panicked: Some(message), .. }) => {
+            drop(model);
+            Err(Error::ProgressPanicked { path, message })
+        }
+        Some(Progress { cancelled: true, .. }) => {
+            drop(model);
+            Err(Error::LoadCancelled { path })
+        }
+        _ => model.ok_or(Error::ModelLoad { path, log }),
     }
 }
 

@@ -37,6 +37,22 @@ impl RawModelParams {
     }
 }
 
+impl RawModelParams {
+    /// The C struct with a progress callback: `callback` is called with `user_data` during the
+    /// load, and returning `false` cancels it. The copy is handed to one load call only (the
+    /// stored struct keeps no callback), so `user_data` need live only as long as that call.
+    pub(crate) fn with_progress(
+        &self,
+        callback: unsafe extern "C" fn(f32, *mut std::ffi::c_void) -> bool,
+        user_data: *mut std::ffi::c_void,
+    ) -> sys::llama_model_params {
+        let mut p = self.params;
+        p.progress_callback = Some(callback);
+        p.progress_callback_user_data = user_data;
+        p
+    }
+}
+
 // SAFETY: the struct only holds pointers into its own heap allocations and to llama.cpp's
 // process-wide, immutable device and buffer-type registry.
 unsafe impl Send for RawModelParams {}
