@@ -346,6 +346,12 @@ impl Gguf {
         self.buf.get(a.bytes.clone()).unwrap_or_default()
     }
 
+    /// The encoded elements of an array as stored in the file (a string array's elements are
+    /// each a little-endian `u64` length and that many bytes).
+    pub fn array_bytes(&self, a: &Array) -> &[u8] {
+        self.elems(a)
+    }
+
     /// The elements of a string array, as stored (empty if `a` holds another type).
     pub fn strings<'a>(&'a self, a: &Array) -> impl Iterator<Item = &'a [u8]> + 'a {
         let mut rest = if a.elem == ValueType::String { self.elems(a) } else { &[] };

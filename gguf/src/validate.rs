@@ -407,68 +407,124 @@ fn vocab(g: &Gguf) -> Result<(), Error> {
 /// tokens are renamed `[EMPTY_<id>]` by llama.cpp first. Token text need not be UTF-8 (llama.cpp
 /// takes bytes), so it is not checked.
 ///
-/// Each token becomes a word (32-bit hash << 32 | id); the words are radix-sorted by hash and
-/// equal neighbours compared as text. A hash table would cost a cache miss per token on a
-/// 262,144-token vocabulary; the sort streams through memory.
+/// Each token's text gets a 32-bit hash ([`token_hash`], read straight from the array's bytes);
+/// a copy of the hashes is radix-sorted, and only the tokens whose hash another token shares (a
+/// handful in a 262,144-token vocabulary) have their text looked up and compared, sorted, so
+/// that even a file made of colliding tokens costs O(n log n). A hash table would cost a cache
+/// miss per token; the sort streams through memory.
 fn unique_tokens(g: &Gguf, tokens: &Array) -> Result<(), Error> {
     let key = "tokenizer.ggml.tokens";
-    let mut texts: Vec<&[u8]> = Vec::with_capacity(tokens.len);
-    let mut words: Vec<u64> = Vec::with_capacity(tokens.len);
-    for (id, s) in g.strings(tokens).enumerate() {
-        let h = if s.is_empty() { hash(format!("[EMPTY_{id}]").as_bytes()) } else { hash(s) };
-        words.push((h & !0xffff_ffff) | id as u64);
-        texts.push(s);
+    let bytes = g.array_bytes(tokens);
+    let mut hashes: Vec<u32> = Vec::with_capacity(tokens.len);
+    let mut pos = 0usize;
+    while let Some(len) = bytes.get(pos..pos + 8) {
+        let len = u64::from_le_bytes([len[0], len[1], len[2], len[3], len[4], len[5], len[6], len[7]]);
+        // The reader bounded every length by the array's bytes.
+        let Some(len) = usize::try_from(len).ok().filter(|&l| l <= bytes.len() - pos - 8) else { break };
+        let start = pos + 8;
+        hashes.push(if len == 0 {
+            hash_text(format!("[EMPTY_{}]", hashes.len()).as_bytes())
+        } else {
+            token_hash(bytes, start, len)
+        });
+        pos = start + len;
     }
-    radix_sort_high32(&mut words);
-    // The text llama.cpp keys the token by.
-    let text = |w: u64| -> Option<std::borrow::Cow<'_, [u8]>> {
-        let id = (w & 0xffff_ffff) as usize;
-        let s = *texts.get(id)?;
-        Some(if s.is_empty() { format!("[EMPTY_{id}]").into_bytes().into() } else { s.into() })
-    };
-    let mut i = 0;
-    while i < words.len() {
-        let tag = words[i] >> 32;
-        let mut j = i + 1;
-        while words.get(j).is_some_and(|&w| w >> 32 == tag) {
-            j += 1;
+    let mut sorted = hashes.clone();
+    radix_sort_u32(&mut sorted);
+    let mut shared: Vec<u32> = sorted.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    if shared.is_empty() {
+        return Ok(());
+    }
+    shared.dedup();
+    // The tokens with a shared hash, and the text llama.cpp keys each by.
+    let mut filter = vec![0u64; 1024]; // a bit per low 16 bits of a shared hash
+    for &h in &shared {
+        filter[(h as usize >> 6) & 1023] |= 1 << (h & 63);
+    }
+    let mut suspects: Vec<(u32, Vec<u8>, usize)> = Vec::new();
+    for (id, s) in g.strings(tokens).enumerate() {
+        let Some(&h) = hashes.get(id) else { break };
+        if filter[(h as usize >> 6) & 1023] & (1 << (h & 63)) != 0 && shared.binary_search(&h).is_ok() {
+            let text = if s.is_empty() { format!("[EMPTY_{id}]").into_bytes() } else { s.to_vec() };
+            suspects.push((h, text, id));
         }
-        // words[i..j] share a hash; compare every pair (a group is almost always 1 or 2).
-        let group = words.get(i..j).unwrap_or_default();
-        for (a, &wa) in group.iter().enumerate() {
-            for &wb in group.get(a + 1..).unwrap_or_default() {
-                if text(wa) == text(wb) {
-                    let (first, id) =
-                        ((wa & 0xffff_ffff).min(wb & 0xffff_ffff), (wa & 0xffff_ffff).max(wb & 0xffff_ffff));
-                    return Err(Error::key(
-                        key,
-                        format!(
-                            "token {id} `{}` repeats token {first}; llama.cpp asserts tokens are unique (a process abort)",
-                            String::from_utf8_lossy(&text(wa).unwrap_or_default())
-                        ),
-                    ));
-                }
-            }
+    }
+    // Equal texts are neighbours once sorted; the lowest id comes first among equals.
+    suspects.sort_unstable();
+    for w in suspects.windows(2) {
+        let ((ha, ta, first), (hb, tb, id)) = (&w[0], &w[1]);
+        if ha == hb && ta == tb {
+            return Err(Error::key(
+                key,
+                format!(
+                    "token {id} `{}` repeats token {first}; llama.cpp asserts tokens are unique (a process abort)",
+                    String::from_utf8_lossy(ta)
+                ),
+            ));
         }
-        i = j;
     }
     Ok(())
 }
 
-fn hash(s: &[u8]) -> u64 {
-    let mut h = FxHasher(s.len() as u64);
-    h.write(s);
-    h.finish()
+const SEED0: u64 = 0xa076_1d64_78bd_642f;
+const SEED1: u64 = 0xe703_7ed1_a0b4_28db;
+const SEED2: u64 = 0x8ebc_6af0_9c88_c6e3;
+
+/// The 128-bit product of `a` and `b`, folded to 64 bits (wyhash's mixing step).
+fn mum(a: u64, b: u64) -> u64 {
+    let r = u128::from(a) * u128::from(b);
+    (r as u64) ^ ((r >> 64) as u64)
 }
 
-/// Sorts by the high 32 bits: three stable counting passes of 11 bits each (an LSD radix
-/// sort; 2,048 counters stay in the L1 cache).
-fn radix_sort_high32(words: &mut Vec<u64>) {
-    let mut scratch = vec![0u64; words.len()];
-    for shift in [32u32, 43, 54] {
+/// The low `n` bytes (0 to 8) of a little-endian word: a mask without a branch.
+fn low_bytes(n: usize) -> u64 {
+    u64::MAX.checked_shr(64 - 8 * n.min(8) as u32).unwrap_or(0)
+}
+
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let n = b.len().min(8);
+    w[..n].copy_from_slice(&b[..n]);
+    u64::from_le_bytes(w)
+}
+
+/// The hash of a token's text: its first 16 bytes (zero-padded) mixed with its length, then
+/// every further 16 bytes folded in. [`token_hash`] computes the same from the array's bytes.
+fn hash_text(s: &[u8]) -> u32 {
+    let len = s.len();
+    let (head, mut rest) = s.split_at(len.min(16));
+    let mut h = mum(word(head) ^ SEED0, word(head.get(8..).unwrap_or_default()) ^ SEED1 ^ len as u64);
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(rest.len().min(16));
+        h = mum(word(chunk) ^ h ^ SEED2, word(chunk.get(8..).unwrap_or_default()) ^ SEED1);
+        rest = tail;
+    }
+    (h >> 32) as u32
+}
+
+/// [`hash_text`] of the `len` bytes at `start` of `bytes`. For the common token of at most 16
+/// bytes with 16 bytes of the buffer at hand (the next token's length follows it), two
+/// unaligned loads and masks: no loop, no copy, no branch on the length.
+fn token_hash(bytes: &[u8], start: usize, len: usize) -> u32 {
+    match bytes.get(start..start + 16) {
+        Some(w) if len <= 16 => {
+            let w0 = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) & low_bytes(len);
+            let w1 = u64::from_le_bytes([w[8], w[9], w[10], w[11], w[12], w[13], w[14], w[15]])
+                & low_bytes(len.saturating_sub(8));
+            (mum(w0 ^ SEED0, w1 ^ SEED1 ^ len as u64) >> 32) as u32
+        }
+        _ => hash_text(bytes.get(start..start + len).unwrap_or_default()),
+    }
+}
+
+/// Sorts 32-bit values: three stable counting passes of 11 bits each (an LSD radix sort;
+/// 2,048 counters stay in the L1 cache).
+fn radix_sort_u32(values: &mut Vec<u32>) {
+    let mut scratch = vec![0u32; values.len()];
+    for shift in [0u32, 11, 22] {
         let mut counts = [0usize; 2048];
-        for &w in words.iter() {
-            counts[((w >> shift) & 0x7ff) as usize] += 1;
+        for &v in values.iter() {
+            counts[((v >> shift) & 0x7ff) as usize] += 1;
         }
         let mut sum = 0;
         for c in counts.iter_mut() {
@@ -476,14 +532,14 @@ fn radix_sort_high32(words: &mut Vec<u64>) {
             *c = sum;
             sum += n;
         }
-        for &w in words.iter() {
-            let b = &mut counts[((w >> shift) & 0x7ff) as usize];
+        for &v in values.iter() {
+            let b = &mut counts[((v >> shift) & 0x7ff) as usize];
             if let Some(slot) = scratch.get_mut(*b) {
-                *slot = w;
+                *slot = v;
             }
             *b += 1;
         }
-        std::mem::swap(words, &mut scratch);
+        std::mem::swap(values, &mut scratch);
     }
 }
 
