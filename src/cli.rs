@@ -37,7 +37,7 @@ pub fn run_plan(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<Reco
     let backend = Backend::init(&plan.options.backend)?;
     let machine = Machine::current();
     let mut memory = vec![MemorySnapshot::take(backend, "before load")];
-    let model = Model::load(backend, &path, &plan.options.model)?;
+    let model: Model = crate::progress::load_model(backend, &path, &plan.options.model)?;
     memory.push(MemorySnapshot::take(backend, "after load"));
     let info = model.info();
     let mut warnings = machine.warnings(info.size_bytes);

@@ -109,7 +109,7 @@ pub fn run(args: &GenerateArgs, options: &RunOptions, backend: &'static Backend)
         reason: "no model: pass -m in --flags or --model".into(),
     })?;
     let prompt_text = args.prompt()?;
-    let model = Model::load(backend, &path, &options.model)?;
+    let model: Model = crate::progress::load_model(backend, &path, &options.model)?;
     let mut ctx = Context::new(&model, &options.context)?;
     let mut sampler = Sampler::new(&model, &options.sampling)?;
     let prompt = model.tokenize(&prompt_text, true)?;

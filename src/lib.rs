@@ -14,6 +14,7 @@
 //! | [`peer`] | peer comparison samples (llama-bench, llama-cpp-2) and their table |
 //! | [`step`] | one `git bisect run` step: the tree, its commit, build, bench and verdict |
 //! | [`cli`] | the glue of `llama-runner bench` |
+//! | [`progress`] | the progress bar of model loads longer than a second |
 
 pub mod bisect;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod generate;
 pub mod history;
 pub mod measure;
 pub mod peer;
+pub mod progress;
 pub mod record;
 pub mod step;
 
