@@ -2,7 +2,12 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=shim");
-    cc::Build::new().cpp(true).file("shim/regex.cpp").flag_if_supported("-std=c++17").compile("llama_runner_shim");
+    cc::Build::new()
+        .cpp(true)
+        .file("shim/regex.cpp")
+        .file("shim/grammar.cpp")
+        .flag_if_supported("-std=c++17")
+        .compile("llama_runner_shim");
     let dep = |k: &str| std::env::var(format!("DEP_LLAMA_{k}")).unwrap_or_default();
     // API variants of the llama.cpp tree llama-sys was built from (see llama-sys/build/probe.rs).
     for cfg in dep("API_ALL").split(',').filter(|s| !s.is_empty()) {

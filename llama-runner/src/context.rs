@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use llama_sys as sys;
 
+use crate::batch::{Batch, BatchError, Outputs, Pos, SeqId};
 use crate::error::{Error, Result};
 use crate::model::{Model, Token};
 use crate::options::ContextOptions;
@@ -243,6 +244,7 @@ impl<'m> Context<'m> {
     /// llama.cpp would reject or abort on get a clear error.
     pub fn new(model: &'m Model, options: &ContextOptions) -> Result<Context<'m>> {
         let checked = crate::validate::context_options(model, options)?;
+        crate::sequences::check_context_options(options)?;
         let params = crate::params::context_params(options)?;
         let sampler = Sampler::greedy()?;
         crate::logging::clear_errors();
@@ -333,7 +335,31 @@ impl<'m> Context<'m> {
         unsafe { sys::llama_n_ubatch(self.raw.as_ptr()) }
     }
 
-    /// Tokens in the KV cache.
+    /// Sequences the context holds (`n_seq_max`): sequence ids are `0..n_seq_max`.
+    pub fn n_seq_max(&self) -> u32 {
+        // SAFETY: valid context.
+        unsafe { sys::llama_n_seq_max(self.raw.as_ptr()) }
+    }
+
+    /// Cells one sequence can use: the context size, or its share of it (`n_ctx / n_seq_max`,
+    /// rounded by llama.cpp) when the sequences do not share one unified buffer.
+    pub fn n_ctx_seq(&self) -> u32 {
+        // SAFETY: valid context.
+        unsafe { sys::llama_n_ctx_seq(self.raw.as_ptr()) }
+    }
+
+    /// The most tokens one decode takes: `n_batch`, or `n_ubatch` for a model with non-causal
+    /// attention (llama.cpp asserts that such a batch fits one micro-batch).
+    pub fn max_batch_tokens(&self) -> usize {
+        let n_batch = self.n_batch().max(1) as usize;
+        if crate::sequences::causal_attention(self.model) {
+            n_batch
+        } else {
+            n_batch.min(self.n_ubatch().max(1) as usize)
+        }
+    }
+
+    /// Tokens in the KV cache of sequence 0 (one past its last position).
     pub fn n_past(&self) -> usize {
         self.n_past
     }
@@ -435,7 +461,7 @@ impl<'m> Context<'m> {
         if self.take_cancel() {
             return Err(Error::Aborted);
         }
-        let chunk = self.n_batch().max(1) as usize;
+        let chunk = self.max_batch_tokens();
         let start = self.n_past;
         self.has_logits = false;
         for (i, part) in tokens.chunks(chunk).enumerate() {
@@ -444,7 +470,8 @@ impl<'m> Context<'m> {
                 return Err(Error::Aborted);
             }
             // llama_batch_get_one only reads the tokens despite the `*mut` in its signature.
-            // SAFETY: `part` is valid for its length, which is ≤ n_batch (larger batches abort).
+            // SAFETY: `part` is valid for its length, which is ≤ n_batch (larger batches abort),
+            // and ≤ n_ubatch for non-causal attention (which asserts it).
             let batch = unsafe { sys::llama_batch_get_one(part.as_ptr().cast_mut(), part.len() as i32) };
             // SAFETY: valid context and batch; the batch's token memory outlives the call.
             let status = unsafe { sys::llama_decode(self.raw.as_ptr(), batch) };
@@ -532,6 +559,111 @@ impl<'m> Context<'m> {
         Ok(Generation { tokens, stopped_at_eog, n_prompt: prompt.len(), prompt_time, gen_time: t1.elapsed() })
     }
 
+    /// Decodes a [`Batch`]: tokens (or embeddings) of any sequences at the positions it gives,
+    /// and returns the logits of the tokens whose output flag was on, by batch index.
+    ///
+    /// Everything llama.cpp would refuse or abort on is checked first and reported as
+    /// [`Error::Batch`]: an empty batch, more tokens than [`max_batch_tokens`](Self::max_batch_tokens)
+    /// (larger batches are refused, not split: their outputs would not survive the split),
+    /// sequence ids not below [`n_seq_max`](Self::n_seq_max), tokens outside the vocabulary,
+    /// an embedding width that is not the model's, and positions that do not continue each
+    /// sequence's cache (the first position of a sequence in the batch must be one past its
+    /// last cached one, its positions continuous and non-decreasing; tokens shared by several
+    /// sequences need caches that agree). Models with multi-component positions (M-RoPE) are
+    /// refused.
+    ///
+    /// A failed or cancelled decode leaves every sequence of the batch as it was before the
+    /// call (positions the call added are removed again; a sequence whose range cannot be
+    /// removed, in a recurrent memory, is cleared), as [`decode`](Self::decode) does.
+    /// Afterwards [`n_past`](Self::n_past) follows sequence 0, and [`sample_greedy`](Self::sample_greedy)
+    /// and [`Sampler::sample`](crate::Sampler::sample) sample from the batch's last output.
+    pub fn decode_batch(&mut self, batch: &Batch) -> Result<Outputs<'_, 'm>> {
+        if batch.is_empty() {
+            return Err(BatchError::Empty.into());
+        }
+        if crate::sequences::multi_position(self.model) {
+            return Err(BatchError::MultiPosition.into());
+        }
+        if let Some(width) = batch.embd_width() {
+            // SAFETY: valid model.
+            let n_embd = unsafe { sys::llama_model_n_embd_inp(self.model.raw().as_ptr()) }.max(0) as usize;
+            if width != n_embd {
+                return Err(BatchError::EmbdWidthModel { width, n_embd }.into());
+            }
+        }
+        let max = self.max_batch_tokens();
+        if batch.len() > max {
+            let limit = if max < self.n_batch() as usize { "n_ubatch, non-causal attention" } else { "n_batch" };
+            return Err(BatchError::TooLarge { n_tokens: batch.len(), max, limit }.into());
+        }
+        let n_seq_max = self.n_seq_max();
+        batch.check_against(n_seq_max, self.model.n_vocab(), |s| self.seq_range_raw(s))?;
+        if self.take_cancel() {
+            return Err(Error::Aborted);
+        }
+        let mut seqs: Vec<SeqId> = (0..batch.len()).flat_map(|i| batch.seq_ids(i).unwrap_or(&[]).to_vec()).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let before: Vec<(SeqId, Option<(Pos, Pos)>)> = seqs.iter().map(|&s| (s, self.seq_range_raw(s))).collect();
+        self.has_logits = false;
+        // SAFETY: valid context; the batch's arrays are valid for its n_tokens entries (Batch's
+        // invariant) and every check llama_batch_allocr::init and llama_decode make (or assert)
+        // was made above.
+        let status = unsafe { sys::llama_decode(self.raw.as_ptr(), batch.raw()) };
+        if status != 0 {
+            for (seq, range) in before {
+                let from = range.map_or(0, |(_, max)| max + 1);
+                if !self.memory_seq_rm(seq, from, -1) {
+                    self.memory_seq_rm(seq, -1, -1);
+                }
+            }
+            if status == 2 {
+                self.cancel.store(false, Ordering::Relaxed);
+            }
+        }
+        self.sync_seq0();
+        crate::logging::resume_panic();
+        match status {
+            0 => {}
+            2 => return Err(Error::Aborted),
+            _ => return Err(decode_error(status)),
+        }
+        self.has_logits = batch.output_indices().last().is_some();
+        Ok(Outputs::new(self, batch))
+    }
+
+    /// The memory handle.
+    pub(crate) fn memory(&self) -> sys::llama_memory_t {
+        // SAFETY: valid context; the handle belongs to it and lives as long.
+        unsafe { sys::llama_get_memory(self.raw.as_ptr()) }
+    }
+
+    /// `llama_memory_seq_rm` for a sequence id below n_seq_max (or -1: all).
+    pub(crate) fn memory_seq_rm(&mut self, seq: SeqId, p0: Pos, p1: Pos) -> bool {
+        debug_assert!(seq >= -1 && seq < self.n_seq_max() as SeqId);
+        // SAFETY: valid memory; the id is -1 or below n_seq_max, which the cache's asserts accept.
+        unsafe { sys::llama_memory_seq_rm(self.memory(), seq, p0, p1) }
+    }
+
+    /// The (first, last) positions sequence `seq` (below n_seq_max) holds, `None` when empty.
+    pub(crate) fn seq_range_raw(&self, seq: SeqId) -> Option<(Pos, Pos)> {
+        let mem = self.memory();
+        // SAFETY: valid memory; `seq` is below n_seq_max (callers check), as its asserts need.
+        let (min, max) = unsafe { (sys::llama_memory_seq_pos_min(mem, seq), sys::llama_memory_seq_pos_max(mem, seq)) };
+        (min >= 0 && max >= 0).then_some((min, max))
+    }
+
+    /// Re-reads what sequence 0 holds into [`n_past`](Self::n_past), after an operation that
+    /// may have changed it.
+    pub(crate) fn sync_seq0(&mut self) {
+        self.n_past = self.cached_tokens();
+    }
+
+    /// Forgets the logits of the last decode (the cache they came from changed).
+    pub(crate) fn drop_logits(&mut self) {
+        self.has_logits = false;
+    }
+
     /// llama.cpp's own timing counters since the last [`reset_perf`](Self::reset_perf).
     pub fn perf(&self) -> PerfCounters {
         // SAFETY: valid context.
@@ -552,7 +684,7 @@ impl<'m> Context<'m> {
     }
 
     fn check_room(&self, needed: usize) -> Result<()> {
-        let n_ctx = self.n_ctx();
+        let n_ctx = self.n_ctx_seq();
         if self.n_past + needed > n_ctx as usize {
             return Err(Error::ContextFull { needed, used: self.n_past, n_ctx });
         }

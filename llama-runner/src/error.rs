@@ -204,6 +204,64 @@ pub enum Error {
         /// The panic's message (its `&str` or `String` payload).
         message: String,
     },
+    /// A GBNF grammar llama.cpp would refuse (or loop, overflow its stack or abort on), found
+    /// before llama.cpp saw it ([`check_gbnf`](crate::sampling::check_gbnf)), or one llama.cpp
+    /// refused against the model's vocabulary.
+    #[error("invalid grammar{}: {problem}", grammar_at(.at))]
+    Grammar {
+        /// Line and column (1-based) of the problem, for syntax errors.
+        at: Option<(usize, usize)>,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A JSON Schema that is not valid JSON, or that the conversion to a grammar cannot
+    /// express ([`json_schema_to_gbnf`](crate::sampling::json_schema_to_gbnf)).
+    #[error("JSON schema{}: {problem}", schema_at(.path))]
+    JsonSchema {
+        /// The JSON pointer of the offending value (`/properties/age/minimum`), empty for the
+        /// document itself.
+        path: String,
+        /// What is wrong, naming the keyword.
+        problem: String,
+    },
+    /// A lazy grammar's trigger that llama.cpp would refuse or abort on (an invalid regular
+    /// expression, a token outside the vocabulary).
+    #[error("invalid grammar trigger {trigger}: {problem}")]
+    GrammarTrigger {
+        /// The trigger, as given.
+        trigger: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The grammar allows no token at this point of the generation (every candidate is
+    /// refused, or the only ones it allows are banned by the chain, such as end of generation
+    /// with `ignore_eos`). Nothing was accepted or decoded: the context is as it was, and the
+    /// sampler can be [`reset`](crate::sampling::Sampler::reset).
+    #[error("the grammar allows no next token (a dead end after {accepted} accepted tokens){}", dead_end_detail(.detail))]
+    GrammarDeadEnd {
+        /// Tokens the grammar had accepted since it was built or reset.
+        accepted: usize,
+        /// llama.cpp's message, when it reported one.
+        detail: Option<String>,
+    },
+    /// A lazy grammar with trigger patterns waited for its trigger over more text than
+    /// [`MAX_PATTERN_TRIGGER_TEXT`](crate::sampling::MAX_PATTERN_TRIGGER_TEXT) bytes
+    /// (llama.cpp's `std::regex` matching recurses per character of that text).
+    #[error("a lazy grammar's trigger patterns found no match within {limit} bytes of generated text")]
+    GrammarTriggerTextTooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A file named by a grammar or schema flag (`--grammar-file`, `-jf`) cannot be read.
+    #[error("{flag} {path}: cannot read the file")]
+    GrammarFile {
+        /// The flag.
+        flag: String,
+        /// The path given.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
 }
 
 impl From<&llama_sys::LibraryMismatch> for Error {
@@ -364,6 +422,18 @@ pub enum Reason {
         /// The commit.
         commit: &'static str,
     },
+}
+
+fn grammar_at(at: &Option<(usize, usize)>) -> String {
+    at.map(|(line, col)| format!(" at line {line}, column {col}")).unwrap_or_default()
+}
+
+fn schema_at(path: &str) -> String {
+    if path.is_empty() { " (at the document root)".to_string() } else { format!(" at {path}") }
+}
+
+fn dead_end_detail(detail: &Option<String>) -> String {
+    detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
 }
 
 fn offload_list(offload: &[String]) -> String {

@@ -19,6 +19,7 @@
 //! the application installs a logger.
 
 pub mod backend;
+pub mod batch;
 pub mod context;
 pub mod error;
 pub mod flags;
@@ -30,10 +31,12 @@ pub mod options;
 pub mod params;
 pub mod regex;
 pub mod sampling;
+pub mod sequences;
 pub mod stream;
 pub mod validate;
 
 pub use backend::{Backend, BackendOptions, Device, Numa};
+pub use batch::{Batch, BatchError, Outputs, Pos, SeqId};
 pub use context::{CancelHandle, Context, Generation, PerfCounters, SavedState};
 pub use error::{Error, Reason, Result};
 pub use flags::{Dialect, Parsed, Rendered};

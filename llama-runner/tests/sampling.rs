@@ -153,27 +153,14 @@ fn options_from_dump(d: &BTreeMap<String, String>) -> SamplingOptions {
                 LogitBias { token: t.parse().unwrap(), bias: b.parse().unwrap() }
             })
             .collect(),
+        ..SamplingOptions::default()
     }
 }
 
-struct Run {
-    chain: Vec<String>,
-    tokens: Vec<i32>,
-}
+use common::SamplingRun as Run;
 
 fn reference_run(model: &Path, n: usize, accept_prompt: bool, flags: &[String]) -> Run {
-    let n = n.to_string();
-    let ctx = N_CTX.to_string();
-    let mut args = vec!["run", model.to_str().unwrap(), &n, &ctx, if accept_prompt { "1" } else { "0" }, PROMPT];
-    args.extend(flags.iter().map(String::as_str));
-    let out = run_reference(&args);
-    assert!(out.status.success(), "reference failed for {flags:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = |prefix: &str| -> Vec<String> {
-        let l = text.lines().find_map(|l| l.strip_prefix(prefix)).expect("reference output line");
-        l.split_whitespace().map(str::to_string).collect()
-    };
-    Run { chain: line("chain:"), tokens: line("generated:").iter().map(|t| t.parse().unwrap()).collect() }
+    common::sampling_reference_run(model, n, N_CTX, accept_prompt, PROMPT, flags)
 }
 
 fn runner_run(model: &Model, n: usize, accept_prompt: bool, flags: &[String]) -> Run {
@@ -348,7 +335,8 @@ fn flag_errors_name_the_flag(_: Env) {
         (&["--mirostat", "3"], "--mirostat"),
         (&["--samplers", "top_k;bogus"], "bogus"),
         (&["--sampling-seq", "kz"], "`z`"),
-        (&["--grammar", "root ::= \"a\""], "--grammar"),
+        (&["--grammar", "root ::= undefined-rule"], "--grammar"),
+        (&["--grammar-file", "/nonexistent/g.gbnf"], "--grammar-file"),
         (&["--logit-bias", "15"], "--logit-bias"),
         (&["--repeat-penalty", "0"], "--repeat-penalty"),
         (&["--top-p", "nan"], "--top-p"),

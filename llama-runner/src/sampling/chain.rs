@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use llama_sys as sys;
 
+use super::grammar::GrammarSampler;
 use super::{MAX_LAST_N, MIROSTAT_M, Mirostat, SamplerType, SamplingOptions, field, invalid};
 use crate::context::{Context, Generation};
 use crate::error::{Error, Result};
@@ -49,6 +50,10 @@ use crate::model::{Model, Token};
 /// ```
 pub struct Sampler<'m> {
     raw: NonNull<sys::llama_sampler>,
+    /// The grammar sampler, beside the chain as in llama.cpp's common sampler (not in it).
+    grammar: Option<GrammarSampler>,
+    /// The candidates buffer of grammar-constrained sampling.
+    cur: Vec<sys::llama_token_data>,
     model: &'m Model,
     options: SamplingOptions,
     ignore_eos: bool,
@@ -148,6 +153,11 @@ impl<'m> Sampler<'m> {
             .map_err(|_| invalid(field::DRY_SEQUENCE_BREAKERS, "", "contains a NUL byte"))?;
         // llama.cpp's common_init_from_params drops --ignore-eos when there is no EOS token.
         let ignore_eos = options.ignore_eos && eos != sys::LLAMA_TOKEN_NULL;
+        // The grammar first, as common_sampler_init builds it (an error before any chain).
+        let grammar = match &options.grammar {
+            Some(g) => GrammarSampler::new(model, &g.to_gbnf()?, options.grammar_lazy, &options.grammar_triggers)?,
+            None => None,
+        };
 
         let mut chain = chain_init(options.no_perf)?;
         let seed = options.seed;
@@ -260,7 +270,7 @@ impl<'m> Sampler<'m> {
             }
         }
         crate::logging::resume_panic();
-        Ok(Sampler { raw: chain.finish(), model, options: options.clone(), ignore_eos })
+        Ok(Sampler { raw: chain.finish(), grammar, cur: Vec::new(), model, options: options.clone(), ignore_eos })
     }
 
     /// A chain of llama.cpp's `greedy` sampler alone: the most likely token, no RNG. (llama.cpp's
@@ -271,7 +281,7 @@ impl<'m> Sampler<'m> {
         // SAFETY: a plain constructor.
         chain.add(unsafe { sys::llama_sampler_init_greedy() }, "greedy")?;
         let options = SamplingOptions { temp: 0.0, samplers: Vec::new(), ..SamplingOptions::default() };
-        Ok(Sampler { raw: chain.finish(), model, options, ignore_eos: false })
+        Ok(Sampler { raw: chain.finish(), grammar: None, cur: Vec::new(), model, options, ignore_eos: false })
     }
 
     /// Samples the next token from the logits of the context's last decoded token, and accepts
@@ -287,6 +297,11 @@ impl<'m> Sampler<'m> {
         }
         if !ctx.has_logits() {
             return Err(Error::NoLogits);
+        }
+        if self.grammar.is_some() {
+            // SAFETY: a context of this sampler's model whose last decode left logits for its
+            // last token (checked above), not used elsewhere while borrowed.
+            return unsafe { self.sample_constrained(ctx.raw(), -1) };
         }
         // SAFETY: valid chain and context; the last decode succeeded and left logits for its
         // last token, which idx -1 selects (llama.cpp aborts otherwise); the chain ends with a
@@ -311,10 +326,97 @@ impl<'m> Sampler<'m> {
     }
 
     /// Forgets the history (penalties, DRY, mirostat's mu, adaptive-p) and reseeds the RNGs
-    /// with the seed (a new random one for [`RANDOM_SEED`](super::RANDOM_SEED)).
+    /// with the seed (a new random one for [`RANDOM_SEED`](super::RANDOM_SEED)); a grammar
+    /// starts again from its root (a lazy one waits for its trigger again), also after a
+    /// [`GrammarDeadEnd`](Error::GrammarDeadEnd). (llama.cpp's `common_sampler_reset` resets
+    /// only the chain.)
     pub fn reset(&mut self) {
         // SAFETY: valid chain.
         unsafe { sys::llama_sampler_reset(self.raw.as_ptr()) }
+        if let Some(g) = &mut self.grammar {
+            g.reset();
+        }
+    }
+
+    /// Whether a grammar constrains the tokens ([`SamplingOptions::grammar`]).
+    pub fn has_grammar(&self) -> bool {
+        self.grammar.is_some()
+    }
+
+    /// `common_sampler_sample` followed by `common_sampler_accept`: the chain picks a token
+    /// from the unconstrained candidates; if the grammar refuses it, the candidates are built
+    /// again, the grammar applied first and the chain run once more (so the chain's RNG may
+    /// advance twice, as in llama.cpp); then the grammar and the chain accept the token.
+    /// Where llama.cpp would go on with no allowed token (and abort or throw later), this is
+    /// [`Error::GrammarDeadEnd`] with nothing accepted.
+    ///
+    /// # Safety
+    /// `ctx` is a valid context of this sampler's model whose last decode left logits for
+    /// batch index `idx` (`-1`: the last token), not used elsewhere during the call.
+    pub(crate) unsafe fn sample_constrained(&mut self, ctx: NonNull<sys::llama_context>, idx: i32) -> Result<Token> {
+        let Some(grammar) = self.grammar.as_mut() else {
+            return Err(Error::SamplerInit { sampler: "grammar" });
+        };
+        grammar.check_usable()?;
+        let n_vocab = self.model.n_vocab() as usize;
+        let fill = |cur: &mut Vec<sys::llama_token_data>| -> Result<sys::llama_token_data_array> {
+            // SAFETY: the caller's contract: logits exist for `idx`; llama.cpp returns null
+            // (it does not abort) for an index without them.
+            let logits = unsafe { sys::llama_get_logits_ith(ctx.as_ptr(), idx) };
+            if logits.is_null() {
+                return Err(Error::NoLogits);
+            }
+            // SAFETY: llama.cpp's logits row holds n_vocab floats.
+            let logits = unsafe { std::slice::from_raw_parts(logits, n_vocab) };
+            cur.clear();
+            cur.extend(logits.iter().enumerate().map(|(i, &logit)| sys::llama_token_data {
+                id: i as Token,
+                logit,
+                p: 0.0,
+            }));
+            Ok(sys::llama_token_data_array { data: cur.as_mut_ptr(), size: cur.len(), selected: -1, sorted: false })
+        };
+        let chain = self.raw;
+        // The chosen candidate after the chain ran: its token and whether its logit survived.
+        let pick = |arr: &mut sys::llama_token_data_array| -> Option<(Token, bool)> {
+            // SAFETY: valid chain; `arr` holds the model's candidates (samplers may shrink
+            // and reorder them in place).
+            unsafe { sys::llama_sampler_apply(chain.as_ptr(), arr) };
+            let sel = usize::try_from(arr.selected).ok().filter(|&s| s < arr.size)?;
+            // SAFETY: `sel` is within the array llama.cpp left.
+            let d = unsafe { *arr.data.add(sel) };
+            Some((d.id, d.logit != f32::NEG_INFINITY))
+        };
+
+        let mut arr = fill(&mut self.cur)?;
+        let first = pick(&mut arr);
+        let token = match first {
+            Some((t, true)) if grammar.allows(t) => t,
+            _ => {
+                // Resampling: the grammar first, then the chain.
+                let mut arr = fill(&mut self.cur)?;
+                // SAFETY: the candidates of this model's vocabulary.
+                unsafe { grammar.apply(&mut arr) };
+                if !self.cur.iter().any(|d| d.logit != f32::NEG_INFINITY) {
+                    return Err(grammar.dead_end(None));
+                }
+                match pick(&mut arr) {
+                    Some((t, true)) if grammar.allows(t) => t,
+                    _ => {
+                        return Err(grammar.dead_end(Some(
+                            "the tokens the grammar allows are all removed by the sampler chain (a logit bias, \
+                             ignore_eos)"
+                                .into(),
+                        )));
+                    }
+                }
+            }
+        };
+        grammar.accept(self.model, token)?;
+        // SAFETY: valid chain; the token is in the vocabulary.
+        unsafe { sys::llama_sampler_accept(self.raw.as_ptr(), token) };
+        crate::logging::resume_panic();
+        Ok(token)
     }
 
     /// The seed the chain's RNG uses: the one given, or the random one picked for
@@ -356,6 +458,12 @@ impl<'m> Sampler<'m> {
     /// token): generation then runs to its length.
     pub fn ignore_eos(&self) -> bool {
         self.ignore_eos
+    }
+
+    /// The chain, for sampling at a batch index ([`crate::batch::Outputs::sample`]); callers
+    /// keep its invariants (valid while `self` lives, ends with a selecting sampler).
+    pub(crate) fn raw_chain(&self) -> NonNull<sys::llama_sampler> {
+        self.raw
     }
 }
 

@@ -10,7 +10,7 @@
 //! 0, 1 or 2 is an error (llama.cpp aborts when building the chain), and the result is
 //! [validated](SamplingOptions::validate).
 
-use super::{LogitBias, Mirostat, SamplerType, SamplingOptions};
+use super::{Grammar, LogitBias, Mirostat, SamplerType, SamplingOptions};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,10 @@ enum Flag {
     MirostatLr,
     MirostatEnt,
     LogitBias,
+    Grammar,
+    GrammarFile,
+    JsonSchema,
+    JsonSchemaFile,
 }
 
 /// Every spelling, as in `common/arg.cpp`.
@@ -77,11 +81,14 @@ const TABLE: &[(&[&str], Flag)] = &[
     (&["--mirostat-lr"], Flag::MirostatLr),
     (&["--mirostat-ent"], Flag::MirostatEnt),
     (&["-l", "--logit-bias"], Flag::LogitBias),
+    (&["--grammar"], Flag::Grammar),
+    (&["--grammar-file"], Flag::GrammarFile),
+    (&["-j", "--json-schema"], Flag::JsonSchema),
+    (&["-jf", "--json-schema-file"], Flag::JsonSchemaFile),
 ];
 
 /// llama.cpp's sampling flags that this crate does not implement yet.
-const UNSUPPORTED: &[&str] =
-    &["--grammar", "--grammar-file", "-j", "--json-schema", "-jf", "--json-schema-file", "-bs", "--backend-sampling"];
+const UNSUPPORTED: &[&str] = &["-bs", "--backend-sampling"];
 
 /// Every spelling of the sampling flags [`parse_flags`] reads.
 pub const SAMPLING_FLAGS: &[&str] = &[
@@ -120,6 +127,12 @@ pub const SAMPLING_FLAGS: &[&str] = &[
     "--mirostat-ent",
     "-l",
     "--logit-bias",
+    "--grammar",
+    "--grammar-file",
+    "-j",
+    "--json-schema",
+    "-jf",
+    "--json-schema-file",
 ];
 
 /// The flag as llama.cpp looks it up: `_` read as `-` in `--` flags.
@@ -161,7 +174,7 @@ pub fn parse_flags<S: AsRef<str>>(args: &[S]) -> Result<SamplingOptions> {
 
 /// Reads llama.cpp sampling flags onto `options` (see [`parse_flags`]) and validates the
 /// result. An unknown flag, a missing or unreadable value, and the flags of features not
-/// implemented here (grammars, backend sampling) are errors naming the flag; on error
+/// implemented here (backend sampling) are errors naming the flag; on error
 /// `options` is left as it was.
 pub fn parse_flags_onto<S: AsRef<str>>(options: &mut SamplingOptions, args: &[S]) -> Result<()> {
     let mut o = options.clone();
@@ -275,11 +288,34 @@ pub fn parse_flags_onto<S: AsRef<str>>(options: &mut SamplingOptions, args: &[S]
             Flag::MirostatLr => o.mirostat_eta = float()?,
             Flag::MirostatEnt => o.mirostat_tau = float()?,
             Flag::LogitBias => o.logit_bias.push(logit_bias(word, value)?),
+            // llama.cpp reads the files and converts schemas while parsing; the text is kept
+            // here, checked now (naming the flag) and converted again when a sampler is built.
+            Flag::Grammar => o.grammar = Some(checked_grammar(word, Grammar::Gbnf(value.to_string()))?),
+            Flag::JsonSchema => o.grammar = Some(checked_grammar(word, Grammar::JsonSchema(value.to_string()))?),
+            Flag::GrammarFile | Flag::JsonSchemaFile => {
+                let text = std::fs::read_to_string(value).map_err(|source| Error::GrammarFile {
+                    flag: word.to_string(),
+                    path: value.into(),
+                    source,
+                })?;
+                let g = if flag == Flag::GrammarFile { Grammar::Gbnf(text) } else { Grammar::JsonSchema(text) };
+                o.grammar = Some(checked_grammar(word, g)?);
+            }
         }
     }
     o.validate()?;
     *options = o;
     Ok(())
+}
+
+/// The grammar, refused with the flag named when it does not parse (or the schema does not
+/// convert). An empty text is no grammar, as in llama.cpp.
+fn checked_grammar(flag: &str, g: Grammar) -> Result<Grammar> {
+    let gbnf = g.to_gbnf()?;
+    if !gbnf.is_empty() {
+        super::check_gbnf(&gbnf).map_err(|e| flag_error(flag, None, e.to_string()))?;
+    }
+    Ok(g)
 }
 
 fn known_names() -> String {
@@ -399,7 +435,8 @@ fn stof(flag: &str, v: &str) -> Result<f32> {
 /// llama.cpp's defaults, in a fixed order. For validated options,
 /// `parse_flags(&render_flags(&o)) == o` except where flags cannot say it: a negative `temp`
 /// (written as 0, which samples the same), a `dry_base` below 1 (which disables DRY; the flag
-/// ignores it), `min_keep` and `no_perf` (no sampling flags), and a breaker spelled `none`.
+/// ignores it), `min_keep`, `no_perf` and lazy grammars (no sampling flags), and a breaker
+/// spelled `none`. A grammar read from a file is written inline (`--grammar TEXT`).
 pub fn render_flags(options: &SamplingOptions) -> Vec<String> {
     let d = SamplingOptions::default();
     let o = options;
@@ -466,6 +503,11 @@ pub fn render_flags(options: &SamplingOptions) -> Vec<String> {
     for b in &o.logit_bias {
         let sign = if b.bias.is_sign_negative() { '-' } else { '+' };
         push("--logit-bias", format!("{}{sign}{}", b.token, b.bias.abs()));
+    }
+    match &o.grammar {
+        Some(Grammar::Gbnf(text)) => push("--grammar", text.clone()),
+        Some(Grammar::JsonSchema(text)) => push("--json-schema", text.clone()),
+        None => {}
     }
     if o.ignore_eos {
         out.push("--ignore-eos".to_string());

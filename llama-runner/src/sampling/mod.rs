@@ -35,9 +35,16 @@
 
 mod chain;
 mod flags;
+mod grammar;
+mod json_schema;
 
 pub use chain::{Sampler, generate};
 pub use flags::{SAMPLING_FLAGS, is_sampling_flag, parse_flags, parse_flags_onto, render_flags};
+pub use grammar::{
+    CheckedGbnf, Grammar, GrammarTrigger, MAX_GROUP_NESTING, MAX_PATTERN_TRIGGER_TEXT, MAX_REPETITIONS, MAX_RULE_CHAIN,
+    check_gbnf,
+};
+pub use json_schema::{MAX_SCHEMA_DEPTH, json_schema_to_gbnf};
 
 use crate::error::{Error, Result};
 use crate::model::Token;
@@ -262,8 +269,8 @@ pub struct LogitBias {
 /// The sampling options of llama.cpp's `common_params_sampling`, with its defaults.
 ///
 /// Plain data; with the `serde` feature a configuration deserializes into it, missing fields
-/// taking llama.cpp's defaults. Grammars, `n_probs`, `n_prev` and backend sampling are not here
-/// (yet). [`SamplingOptions::validate`] (called by [`Sampler::new`] and the builder) refuses the
+/// taking llama.cpp's defaults. `n_probs`, `n_prev`, the reasoning budget and backend sampling
+/// are not here (yet). [`SamplingOptions::validate`] (called by [`Sampler::new`] and the builder) refuses the
 /// values llama.cpp aborts on or mishandles.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -340,6 +347,18 @@ pub struct SamplingOptions {
     pub samplers: Vec<SamplerType>,
     /// Logit biases (`-l`, `--logit-bias`), applied first.
     pub logit_bias: Vec<LogitBias>,
+    /// A grammar the output must follow (`--grammar`, `--grammar-file`, `-j`, `-jf`), start
+    /// rule `root`; `None` (the default) or an empty GBNF text: no grammar. It is applied as
+    /// llama.cpp's common sampler applies it: beside the chain, checked against the token the
+    /// chain picked, and the chain run again with the grammar first when it refuses it.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub grammar: Option<Grammar>,
+    /// The grammar waits for one of [`grammar_triggers`](Self::grammar_triggers) before it
+    /// constrains anything (llama.cpp's lazy grammars). No flag in llama.cpp.
+    pub grammar_lazy: bool,
+    /// What starts a lazy grammar. Unused unless `grammar_lazy`.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty"))]
+    pub grammar_triggers: Vec<GrammarTrigger>,
 }
 
 impl Default for SamplingOptions {
@@ -375,6 +394,9 @@ impl Default for SamplingOptions {
             no_perf: false,
             samplers: SamplerType::DEFAULT_ORDER.to_vec(),
             logit_bias: Vec::new(),
+            grammar: None,
+            grammar_lazy: false,
+            grammar_triggers: Vec::new(),
         }
     }
 }
@@ -629,6 +651,25 @@ impl SamplingBuilder {
         if !self.options.samplers.contains(&SamplerType::AdaptiveP) {
             self.options.samplers.push(SamplerType::AdaptiveP);
         }
+        self
+    }
+
+    /// Constrains the output to a GBNF grammar (start rule `root`).
+    pub fn grammar(mut self, gbnf: impl Into<String>) -> Self {
+        self.options.grammar = Some(Grammar::Gbnf(gbnf.into()));
+        self
+    }
+
+    /// Constrains the output to JSON following a JSON Schema (its JSON text).
+    pub fn json_schema(mut self, schema: impl Into<String>) -> Self {
+        self.options.grammar = Some(Grammar::JsonSchema(schema.into()));
+        self
+    }
+
+    /// Makes the grammar lazy: it constrains nothing until one of `triggers` is generated.
+    pub fn lazy_grammar(mut self, triggers: impl IntoIterator<Item = GrammarTrigger>) -> Self {
+        self.options.grammar_lazy = true;
+        self.options.grammar_triggers = triggers.into_iter().collect();
         self
     }
 

@@ -197,3 +197,38 @@ pub fn sampling_reference_binary() -> &'static Path {
         )
     })
 }
+
+/// What `tests/reference/sampling.cpp run` printed: the chain's sampler names and the tokens.
+pub struct SamplingRun {
+    /// The chain's sampler names, in order.
+    pub chain: Vec<String>,
+    /// The generated token ids.
+    pub tokens: Vec<i32>,
+}
+
+/// Generates `n` tokens with llama.cpp's common sampler built from the llama.cpp sampling
+/// `flags` (parsed by llama.cpp's own argument parser): `accept_prompt` feeds the prompt tokens
+/// to the sampler first. Panics when the reference fails.
+pub fn sampling_reference_run(
+    model: &Path,
+    n: usize,
+    n_ctx: u32,
+    accept_prompt: bool,
+    prompt: &str,
+    flags: &[String],
+) -> SamplingRun {
+    let out = Command::new(sampling_reference_binary())
+        .args(["run", model.to_str().unwrap(), &n.to_string(), &n_ctx.to_string()])
+        .arg(if accept_prompt { "1" } else { "0" })
+        .arg(prompt)
+        .args(flags)
+        .output()
+        .expect("run the sampling reference");
+    assert!(out.status.success(), "reference failed for {flags:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |prefix: &str| -> Vec<String> {
+        let l = text.lines().find_map(|l| l.strip_prefix(prefix)).expect("reference output line");
+        l.split_whitespace().map(str::to_string).collect()
+    };
+    SamplingRun { chain: line("chain:"), tokens: line("generated:").iter().map(|t| t.parse().unwrap()).collect() }
+}
