@@ -28,6 +28,7 @@ pub mod knobs;
 pub mod logging;
 pub mod model;
 pub mod options;
+pub mod parallel;
 pub mod params;
 pub mod regex;
 pub mod sampling;

@@ -148,9 +148,7 @@ pub struct Stream<'s, 'm> {
     ignore_eos: bool,
     /// The last token emitted, decoded at the start of the next step.
     to_decode: Option<Token>,
-    utf8: Utf8Decoder,
-    matcher: StopMatcher,
-    piece: Vec<u8>,
+    text: TextOut,
     tokens: Vec<Token>,
     n_prompt: usize,
     prompt_time: Duration,
@@ -201,16 +199,14 @@ impl<'m> Context<'m> {
         self.decode(prompt)?;
         let prompt_time = t0.elapsed();
         let ignore_eos = stop.ignore_eos || sampler.ignore_eos();
-        let matcher = StopMatcher::new(stop.stop_strings.clone());
+        let text = TextOut::new(stop.stop_strings.clone());
         Ok(Stream {
             ctx: self,
             sampler,
             stop,
             ignore_eos,
             to_decode: None,
-            utf8: Utf8Decoder::default(),
-            matcher,
-            piece: Vec::with_capacity(64),
+            text,
             tokens: Vec::new(),
             n_prompt: prompt.len(),
             prompt_time,
@@ -229,8 +225,7 @@ impl Stream<'_, '_> {
 
     /// Queues the held-back text and the final event.
     fn finish(&mut self, reason: StopReason) {
-        let mut text = self.utf8.finish();
-        text.insert_str(0, &self.matcher.take_held());
+        let text = self.text.finish();
         if !text.is_empty() {
             self.queue.push_back(Event::Flush { text });
         }
@@ -277,9 +272,7 @@ impl Stream<'_, '_> {
         }
         self.tokens.push(t);
         self.to_decode = Some(t);
-        token_bytes(model, t, &mut self.piece)?;
-        let complete = self.utf8.push(&self.piece);
-        match self.matcher.push(&complete) {
+        match self.text.push(model, t)? {
             Matched::No(text) => self.queue.push_back(Event::Token { id: t, text }),
             Matched::Stop { before, index } => {
                 self.queue.push_back(Event::Token { id: t, text: before });
@@ -318,6 +311,35 @@ impl std::fmt::Debug for Stream<'_, '_> {
             .field("tokens", &self.tokens)
             .field("finished", &self.finished)
             .finish_non_exhaustive()
+    }
+}
+
+/// The text side of a generation: token pieces turned into complete UTF-8 text, held back
+/// while it may start a stop string ([`Stream`] and [`crate::parallel`] use it).
+pub(crate) struct TextOut {
+    utf8: Utf8Decoder,
+    matcher: StopMatcher,
+    piece: Vec<u8>,
+}
+
+impl TextOut {
+    /// Text that stops at any of `stop_strings` (none empty: callers check).
+    pub(crate) fn new(stop_strings: Vec<String>) -> Self {
+        TextOut { utf8: Utf8Decoder::default(), matcher: StopMatcher::new(stop_strings), piece: Vec::with_capacity(64) }
+    }
+
+    /// Adds the piece of `token`: the text released, or the text before a stop string.
+    pub(crate) fn push(&mut self, model: &Model, token: Token) -> Result<Matched> {
+        token_bytes(model, token, &mut self.piece)?;
+        let complete = self.utf8.push(&self.piece);
+        Ok(self.matcher.push(&complete))
+    }
+
+    /// What is still held back (an incomplete code point as U+FFFD), released at the end.
+    pub(crate) fn finish(&mut self) -> String {
+        let mut text = self.utf8.finish();
+        text.insert_str(0, &self.matcher.take_held());
+        text
     }
 }
 
@@ -404,7 +426,7 @@ struct StopMatcher {
     held: String,
 }
 
-enum Matched {
+pub(crate) enum Matched {
     /// No stop string: this text is released.
     No(String),
     /// The stop string `index` begins after `before` (released); the rest is dropped.
