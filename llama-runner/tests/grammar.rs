@@ -251,6 +251,92 @@ fn lazy_grammar_waits_for_its_trigger(_: ()) {
     }
 }
 
+const PERSON: &str = r#"{
+  "type": "object",
+  "properties": {
+    "name": {"type": "string", "minLength": 1, "maxLength": 20},
+    "age": {"type": "integer", "minimum": 0, "maximum": 150},
+    "colour": {"enum": ["red", "green", "blue"]},
+    "tags": {"type": "array", "items": {"type": "string", "maxLength": 10}, "maxItems": 3},
+    "married": {"type": "boolean"}
+  },
+  "required": ["name", "age", "colour"]
+}"#;
+
+/// Whether `v` follows [`PERSON`] (checked by hand: every keyword the schema uses).
+fn follows_person(v: &serde_json::Value) -> Result<(), String> {
+    let o = v.as_object().ok_or("not an object")?;
+    for key in o.keys() {
+        if !["name", "age", "colour", "tags", "married"].contains(&key.as_str()) {
+            return Err(format!("unexpected property {key}"));
+        }
+    }
+    let name = o.get("name").and_then(|n| n.as_str()).ok_or("name: a string is required")?;
+    if !(1..=20).contains(&name.chars().count()) {
+        return Err(format!("name {name:?}: length"));
+    }
+    let age = o.get("age").and_then(|a| a.as_i64()).ok_or("age: an integer is required")?;
+    if !(0..=150).contains(&age) {
+        return Err(format!("age {age} out of range"));
+    }
+    let colour = o.get("colour").and_then(|c| c.as_str()).ok_or("colour is required")?;
+    if !["red", "green", "blue"].contains(&colour) {
+        return Err(format!("colour {colour:?}"));
+    }
+    if let Some(tags) = o.get("tags") {
+        let tags = tags.as_array().ok_or("tags: not an array")?;
+        if tags.len() > 3 || tags.iter().any(|t| t.as_str().is_none_or(|t| t.chars().count() > 10)) {
+            return Err(format!("tags {tags:?}"));
+        }
+    }
+    if o.get("married").is_some_and(|m| !m.is_boolean()) {
+        return Err("married: not a boolean".into());
+    }
+    Ok(())
+}
+
+/// JSON Schemas as grammars: what the real model generates parses as JSON and follows the
+/// schema, greedy and at a temperature; `-j` and `-jf` read schemas, bad ones are errors.
+fn json_schema_output_follows_the_schema(path: PathBuf) {
+    let model = load(&path);
+    let prompt = model.tokenize("Write a JSON record of a person:\n", true).unwrap();
+    for flags in [
+        vec!["--temp", "0"],
+        vec!["--temp", "0.9", "--seed", "1"],
+        vec!["--temp", "1.2", "--seed", "2", "--top-k", "0"],
+        vec!["--temp", "0.7", "--seed", "3"],
+    ] {
+        let mut all: Vec<&str> = flags.clone();
+        all.extend(["-j", PERSON]);
+        let options = sampling::parse_flags(&all).unwrap();
+        let mut sampler = Sampler::new(&model, &options).unwrap();
+        let mut ctx =
+            Context::new(&model, &ContextOptions { n_ctx: 1024, n_threads: Some(2), ..Default::default() }).unwrap();
+        let g = sampling::generate(&mut ctx, &mut sampler, &prompt, 200).unwrap();
+        let out = text(&model, &g.tokens);
+        assert!(g.stopped_at_eog, "{flags:?}: the grammar completes within 200 tokens: {out:?}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{flags:?}: {out:?}: {e}"));
+        follows_person(&v).unwrap_or_else(|e| panic!("{flags:?}: {out}: {e}"));
+        eprintln!("{flags:?}: {out}");
+    }
+    let file = common::scratch().join("person.schema.json");
+    std::fs::write(&file, PERSON).unwrap();
+    let o = sampling::parse_flags(&["-jf", file.to_str().unwrap()]).unwrap();
+    assert_eq!(o.grammar, Some(sampling::Grammar::JsonSchema(PERSON.into())));
+    for (schema, needle) in [
+        ("{\"type\": \"strin\"}", "strin"),
+        ("{\"type\": \"object\", \"required\": 3}", "required"),
+        ("{\"type\": \"string\", \"pattern\": \"^a+$\"}", "pattern"),
+        ("{\"type\": \"string\", \"minLength\": 5, \"maxLength\": 2}", "maxLength"),
+        ("{\"$ref\": \"#/$defs/missing\"}", "missing"),
+        ("{not json", "JSON"),
+    ] {
+        let e = sampling::parse_flags(&["-j", schema]).unwrap_err();
+        assert!(matches!(e, Error::JsonSchema { .. }), "{schema}: {e:?}");
+        assert!(e.to_string().contains(needle), "{schema}: {e}");
+    }
+}
+
 fn main() {
     let common_met = || match common::llama_common() {
         Prerequisite::Met(()) => Prerequisite::Met(()),
@@ -272,6 +358,11 @@ fn main() {
             "real_model/grammar_tokens_equal_llama_cpp",
             real(),
             grammar_tokens_equal_llama_cpp_on_the_real_model,
+        ),
+        common::trial(
+            "real_model/json_schema_output_follows_the_schema",
+            common::real_model(),
+            json_schema_output_follows_the_schema,
         ),
         common::trial("malformed_grammars_are_errors", Prerequisite::Met(()), malformed_grammars_are_errors),
         common::trial("dead_ends_are_errors", Prerequisite::Met(()), dead_ends_are_errors),
