@@ -43,7 +43,7 @@ fn stop_of(i: usize) -> StopConditions {
 }
 
 fn sampler_of<'m>(model: &'m Model, i: usize) -> Sampler<'m> {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         Sampler::greedy(model).unwrap()
     } else {
         let o = SamplingOptions::builder().seed(100 + i as u32).temperature(0.8).build().unwrap();
@@ -84,7 +84,7 @@ fn requests_equal_streams_alone(path: &Path, slots: u32, seeded_exact: bool) {
     let expected: Vec<Vec<String>> = (0..PROMPTS.len()).map(|i| alone(&model, i)).collect();
     let first = run_all(&model, slots);
     for (i, (got, want)) in first.events.iter().zip(&expected).enumerate() {
-        if seeded_exact || i % 2 == 0 {
+        if seeded_exact || i.is_multiple_of(2) {
             assert_eq!(got, want, "request {i} with {slots} slots");
         }
     }
@@ -111,8 +111,8 @@ struct AllRun {
 fn run_all(model: &Model, slots: u32) -> AllRun {
     let mut c = ctx(model, slots);
     let mut p = Parallel::new(&mut c).unwrap();
-    for i in 0..PROMPTS.len() {
-        let prompt = model.tokenize(PROMPTS[i], true).unwrap();
+    for (i, text) in PROMPTS.iter().enumerate() {
+        let prompt = model.tokenize(text, true).unwrap();
         assert_eq!(p.submit(Request::new(prompt, sampler_of(model, i), stop_of(i))).unwrap(), i as u64);
     }
     let mut events: Vec<Vec<Event>> = vec![Vec::new(); PROMPTS.len()];
