@@ -262,6 +262,13 @@ pub enum Error {
         /// Why it could not be read.
         source: std::io::Error,
     },
+    /// A chat template llama.cpp's built-in formatter cannot apply, or messages it cannot take
+    /// ([`chat`](crate::chat)).
+    #[error("chat template: {problem}")]
+    ChatTemplate {
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 impl From<&llama_sys::LibraryMismatch> for Error {

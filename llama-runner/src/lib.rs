@@ -20,6 +20,7 @@
 
 pub mod backend;
 pub mod batch;
+pub mod chat;
 pub mod context;
 pub mod error;
 pub mod flags;
