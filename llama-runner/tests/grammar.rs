@@ -361,7 +361,11 @@ fn main() {
         ),
         common::trial(
             "real_model/json_schema_output_follows_the_schema",
-            common::real_model(),
+            if cfg!(feature = "json-schema") {
+                common::real_model()
+            } else {
+                Prerequisite::Missing("llama-runner built without the json-schema feature".into())
+            },
             json_schema_output_follows_the_schema,
         ),
         common::trial("malformed_grammars_are_errors", Prerequisite::Met(()), malformed_grammars_are_errors),
