@@ -232,3 +232,36 @@ pub fn sampling_reference_run(
     };
     SamplingRun { chain: line("chain:"), tokens: line("generated:").iter().map(|t| t.parse().unwrap()).collect() }
 }
+
+/// Compiles `tests/reference/parallel.cpp` (parallel greedy generation through llama.h's batch
+/// API, the batch composition of `llama_runner::parallel::Parallel`), once.
+pub fn parallel_reference_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| compile_reference("parallel", &[], &[]))
+}
+
+/// Runs the parallel reference: the generated tokens of each prompt.
+pub fn reference_parallel(
+    model: &Path,
+    prompts: &[&str],
+    n_predict: usize,
+    threads: u32,
+    n_ctx: u32,
+    n_batch: u32,
+) -> Vec<Vec<i32>> {
+    let out = Command::new(parallel_reference_binary())
+        .arg(model)
+        .args([n_predict.to_string(), threads.to_string(), n_ctx.to_string(), n_batch.to_string()])
+        .args(prompts)
+        .output()
+        .expect("run the parallel reference program");
+    assert!(out.status.success(), "parallel reference failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    (0..prompts.len())
+        .map(|s| {
+            let prefix = format!("seq {s}:");
+            let line = text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).expect("a line per sequence");
+            line.split_whitespace().map(|t| t.parse().unwrap()).collect()
+        })
+        .collect()
+}
