@@ -269,6 +269,14 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// A session file that cannot be written, read or restored ([`session`](crate::session)).
+    #[error("session file {path}: {problem}")]
+    Session {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 impl From<&llama_sys::LibraryMismatch> for Error {

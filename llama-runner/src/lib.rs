@@ -34,6 +34,7 @@ pub mod params;
 pub mod regex;
 pub mod sampling;
 pub mod sequences;
+pub mod session;
 pub mod stream;
 pub mod validate;
 
