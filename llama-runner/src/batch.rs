@@ -627,7 +627,8 @@ impl<'c, 'm> Outputs<'c, 'm> {
         let logits = unsafe { sys::llama_get_logits(ctx.raw().as_ptr()) };
         Outputs {
             ctx,
-            indices: batch.output_indices(),
+            // In embedding mode llama.cpp outputs every token, whatever the flags say.
+            indices: if ctx.options().embeddings { (0..batch.len()).collect() } else { batch.output_indices() },
             n_tokens: batch.len(),
             logits,
             n_vocab: ctx.model().n_vocab() as usize,

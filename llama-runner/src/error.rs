@@ -269,6 +269,10 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// An embedding or reranking call the context cannot serve ([`crate::embeddings`]), refused
+    /// before llama.cpp saw it.
+    #[error("embeddings: {0}")]
+    Embedding(crate::embeddings::EmbedError),
     /// A session file that cannot be written, read or restored ([`session`](crate::session)).
     #[error("session file {path}: {problem}")]
     Session {

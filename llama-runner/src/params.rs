@@ -329,6 +329,8 @@ pub fn context_params(opts: &ContextOptions) -> Result<sys::llama_context_params
     p.kv_unified = opts.kv_unified;
     // The CLI keeps performance counters; llama_context_default_params() turns them off.
     p.no_perf = !opts.perf;
+    p.embeddings = opts.embeddings;
+    p.pooling_type = opts.pooling.lower()?;
     Ok(p)
 }
 

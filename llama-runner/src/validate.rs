@@ -241,6 +241,7 @@ pub fn context_options<'a>(model: &Model, o: &'a ContextOptions) -> Result<Check
             Reason::OutOfRange { value: i64::from(o.placement.poll), min: 0, max: 100, limit: None },
         ));
     }
+    crate::embeddings::check_context_options(model, o)?;
     let n_ctx_train = model.n_ctx_train();
     if n_ctx_train > 0 && o.n_ctx > n_ctx_train {
         return Err(invalid(Opt::NCtx, o.n_ctx.to_string(), Reason::ContextTooLarge { n_ctx: o.n_ctx, n_ctx_train }));

@@ -8,8 +8,8 @@ use super::reason::{DeviceProblem, FlagReason, RuleProblem};
 use crate::backend::Numa;
 use crate::error::Result;
 use crate::options::{
-    BufferTarget, CacheType, CpuMask, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, MAX_CPUS, NamedOption, Priority,
-    RunOptions, SplitMode, TensorOverride, layer_experts_regex, max_devices, max_tensor_overrides,
+    BufferTarget, CacheType, CpuMask, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, MAX_CPUS, NamedOption, Pooling,
+    Priority, RunOptions, SplitMode, TensorOverride, layer_experts_regex, max_devices, max_tensor_overrides,
 };
 
 pub(super) enum OverrideEvent {
@@ -330,6 +330,17 @@ impl State {
             }
             Opt::ServerOnly => {
                 self.warn(format!("`{flag}` only configures llama-server's HTTP side; ignored"));
+            }
+            Opt::Pooling => {
+                // arg.cpp compares exactly with the five names; "unspecified" is not one of them.
+                self.o.context.pooling = Pooling::from_llama(v)
+                    .filter(|p| *p != Pooling::Unspecified)
+                    .ok_or_else(|| bad(FlagReason::NotOneOf { accepted: Pooling::FLAG_NAMES, note: None }))?;
+            }
+            Opt::Embeddings => self.o.context.embeddings = true,
+            Opt::Rerank => {
+                self.o.context.embeddings = true;
+                self.o.context.pooling = Pooling::Rank;
             }
         }
         Ok(())

@@ -43,6 +43,9 @@ pub(super) enum Opt {
     OpOffload,
     Model,
     ServerOnly,
+    Pooling,
+    Embeddings,
+    Rerank,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +97,7 @@ pub(super) const SPECS: &[Spec] = &[
     toggle(Opt::KvUnified, &["-kvu", "--kv-unified"], &["-no-kvu", "--no-kv-unified"], Some("LLAMA_ARG_KV_UNIFIED")),
     spec(Opt::FlashAttn, &["-fa", "--flash-attn"], Value, Some("LLAMA_ARG_FLASH_ATTN")),
     toggle(Opt::Perf, &["--perf"], &["--no-perf"], Some("LLAMA_ARG_PERF")),
+    spec(Opt::Pooling, &["--pooling"], Value, Some("LLAMA_ARG_POOLING")),
     toggle(Opt::KvOffload, &["-kvo", "--kv-offload"], &["-nkvo", "--no-kv-offload"], Some("LLAMA_ARG_KV_OFFLOAD")),
     toggle(Opt::Repack, &["--repack"], &["-nr", "--no-repack"], Some("LLAMA_ARG_REPACK")),
     spec(Opt::NoHost, &["--no-host"], Switch, Some("LLAMA_ARG_NO_HOST")),
@@ -120,6 +124,8 @@ pub(super) const SPECS: &[Spec] = &[
     spec(Opt::ServerOnly, &["--host"], Value, Some("LLAMA_ARG_HOST")),
     spec(Opt::ServerOnly, &["--port"], Value, Some("LLAMA_ARG_PORT")),
     toggle(Opt::ServerOnly, &["--ui", "--webui"], &["--no-ui", "--no-webui"], Some("LLAMA_ARG_UI")),
+    spec(Opt::Embeddings, &["--embedding", "--embeddings"], Switch, Some("LLAMA_ARG_EMBEDDINGS")),
+    spec(Opt::Rerank, &["--rerank", "--reranking"], Switch, Some("LLAMA_ARG_RERANKING")),
     spec(Opt::ServerOnly, &["--api-key"], Value, Some("LLAMA_API_KEY")),
     spec(Opt::ServerOnly, &["--metrics"], Switch, Some("LLAMA_ARG_ENDPOINT_METRICS")),
     spec(Opt::ServerOnly, &["--props"], Switch, Some("LLAMA_ARG_ENDPOINT_PROPS")),

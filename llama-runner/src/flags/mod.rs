@@ -28,6 +28,8 @@
 //! | `--swa-full` | `context.swa_full` |
 //! | `-kvu, --kv-unified` / `-no-kvu, --no-kv-unified` | `context.kv_unified` |
 //! | `--perf` / `--no-perf` | `context.perf` |
+//! | `--embedding, --embeddings`, `--pooling none\|mean\|cls\|last\|rank` | `context.embeddings`, `context.pooling` |
+//! | `--rerank, --reranking` | `context.embeddings` and `context.pooling = rank` |
 //! | `-C, --cpu-mask HEX`, `-Cr, --cpu-range LO-HI` | `context.placement.cpu_mask` |
 //! | `--cpu-strict 0\|1`, `--prio -1..3`, `--poll 0..100` | `context.placement` |
 //! | `--numa distribute\|isolate\|numactl` | `backend.numa` |

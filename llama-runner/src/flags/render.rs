@@ -3,7 +3,7 @@
 use super::{Dialect, Rendered};
 use crate::backend::Numa;
 use crate::options::{
-    CacheType, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, Priority, RunOptions, SplitMode, TensorOverride,
+    CacheType, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, Pooling, Priority, RunOptions, SplitMode, TensorOverride,
     max_devices,
 };
 
@@ -257,6 +257,20 @@ impl Out {
                 self.omit("-kvu: llama-bench has no unified KV cache flag".into());
             } else {
                 self.flag("-kvu");
+            }
+        }
+        if c.embeddings {
+            if bench {
+                self.omit("--embeddings: llama-bench's embedding mode is not rendered".into());
+            } else {
+                self.flag("--embeddings");
+            }
+        }
+        if c.pooling != Pooling::Unspecified {
+            if bench {
+                self.omit(format!("--pooling {}: llama-bench has no pooling flag", c.pooling.name()));
+            } else {
+                self.pair("--pooling", c.pooling.name());
             }
         }
         let p = &c.placement;

@@ -25,7 +25,7 @@ mod split;
 
 pub use cpu::{CpuMask, CpuMaskError, MAX_CPUS, MAX_MASK_DIGITS};
 pub use names::{
-    CacheType, DeviceKind, FlashAttn, GpuLayers, LoadMode, NamedOption, Numa, Priority, SplitMode, UnknownName,
+    CacheType, DeviceKind, FlashAttn, GpuLayers, LoadMode, NamedOption, Numa, Pooling, Priority, SplitMode, UnknownName,
 };
 pub use opt::Opt;
 pub use split::{TensorSplit, TensorSplitError, max_devices, max_tensor_overrides};
@@ -195,6 +195,11 @@ pub struct ContextOptions {
     pub perf: bool,
     /// Where the CPU threads run (`-C`, `--cpu-strict`, `--prio`, `--poll`).
     pub placement: ThreadPlacement,
+    /// Embedding mode (`--embeddings`; default false): every token of a decode is an output and
+    /// the context keeps embeddings ([`crate::embeddings`]).
+    pub embeddings: bool,
+    /// How embeddings are pooled per sequence (`--pooling`; default: the model's own).
+    pub pooling: Pooling,
 }
 
 /// Thread placement for the CPU backend, applied through a ggml threadpool as llama-bench does.
@@ -244,6 +249,8 @@ impl Default for ContextOptions {
             kv_unified: false,
             perf: true,
             placement: ThreadPlacement::default(),
+            embeddings: false,
+            pooling: Pooling::Unspecified,
         }
     }
 }

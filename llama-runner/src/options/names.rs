@@ -354,6 +354,34 @@ option_enum! {
     }
 }
 
+option_enum! {
+    /// How an embedding context pools the per-token outputs of a sequence (`--pooling`;
+    /// `enum llama_pooling_type`). llama.cpp's parser takes only `none`, `mean`, `cls`, `last`
+    /// and `rank`; `unspecified` (the default) is the model's own pooling type, or none when the
+    /// model names none.
+    #[derive(Default)]
+    pub enum Pooling: Opt::Pooling, "pooling type", sys::llama_pooling_type {
+        /// The model's default (`LLAMA_POOLING_TYPE_UNSPECIFIED`, no `--pooling`).
+        #[default]
+        Unspecified = "unspecified" => sys::LLAMA_POOLING_TYPE_UNSPECIFIED,
+        /// No pooling: one embedding per token.
+        None = "none" => sys::LLAMA_POOLING_TYPE_NONE,
+        /// The mean of the sequence's token embeddings.
+        Mean = "mean" => sys::LLAMA_POOLING_TYPE_MEAN,
+        /// The embedding of the sequence's first token.
+        Cls = "cls" => sys::LLAMA_POOLING_TYPE_CLS,
+        /// The embedding of the sequence's last token.
+        Last = "last" => sys::LLAMA_POOLING_TYPE_LAST,
+        /// The classifier head's scores (reranking models with `cls` tensors).
+        Rank = "rank" => sys::LLAMA_POOLING_TYPE_RANK,
+    }
+}
+
+impl Pooling {
+    /// The spellings llama.cpp's `--pooling` accepts (every name but `unspecified`).
+    pub const FLAG_NAMES: &'static [&'static str] = &["none", "mean", "cls", "last", "rank"];
+}
+
 impl DeviceKind {
     /// The kind of a device type llama.cpp reports; types this crate does not know are
     /// accelerators.

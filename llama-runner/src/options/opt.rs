@@ -65,6 +65,10 @@ opts! {
     TypeK = "type_k", "-ctk";
     /// `ContextOptions::type_v`.
     TypeV = "type_v", "-ctv";
+    /// `ContextOptions::embeddings`.
+    Embeddings = "embeddings", "--embeddings";
+    /// `ContextOptions::pooling`.
+    Pooling = "pooling", "--pooling";
     /// `ThreadPlacement::cpu_mask`.
     CpuMask = "cpu_mask", "-C";
     /// `ThreadPlacement::priority`.
