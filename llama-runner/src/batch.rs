@@ -5,7 +5,7 @@
 //! is added (token count, ids per token), so safe code cannot write past it; what depends on the
 //! context (sequence ids below its `n_seq_max`, token ids in the vocabulary, positions that
 //! continue each sequence's cache, the batch size) is checked by the decode before llama.cpp
-//! sees the batch. Each refusal is an [`Error::Batch`](crate::Error::Batch) with a
+//! sees the batch. Each refusal is an [`Error::Batch`] with a
 //! [`BatchError`] naming the token and what was wrong.
 //!
 //! ```no_run
@@ -46,7 +46,7 @@ pub type Pos = i32;
 /// llama.cpp's `LLAMA_MAX_SEQ` (llama-cparams.h): the most sequences a context can have.
 pub const MAX_SEQ: u32 = 256;
 
-/// What is wrong with a batch ([`Error::Batch`](crate::Error::Batch)); indices are batch
+/// What is wrong with a batch ([`Error::Batch`]); indices are batch
 /// indices (the order tokens were added in).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

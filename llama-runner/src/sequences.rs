@@ -5,7 +5,7 @@
 //! Every operation checks what llama.cpp's memory modules assert on (a sequence id outside
 //! the context's `n_seq_max`, a shift where the memory cannot shift, a division by zero, a
 //! partial copy between the separate buffers of non-unified sequences) and returns an
-//! [`Error::Sequence`](crate::Error::Sequence) instead. The context re-reads what sequence 0
+//! [`Error::Sequence`] instead. The context re-reads what sequence 0
 //! holds after each ([`Context::n_past`]); the position range of any sequence comes from
 //! llama.cpp's memory itself ([`Context::seq_range`]), so the two never disagree.
 //!
@@ -31,7 +31,7 @@ use crate::error::{Error, Reason, Result};
 use crate::model::{Model, Token};
 use crate::options::{ContextOptions, Opt};
 
-/// Why a sequence operation was refused ([`Error::Sequence`](crate::Error::Sequence)).
+/// Why a sequence operation was refused ([`Error::Sequence`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SeqError {

@@ -30,7 +30,7 @@ pub const MAX_SCHEMA_DEPTH: usize = 64;
 /// `minLength`, `maxLength`, `format` `date`, `time`, `date-time` and `uuid`, integer
 /// `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, and `$ref` to `#` or `#/...`
 /// pointers (recursion included). Anything else that constrains the JSON is an
-/// [`Error::JsonSchema`] naming the keyword and where it is.
+/// [`Error::JsonSchema`](crate::Error::JsonSchema) naming the keyword and where it is.
 ///
 /// ```
 /// # #[cfg(feature = "json-schema")] {
