@@ -281,6 +281,12 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// Speculative decoding options that cannot work ([`speculative`](crate::speculative)).
+    #[error("speculative decoding: {problem}")]
+    Speculative {
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 impl From<&llama_sys::LibraryMismatch> for Error {

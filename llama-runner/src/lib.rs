@@ -36,6 +36,7 @@ pub mod regex;
 pub mod sampling;
 pub mod sequences;
 pub mod session;
+pub mod speculative;
 pub mod stream;
 pub mod validate;
 
