@@ -14,12 +14,14 @@
 //! | [`peer`] | peer comparison samples (llama-bench, llama-cpp-2) and their table |
 //! | [`step`] | one `git bisect run` step: the tree, its commit, build, bench and verdict |
 //! | [`cli`] | the glue of `llama-runner bench` |
+//! | [`embed`] | `llama-runner embed`: embeddings of input lines as JSON |
 //! | [`progress`] | the progress bar of model loads longer than a second |
 
 pub mod bisect;
 pub mod cli;
 pub mod compare;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod generate;
 pub mod history;

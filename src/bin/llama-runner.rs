@@ -39,6 +39,8 @@ enum Command {
     },
     /// Generation from a prompt with llama.cpp's sampling flags, streamed as it is produced.
     Generate(llama_workbench::generate::GenerateArgs),
+    /// Embeddings of input lines (standard input or -f), printed as JSON.
+    Embed(llama_workbench::embed::EmbedArgs),
     /// Run a configuration's workloads and write a result record.
     Bench(BenchArgs),
     /// Compare result records: markdown table, change against the first, verdicts.
@@ -288,6 +290,11 @@ fn run(command: Command) -> Result<ExitCode> {
             let options = args.options()?;
             let backend = init_backend(&options.backend)?;
             return Ok(llama_workbench::generate::run(&args, &options, backend)?);
+        }
+        Command::Embed(args) => {
+            let options = args.options()?;
+            let backend = init_backend(&options.backend)?;
+            llama_workbench::embed::run(&args, &options, backend)?;
         }
         Command::Bench(args) => bench(args)?,
         Command::Compare { records, verdicts } => {

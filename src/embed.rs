@@ -1,0 +1,119 @@
+//! The `embed` command: one embedding per input line (standard input or `-f FILE`), printed as
+//! JSON, with llama.cpp's context flags (`--pooling`, `-c`, `-ub`, ...) and normalisation
+//! (`--embd-normalize`, as llama-embedding's flag).
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use llama_runner::embeddings::Normalize;
+use llama_runner::{Backend, Context, RunOptions, flags};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Arguments of `llama-runner embed`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmbedArgs {
+    /// llama.cpp flags: model (`-m`), `--pooling mean|cls|last|rank`, context sizes, threads.
+    /// `--embedding` is implied.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub flags: String,
+    /// Model file (overrides -m in --flags).
+    #[arg(short, long)]
+    pub model: Option<PathBuf>,
+    /// Read the texts from this file, one per line (default: standard input).
+    #[arg(short, long)]
+    pub file: Option<PathBuf>,
+    /// Normalisation: -1 none, 0 max-abs to int16, 1 taxicab, 2 euclidean (default), >2 p-norm.
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
+    pub embd_normalize: i64,
+}
+
+/// One line's embedding in [`EmbedReport`].
+#[derive(Debug, Serialize)]
+pub struct EmbedItem {
+    /// The line's index among the non-empty input lines.
+    pub index: usize,
+    /// The line.
+    pub text: String,
+    /// Its embedding.
+    pub embedding: Vec<f32>,
+}
+
+/// What `embed` prints.
+#[derive(Debug, Serialize)]
+pub struct EmbedReport {
+    /// The model file.
+    pub model: String,
+    /// The pooling the context used.
+    pub pooling: String,
+    /// The embedding width.
+    pub n_embd: usize,
+    /// One item per non-empty input line, in order.
+    pub data: Vec<EmbedItem>,
+}
+
+impl EmbedArgs {
+    /// The run options: `--flags` parsed, `--model` applied, embeddings on.
+    pub fn options(&self) -> Result<RunOptions> {
+        let parsed = flags::parse_quietly::<String>(&[], &flags::split(&self.flags)?)?;
+        for w in &parsed.warnings {
+            eprintln!("warning: {w}");
+        }
+        let mut options = parsed.options;
+        if let Some(m) = &self.model {
+            options.model_path = Some(m.clone());
+        }
+        options.context.embeddings = true;
+        Ok(options)
+    }
+}
+
+/// Runs `embed` with `options` (from [`EmbedArgs::options`]).
+pub fn run(args: &EmbedArgs, options: &RunOptions, backend: &'static Backend) -> Result<()> {
+    let normalize = Normalize::from_llama(args.embd_normalize).ok_or_else(|| Error::InvalidOption {
+        option: "--embd-normalize".into(),
+        reason: format!("{} is not -1, 0, 1, 2 or a p above 2", args.embd_normalize),
+    })?;
+    let path = options.model_path.clone().ok_or_else(|| Error::InvalidOption {
+        option: "model".into(),
+        reason: "no model: pass -m in --flags or --model".into(),
+    })?;
+    let lines: Vec<String> = match &args.file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|source| Error::Io { path: f.clone(), source })?
+            .lines()
+            .map(String::from)
+            .collect(),
+        None => std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<std::io::Result<_>>()
+            .map_err(|source| Error::Io { path: "<stdin>".into(), source })?,
+    };
+    let texts: Vec<String> = lines.into_iter().filter(|l| !l.trim().is_empty()).collect();
+    if texts.is_empty() {
+        return Err(Error::InvalidOption { option: "input".into(), reason: "no non-empty line to embed".into() });
+    }
+    let model = crate::progress::load_model(backend, &path, &options.model)?;
+    let mut ctx = Context::new(&model, &options.context)?;
+    let tokens: Vec<Vec<i32>> = texts.iter().map(|t| model.tokenize(t, true)).collect::<llama_runner::Result<_>>()?;
+    let refs: Vec<&[i32]> = tokens.iter().map(Vec::as_slice).collect();
+    let vectors = ctx.embed(&refs, normalize)?;
+    let report = EmbedReport {
+        model: path.display().to_string(),
+        pooling: format!("{:?}", ctx.pooling()).to_lowercase(),
+        n_embd: ctx.embedding_width(),
+        data: texts
+            .into_iter()
+            .zip(vectors)
+            .enumerate()
+            .map(|(index, (text, embedding))| EmbedItem { index, text, embedding })
+            .collect(),
+    };
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &report)
+        .map_err(|e| Error::InvalidOption { option: "output".into(), reason: e.to_string() })?;
+    writeln!(out).map_err(|source| Error::Io { path: "<stdout>".into(), source })?;
+    Ok(())
+}
