@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use llama_runner::embeddings::Normalize;
-use llama_runner::{Backend, Context, RunOptions, flags};
+use llama_runner::{Backend, Context, RunOptions};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -56,14 +56,7 @@ pub struct EmbedReport {
 impl EmbedArgs {
     /// The run options: `--flags` parsed, `--model` applied, embeddings on.
     pub fn options(&self) -> Result<RunOptions> {
-        let parsed = flags::parse_quietly::<String>(&[], &flags::split(&self.flags)?)?;
-        for w in &parsed.warnings {
-            eprintln!("warning: {w}");
-        }
-        let mut options = parsed.options;
-        if let Some(m) = &self.model {
-            options.model_path = Some(m.clone());
-        }
+        let mut options = crate::generate::run_options(&self.flags, self.model.as_ref())?;
         options.context.embeddings = true;
         Ok(options)
     }

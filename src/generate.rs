@@ -46,6 +46,20 @@ pub struct GenerateArgs {
     pub no_echo: bool,
 }
 
+/// The run options of a command's `--flags` (warnings printed on stderr), with its
+/// `--model` applied over `-m`.
+pub fn run_options(flags_text: &str, model: Option<&PathBuf>) -> Result<RunOptions> {
+    let parsed = flags::parse_quietly::<String>(&[], &flags::split(flags_text)?)?;
+    for w in &parsed.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut options = parsed.options;
+    if let Some(m) = model {
+        options.model_path = Some(m.clone());
+    }
+    Ok(options)
+}
+
 /// What `generate --json` prints.
 #[derive(Debug, Serialize)]
 pub struct GenerateReport {
@@ -76,15 +90,7 @@ pub struct GenerateReport {
 impl GenerateArgs {
     /// The run options: `--flags` parsed (warnings printed on stderr) and `--model` applied.
     pub fn options(&self) -> Result<RunOptions> {
-        let parsed = flags::parse_quietly::<String>(&[], &flags::split(&self.flags)?)?;
-        for w in &parsed.warnings {
-            eprintln!("warning: {w}");
-        }
-        let mut options = parsed.options;
-        if let Some(m) = &self.model {
-            options.model_path = Some(m.clone());
-        }
-        Ok(options)
+        run_options(&self.flags, self.model.as_ref())
     }
 
     fn prompt(&self) -> Result<String> {

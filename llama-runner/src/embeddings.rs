@@ -539,7 +539,7 @@ pub fn rerank_prompt(model: &Model, query: &str, document: &str) -> Result<Vec<T
         // SAFETY: non-null, a NUL-terminated string that lives as long as the model.
         let t = unsafe { CStr::from_ptr(template) }.to_string_lossy().into_owned();
         let prompt = t.replace("{query}", query).replace("{document}", document);
-        return tokenize(model, &prompt, false, true);
+        return model.tokenize_with(&prompt, false, true);
     }
     // SAFETY: valid vocabulary; these only read it.
     let (bos, eos, sep, add_bos, add_eos, add_sep) = unsafe {
@@ -565,46 +565,16 @@ pub fn rerank_prompt(model: &Model, query: &str, document: &str) -> Result<Vec<T
     if add_bos {
         push(&mut out, bos, "the vocabulary asks for a BOS token but has none")?;
     }
-    out.extend(tokenize(model, query, false, false)?);
+    out.extend(model.tokenize_with(query, false, false)?);
     if add_eos {
         push(&mut out, eos, no_eos)?;
     }
     if add_sep {
         push(&mut out, sep, "the vocabulary asks for a SEP token but has none")?;
     }
-    out.extend(tokenize(model, document, false, false)?);
+    out.extend(model.tokenize_with(document, false, false)?);
     if add_eos {
         push(&mut out, eos, no_eos)?;
     }
     Ok(out)
-}
-
-/// `llama_tokenize` with both flags.
-fn tokenize(model: &Model, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
-    let len = i32::try_from(text.len()).map_err(|_| Error::Tokenize("text longer than 2 GiB".into()))?;
-    let cap = i32::try_from(text.len() + 2).map_err(|_| Error::Tokenize("text longer than 2 GiB".into()))?;
-    let mut tokens: Vec<Token> = vec![0; cap as usize];
-    for _ in 0..2 {
-        // SAFETY: `text` is valid for `len` bytes and `tokens` for its length (at most i32::MAX).
-        let n = unsafe {
-            sys::llama_tokenize(
-                model.vocab(),
-                text.as_ptr().cast(),
-                len,
-                tokens.as_mut_ptr(),
-                tokens.len() as i32,
-                add_special,
-                parse_special,
-            )
-        };
-        if n >= 0 {
-            tokens.truncate(n as usize);
-            return Ok(tokens);
-        }
-        if n == i32::MIN {
-            return Err(Error::Tokenize("too many tokens".into()));
-        }
-        tokens.resize((-n) as usize, 0);
-    }
-    Err(Error::Tokenize("token count changed between calls".into()))
 }

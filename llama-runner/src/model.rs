@@ -197,10 +197,18 @@ impl Model {
     /// Tokenizes text. `add_special` adds BOS where the model wants it; special tokens written
     /// in the text (`<s>`) are parsed as such.
     pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<Token>> {
-        let len = i32::try_from(text.len()).map_err(|_| Error::Tokenize("text longer than 2 GiB".into()))?;
-        let mut tokens: Vec<Token> = vec![0; text.len() + 2];
+        self.tokenize_with(text, add_special, true)
+    }
+
+    /// `llama_tokenize` with both of its flags: `parse_special` reads special tokens written in
+    /// the text (`<s>`) as such.
+    pub(crate) fn tokenize_with(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
+        let too_long = || Error::Tokenize("text longer than 2 GiB".into());
+        let len = i32::try_from(text.len()).map_err(|_| too_long())?;
+        let cap = i32::try_from(text.len() + 2).map_err(|_| too_long())?;
+        let mut tokens: Vec<Token> = vec![0; cap as usize];
         for _ in 0..2 {
-            // SAFETY: text is valid for `len` bytes, `tokens` for its length.
+            // SAFETY: text is valid for `len` bytes, `tokens` for its length (at most i32::MAX).
             let n = unsafe {
                 sys::llama_tokenize(
                     self.vocab(),
@@ -209,7 +217,7 @@ impl Model {
                     tokens.as_mut_ptr(),
                     tokens.len() as i32,
                     add_special,
-                    true,
+                    parse_special,
                 )
             };
             if n >= 0 {

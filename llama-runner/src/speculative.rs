@@ -194,15 +194,9 @@ impl<'m> Context<'m> {
                 stats.drafted_at.resize(d.len(), 0);
                 stats.accepted_at.resize(d.len(), 0);
             }
-            let mut j = 0;
-            while j < d.len() && guesses[j] == d[j] {
-                stats.drafted_at[j] += 1;
-                stats.accepted_at[j] += 1;
-                j += 1;
-            }
-            for k in j..d.len() {
-                stats.drafted_at[k] += 1;
-            }
+            let j = d.iter().zip(&guesses).take_while(|(a, b)| a == b).count();
+            stats.drafted_at[..d.len()].iter_mut().for_each(|n| *n += 1);
+            stats.accepted_at[..j].iter_mut().for_each(|n| *n += 1);
             // Accept d[..j], stopping early at the budget or an end-of-generation token.
             let mut kept = 0;
             let mut budget = false;

@@ -19,29 +19,10 @@ use tiny_gguf::ModelSpec;
 const THREADS: u32 = 2;
 const TEXTS: [&str; 3] = ["Hello world", "The quick brown fox jumps over the lazy dog.", "a"];
 
-/// Compiles `tests/reference/embedding.cpp` (llama.h only) against llama-runner's libraries, as
-/// `common::compile_reference` does (private there).
+/// Compiles `tests/reference/embedding.cpp` (llama.h only) against llama-runner's libraries.
 fn reference_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/embedding.cpp");
-        let out = common::scratch().join(format!("embedding-{}", llama_runner::build_info::short_commit()));
-        let lib = env!("LLAMA_RUNNER_LLAMA_LIB_DIR");
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let status = Command::new(std::env::var("CXX").unwrap_or_else(|_| "c++".into()))
-            .args(["-O2", "-std=c++17", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .arg(format!("-I{}", env!("LLAMA_RUNNER_LLAMA_INCLUDE")))
-            .arg(format!("-L{lib}"))
-            .args(["-lllama", "-lggml", "-lggml-cpu", "-lggml-base", "-fopenmp", "-lpthread", "-ldl", "-lm"])
-            .arg(format!("-Wl,-rpath,{lib}"))
-            .status()
-            .expect("a C++ compiler (c++) is needed for the reference programs");
-        assert!(status.success(), "compiling {} failed", src.display());
-        std::fs::rename(&tmp, &out).unwrap();
-        out
-    })
+    BIN.get_or_init(|| common::compile_reference("embedding", &[], &[]))
 }
 
 /// What the reference printed.

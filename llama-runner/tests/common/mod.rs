@@ -131,7 +131,7 @@ pub fn params_reference_binary() -> &'static Path {
 
 /// Compiles `tests/reference/NAME.cpp` into the scratch directory, linked against the very
 /// libraries llama-runner links (`extra_libs` first, as dependents precede dependencies).
-fn compile_reference(name: &str, includes: &[String], extra_libs: &[&str]) -> PathBuf {
+pub fn compile_reference(name: &str, includes: &[String], extra_libs: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/reference/{name}.cpp"));
     let out = scratch().join(format!("{name}-{}", llama_runner::build_info::short_commit()));
     let lib = env!("LLAMA_RUNNER_LLAMA_LIB_DIR");
