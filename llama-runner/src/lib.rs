@@ -42,6 +42,7 @@ pub mod validate;
 
 pub use backend::{Backend, BackendOptions, Device, Numa};
 pub use batch::{Batch, BatchError, Outputs, Pos, SeqId};
+pub use chat::{ChatMessage, ChatSession, ChatTemplate, RenderOptions};
 pub use context::{CancelHandle, Context, Generation, PerfCounters, SavedState};
 pub use embeddings::{EmbedError, Normalize, Pooling};
 pub use error::{Error, Reason, Result};

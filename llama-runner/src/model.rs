@@ -296,6 +296,34 @@ impl Model {
         (t >= 0).then_some(t)
     }
 
+    /// The end-of-sequence token, if the model has one.
+    pub fn eos(&self) -> Option<Token> {
+        // SAFETY: the vocab is valid.
+        let t = unsafe { sys::llama_vocab_eos(self.vocab()) };
+        (t >= 0).then_some(t)
+    }
+
+    /// Whether tokenizing with `add_special` puts the BOS token first
+    /// (`tokenizer.ggml.add_bos_token`).
+    pub fn adds_bos(&self) -> bool {
+        // SAFETY: the vocab is valid.
+        unsafe { sys::llama_vocab_get_add_bos(self.vocab()) }
+    }
+
+    /// Whether tokenizing with `add_special` puts the EOS token last
+    /// (`tokenizer.ggml.add_eos_token`).
+    pub fn adds_eos(&self) -> bool {
+        // SAFETY: the vocab is valid.
+        unsafe { sys::llama_vocab_get_add_eos(self.vocab()) }
+    }
+
+    /// The sliding-window size of the model's attention, 0 when it has none
+    /// (`llama_model_n_swa`).
+    pub fn n_swa(&self) -> u32 {
+        // SAFETY: the model is valid.
+        unsafe { sys::llama_model_n_swa(self.raw.as_ptr()) }.max(0) as u32
+    }
+
     /// Vocabulary size.
     pub fn n_vocab(&self) -> u32 {
         // SAFETY: the vocab is valid.

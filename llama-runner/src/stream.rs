@@ -223,6 +223,11 @@ impl Stream<'_, '_> {
         &self.tokens
     }
 
+    /// The context's [`n_past`](Context::n_past): what its cache holds now.
+    pub(crate) fn n_past(&self) -> usize {
+        self.ctx.n_past()
+    }
+
     /// Queues the held-back text and the final event.
     fn finish(&mut self, reason: StopReason) {
         let text = self.text.finish();

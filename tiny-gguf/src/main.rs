@@ -57,6 +57,9 @@ struct Cli {
     /// Sliding-window pattern: layer i is SWA when i % p < p - 1 (gemma3).
     #[arg(long)]
     swa_pattern: Option<u32>,
+    /// A file whose text is written as `tokenizer.chat_template` (a Jinja chat template).
+    #[arg(long, value_name = "FILE")]
+    chat_template: Option<PathBuf>,
     /// Output file (written atomically).
     #[arg(short, long)]
     out: Option<PathBuf>,
@@ -114,6 +117,14 @@ impl Cli {
         set(&mut s.context_length, self.context);
         set(&mut s.sliding_window, self.sliding_window);
         set(&mut s.sliding_window_pattern, self.swa_pattern);
+        if let Some(path) = &self.chat_template {
+            let text = std::fs::read_to_string(path).map_err(|source| tiny_gguf::Error::Io {
+                action: "read the chat template",
+                path: path.clone(),
+                source,
+            })?;
+            s.chat_template = Some(text);
+        }
         Ok(s)
     }
 }

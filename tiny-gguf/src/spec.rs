@@ -201,6 +201,10 @@ pub struct ModelSpec {
     /// Layer `i` uses the sliding window when `i % pattern < pattern - 1` (`gemma3`), so with
     /// pattern 2 even layers are SWA and odd layers use full attention.
     pub sliding_window_pattern: u32,
+    /// A chat template written as `tokenizer.chat_template` (a Jinja text, as Hugging Face
+    /// models carry); `None` writes none. A template changes the file name
+    /// ([`ModelSpec::file_stem`] ends with `-t` and a hash of the text).
+    pub chat_template: Option<String>,
 }
 
 /// The names of the presets ([`ModelSpec::preset`]), as the `tiny-gguf --preset` option and
@@ -238,6 +242,7 @@ impl ModelSpec {
             context_length: 2048,
             sliding_window: 0,
             sliding_window_pattern: 0,
+            chat_template: None,
         }
     }
 
@@ -287,6 +292,7 @@ impl ModelSpec {
             context_length: 4096,
             sliding_window: 0,
             sliding_window_pattern: 0,
+            chat_template: None,
         }
     }
 
@@ -401,15 +407,18 @@ impl ModelSpec {
     ///
     /// Layout: `<arch>-<type>-e<n_embd>-l<n_layer>-h<n_head>-kv<n_head_kv>-<ffn>-c<context>-s<seed>`
     /// where `<ffn>` is `f<n_ff>` for `llama`, `x<n_expert>u<n_expert_used>-f<n_ff_exp>` for
-    /// `qwen3moe` and `f<n_ff>-w<sliding_window>p<pattern>` for `gemma3`.
+    /// `qwen3moe` and `f<n_ff>-w<sliding_window>p<pattern>` for `gemma3`; a chat template adds
+    /// `-t<16 hex digits>`, the FNV-1a hash of its text (stable across platforms and versions).
     pub fn file_stem(&self) -> String {
         let ffn = match self.arch {
             Arch::Llama => format!("f{}", self.n_ff),
             Arch::Qwen3Moe => format!("x{}u{}-f{}", self.n_expert, self.n_expert_used, self.n_ff_exp),
             Arch::Gemma3 => format!("f{}-w{}p{}", self.n_ff, self.sliding_window, self.sliding_window_pattern),
         };
+        let template =
+            self.chat_template.as_deref().map_or(String::new(), |t| format!("-t{:016x}", fnv1a(t.as_bytes())));
         format!(
-            "{}-{}-e{}-l{}-h{}-kv{}-{}-c{}-s{}",
+            "{}-{}-e{}-l{}-h{}-kv{}-{}-c{}-s{}{}",
             self.arch,
             self.weight_type,
             self.n_embd,
@@ -418,7 +427,8 @@ impl ModelSpec {
             self.n_head_kv,
             ffn,
             self.context_length,
-            self.seed
+            self.seed,
+            template
         )
     }
 
@@ -446,4 +456,9 @@ impl ModelSpec {
         let p = self.sliding_window_pattern;
         p == 0 || il % p < p - 1
     }
+}
+
+/// 64-bit FNV-1a: a stable hash for file names (std's hashers may change between releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }

@@ -276,6 +276,9 @@ fn encode_metadata(spec: &ModelSpec) -> Meta {
     m.u32("tokenizer.ggml.unknown_token_id", crate::TOKEN_UNK);
     m.bool("tokenizer.ggml.add_bos_token", true);
     m.bool("tokenizer.ggml.add_eos_token", false);
+    if let Some(template) = &spec.chat_template {
+        m.string("tokenizer.chat_template", template);
+    }
     m
 }
 

@@ -612,3 +612,26 @@ fn golden_file_hashes() {
     .map(|(s, h)| (s.to_string(), h));
     assert_eq!(got, expected, "generator output changed");
 }
+
+#[test]
+fn chat_template_is_written_and_named() {
+    let dir = test_dir("chat-template");
+    let template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}".to_string();
+    let plain = ModelSpec::tiny_llama();
+    let with = ModelSpec { chat_template: Some(template.clone()), ..plain.clone() };
+    let other = ModelSpec { chat_template: Some(format!("{template} ")), ..plain.clone() };
+    assert!(with.file_stem().starts_with(&plain.file_stem()), "{}", with.file_stem());
+    assert!(with.file_stem().contains("-t"), "{}", with.file_stem());
+    assert_ne!(with.file_stem(), other.file_stem());
+    // Stable across platforms and releases: the hash is FNV-1a, not std's hasher.
+    assert_eq!(
+        ModelSpec { chat_template: Some("x".into()), ..plain.clone() }.file_stem(),
+        "llama-f16-e128-l2-h4-kv2-f256-c2048-s42-taf63f54c86021707"
+    );
+    let path = tiny_gguf::cached(&with, &dir).unwrap();
+    let header = tiny_gguf::read_header(&path).unwrap();
+    assert_eq!(header.get_str("tokenizer.chat_template"), Some(template.as_str()));
+    assert_eq!(header.file_size, with.file_size().unwrap());
+    let path = tiny_gguf::cached(&plain, &dir).unwrap();
+    assert_eq!(tiny_gguf::read_header(&path).unwrap().get_str("tokenizer.chat_template"), None);
+}
