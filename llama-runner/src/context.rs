@@ -136,6 +136,12 @@ impl CancelHandle {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Withdraws a pending cancel (one asked for after the work it was meant for had ended),
+    /// so that it does not stop the next call.
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for CancelHandle {
@@ -248,8 +254,13 @@ impl<'m> Context<'m> {
         let params = crate::params::context_params(options)?;
         let sampler = Sampler::greedy()?;
         crate::logging::clear_errors();
-        // SAFETY: the model is valid and outlives the context (borrow); params hold no pointers.
-        let raw = unsafe { sys::llama_init_from_model(model.raw().as_ptr(), params) };
+        let raw = {
+            // Context creation reads the model's adapter set (reserving the graph).
+            let _adapters = crate::adapter::adapters_read();
+            // SAFETY: the model is valid and outlives the context (borrow); params hold no
+            // pointers; no adapter of the model is being loaded or freed (the lock).
+            unsafe { sys::llama_init_from_model(model.raw().as_ptr(), params) }
+        };
         let log = crate::logging::take_errors();
         // Owned before a logger's panic may be resumed or a threadpool fails, so that either
         // frees it.
@@ -473,7 +484,10 @@ impl<'m> Context<'m> {
             // SAFETY: `part` is valid for its length, which is ≤ n_batch (larger batches abort),
             // and ≤ n_ubatch for non-causal attention (which asserts it).
             let batch = unsafe { sys::llama_batch_get_one(part.as_ptr().cast_mut(), part.len() as i32) };
-            // SAFETY: valid context and batch; the batch's token memory outlives the call.
+            let _adapters = crate::adapter::adapters_read();
+            // SAFETY: valid context and batch; the batch's token memory outlives the call; no
+            // adapter of the model is being loaded or freed (the lock: a decode may reserve the
+            // graph, which reads the model's adapter set).
             let status = unsafe { sys::llama_decode(self.raw.as_ptr(), batch) };
             if status == 0 {
                 self.n_past += part.len();
@@ -606,10 +620,12 @@ impl<'m> Context<'m> {
         seqs.dedup();
         let before: Vec<(SeqId, Option<(Pos, Pos)>)> = seqs.iter().map(|&s| (s, self.seq_range_raw(s))).collect();
         self.has_logits = false;
+        let adapters = crate::adapter::adapters_read();
         // SAFETY: valid context; the batch's arrays are valid for its n_tokens entries (Batch's
         // invariant) and every check llama_batch_allocr::init and llama_decode make (or assert)
-        // was made above.
+        // was made above; no adapter of the model is being loaded or freed (the lock).
         let status = unsafe { sys::llama_decode(self.raw.as_ptr(), batch.raw()) };
+        drop(adapters);
         if status != 0 {
             for (seq, range) in before {
                 let from = range.map_or(0, |(_, max)| max + 1);

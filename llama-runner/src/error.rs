@@ -287,6 +287,11 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// A LoRA adapter or control vector that cannot be loaded, or set on a context
+    /// ([`adapter`](crate::adapter)); the checks that prevent an abort run before llama.cpp
+    /// sees the file.
+    #[error("adapter: {0}")]
+    Adapter(crate::adapter::AdapterError),
 }
 
 impl From<&llama_sys::LibraryMismatch> for Error {

@@ -18,6 +18,7 @@
 //! llama.cpp's log goes to the [`log`] crate under the target `llama.cpp` and is silent unless
 //! the application installs a logger.
 
+pub mod adapter;
 pub mod backend;
 pub mod batch;
 pub mod chat;
@@ -40,6 +41,7 @@ pub mod speculative;
 pub mod stream;
 pub mod validate;
 
+pub use adapter::{AdapterError, ControlVector, LoraAdapter};
 pub use backend::{Backend, BackendOptions, Device, Numa};
 pub use batch::{Batch, BatchError, Outputs, Pos, SeqId};
 pub use chat::{ChatMessage, ChatSession, ChatTemplate, RenderOptions};

@@ -41,12 +41,17 @@
 
 use std::path::PathBuf;
 
+mod adapter;
 mod quant;
 mod reader;
 mod rng;
 mod spec;
 mod writer;
 
+pub use adapter::{
+    ControlVectorSpec, LoraSpec, LoraTensor, LoraWeights, control_vector_bytes, lora_bytes, lora_shapes,
+    write_control_vector, write_lora,
+};
 pub use quant::{f32_to_f16_bits, quantize_q4_0, quantize_q8_0};
 pub use reader::{GgufHeader, MetaValue, TensorInfo, read_header};
 pub use spec::{Arch, MAX_EXPERTS, MAX_LAYERS, ModelSpec, N_VOCAB, PRESETS, QK, WeightType};

@@ -43,7 +43,7 @@ fn too_large() -> Error {
     Error::invalid("n_embd", "the model is too large: its byte size overflows u64".to_string())
 }
 
-fn pad(n: u64) -> Option<u64> {
+pub(crate) fn pad(n: u64) -> Option<u64> {
     n.checked_next_multiple_of(GGUF_ALIGNMENT)
 }
 
@@ -129,7 +129,7 @@ pub(crate) fn plan_size(spec: &ModelSpec) -> Result<u64, Error> {
 }
 
 /// GGUF value type ids (`enum gguf_type`).
-mod gguf_type {
+pub(crate) mod gguf_type {
     pub(crate) const UINT32: u32 = 4;
     pub(crate) const INT32: u32 = 5;
     pub(crate) const FLOAT32: u32 = 6;
@@ -140,29 +140,29 @@ mod gguf_type {
 }
 
 /// Builds the key/value section.
-struct Meta {
-    buf: Vec<u8>,
-    count: u64,
+pub(crate) struct Meta {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) count: u64,
 }
 
 impl Meta {
-    fn put_str(buf: &mut Vec<u8>, s: &str) {
+    pub(crate) fn put_str(buf: &mut Vec<u8>, s: &str) {
         buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
         buf.extend_from_slice(s.as_bytes());
     }
 
-    fn key(&mut self, key: &str, ty: u32) {
+    pub(crate) fn key(&mut self, key: &str, ty: u32) {
         self.count += 1;
         Meta::put_str(&mut self.buf, key);
         self.buf.extend_from_slice(&ty.to_le_bytes());
     }
 
-    fn string(&mut self, key: &str, v: &str) {
+    pub(crate) fn string(&mut self, key: &str, v: &str) {
         self.key(key, gguf_type::STRING);
         Meta::put_str(&mut self.buf, v);
     }
 
-    fn u32(&mut self, key: &str, v: u32) {
+    pub(crate) fn u32(&mut self, key: &str, v: u32) {
         self.key(key, gguf_type::UINT32);
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
@@ -172,7 +172,7 @@ impl Meta {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
-    fn f32(&mut self, key: &str, v: f32) {
+    pub(crate) fn f32(&mut self, key: &str, v: f32) {
         self.key(key, gguf_type::FLOAT32);
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
@@ -182,7 +182,7 @@ impl Meta {
         self.buf.push(u8::from(v));
     }
 
-    fn array_header(&mut self, key: &str, elem: u32, n: usize) {
+    pub(crate) fn array_header(&mut self, key: &str, elem: u32, n: usize) {
         self.key(key, gguf_type::ARRAY);
         self.buf.extend_from_slice(&elem.to_le_bytes());
         self.buf.extend_from_slice(&(n as u64).to_le_bytes());
@@ -398,9 +398,9 @@ fn default_threads() -> usize {
 }
 
 /// Removes the temporary file on drop unless disarmed (error paths and panics alike).
-struct TempGuard {
-    path: PathBuf,
-    armed: bool,
+pub(crate) struct TempGuard {
+    pub(crate) path: PathBuf,
+    pub(crate) armed: bool,
 }
 
 impl Drop for TempGuard {
@@ -411,7 +411,7 @@ impl Drop for TempGuard {
     }
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+pub(crate) static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes the model described by `spec` to `path`, atomically.
 ///
