@@ -18,6 +18,7 @@
 //! | [`progress`] | the progress bar of model loads longer than a second |
 
 pub mod bisect;
+pub mod chat;
 pub mod cli;
 pub mod compare;
 pub mod config;

@@ -41,6 +41,9 @@ enum Command {
     Generate(llama_workbench::generate::GenerateArgs),
     /// Embeddings of input lines (standard input or -f), printed as JSON.
     Embed(llama_workbench::embed::EmbedArgs),
+    /// An interactive chat on standard input with the model's chat template, the history kept
+    /// in the KV cache (`/reset`, `/exit`; Ctrl-C stops an answer).
+    Chat(llama_workbench::chat::ChatArgs),
     /// Run a configuration's workloads and write a result record.
     Bench(BenchArgs),
     /// Compare result records: markdown table, change against the first, verdicts.
@@ -295,6 +298,11 @@ fn run(command: Command) -> Result<ExitCode> {
             let options = args.options()?;
             let backend = init_backend(&options.backend)?;
             llama_workbench::embed::run(&args, &options, backend)?;
+        }
+        Command::Chat(args) => {
+            let options = args.options()?;
+            let backend = init_backend(&options.backend)?;
+            return Ok(llama_workbench::chat::run(&args, &options, backend)?);
         }
         Command::Bench(args) => bench(args)?,
         Command::Compare { records, verdicts } => {
