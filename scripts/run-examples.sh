@@ -16,7 +16,7 @@ example() {
     local name=$1; shift
     echo "--- example $name"
     local out
-    out=$(cargo run -q ${PROFILE:-} -p llama-runner --example "$name" -- "$@" 2>&1) || {
+    out=$(cargo run -q ${PROFILE:-} -p llama-runner ${FEATURES:-} --example "$name" -- "$@" 2>&1) || {
         echo "$out"; echo "example $name failed"; exit 1;
     }
     printf '%s\n' "$out" | tail -n 6
@@ -28,7 +28,7 @@ example cancel "$MODEL" "$(printf 'a long prompt %.0s' $(seq 1 100))" 5
 for extra in json_schema chat parallel; do
     [ -f "llama-runner/examples/$extra.rs" ] || continue
     case $extra in
-        json_schema) example json_schema "$MODEL" ;;
+        json_schema) FEATURES="--features json-schema" example json_schema "$MODEL" ;;
         chat) printf 'hello\nhow are you?\n' | example chat "$MODEL" ;;
         parallel) example parallel "$MODEL" ;;
     esac
