@@ -92,7 +92,10 @@ pub fn run(args: &ChatArgs, options: &RunOptions, backend: &'static Backend) -> 
     let model: Model = crate::progress::load_model(backend, &path, &options.model)?;
     let template = args.template(&model)?;
     let mut sampler = Sampler::new(&model, &options.sampling)?;
-    let ctx = Context::new(&model, &options.context)?;
+    // Declared before the context: it borrows the adapters set on it.
+    let adapters = options.adapters.load(&model)?;
+    let mut ctx = Context::new(&model, &options.context)?;
+    adapters.apply(&mut ctx)?;
     let mut session = ChatSession::new(ctx, template);
     if let Some(system) = &args.system_prompt {
         session.push(ChatMessage::system(system.clone()));

@@ -34,6 +34,16 @@ pub fn run_plan(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<Reco
         option: "model (-m)".into(),
         reason: format!("configuration `{}` names no model", plan.name),
     })?;
+    if !plan.options.adapters.is_empty() {
+        return Err(Error::InvalidOption {
+            option: "--lora / --control-vector".into(),
+            reason: format!(
+                "configuration `{}`: the benchmark does not apply LoRA adapters or control vectors (generate and chat \
+                 do)",
+                plan.name
+            ),
+        });
+    }
     let backend = Backend::init(&plan.options.backend)?;
     let machine = Machine::current();
     let mut memory = vec![MemorySnapshot::take(backend, "before load")];

@@ -116,7 +116,10 @@ pub fn run(args: &GenerateArgs, options: &RunOptions, backend: &'static Backend)
     })?;
     let prompt_text = args.prompt()?;
     let model: Model = crate::progress::load_model(backend, &path, &options.model)?;
+    // Declared before the context: it borrows the adapters set on it.
+    let adapters = options.adapters.load(&model)?;
     let mut ctx = Context::new(&model, &options.context)?;
+    adapters.apply(&mut ctx)?;
     let mut sampler = Sampler::new(&model, &options.sampling)?;
     let prompt = model.tokenize(&prompt_text, true)?;
     let stop = StopConditions {

@@ -140,3 +140,50 @@ fn bad_input_is_an_error_naming_it() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// `--lora`, `--lora-scaled`, `--control-vector-scaled` and the layer range reach the context:
+/// a zero adapter and scale 0 change nothing, a random adapter and a strong control vector
+/// change the greedy tokens, and a file that is no adapter is an error naming it.
+#[test]
+fn adapter_flags_apply_to_generation() {
+    use tiny_gguf::{ControlVectorSpec, LoraSpec, ModelSpec, write_control_vector, write_lora};
+    let m = model();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("generate-cli-adapters");
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = ModelSpec::tiny_llama();
+    let targets = ["blk.0.attn_q.weight", "blk.1.ffn_down.weight", "output.weight"];
+    let zero = dir.join("zero.gguf");
+    write_lora(&LoraSpec::zeros(base.clone(), 4, &targets), &zero).unwrap();
+    let random = dir.join("random.gguf");
+    let mut strong = LoraSpec::random(base.clone(), 4, 9, &targets);
+    strong.alpha = 64.0;
+    write_lora(&strong, &random).unwrap();
+    let cvec = dir.join("cvec.gguf");
+    write_control_vector(&ControlVectorSpec::random(&base, 1..=1, 3, 5.0), &cvec).unwrap();
+
+    let run = |extra: &str| {
+        let flags = format!("-m {} -c 256 -t 2 --temp 0 --ignore-eos {extra}", m.display());
+        ids(&json(&["--flags", &flags, "-p", "hello world", "-n", "16"]), "tokens")
+    };
+    let plain = run("");
+    assert_eq!(run(&format!("--lora {}", zero.display())), plain, "a zero adapter changes nothing");
+    assert_eq!(run(&format!("--lora-scaled {}:0", random.display())), plain, "scale 0 changes nothing");
+    assert_ne!(run(&format!("--lora {}", random.display())), plain, "the adapter is applied");
+    assert_ne!(
+        run(&format!("--control-vector-scaled {}:4 --control-vector-layer-range 1 1", cvec.display())),
+        plain,
+        "the control vector is applied"
+    );
+
+    let flags = format!("-m {} -c 256 --lora {}", m.display(), m.display());
+    let out = exe().args(["generate", "--flags", &flags, "-p", "x", "-n", "2"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("adapter") && stderr.contains(&*m.to_string_lossy()), "{stderr}");
+    let flags =
+        format!("-m {} -c 256 --control-vector {} --control-vector-layer-range 1 9", m.display(), cvec.display());
+    let out = exe().args(["generate", "--flags", &flags, "-p", "x", "-n", "2"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("layer"), "{stderr}");
+}

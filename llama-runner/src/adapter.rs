@@ -877,3 +877,61 @@ fn load_one(path: &Path, strength: f32) -> Result<ControlVector> {
         .into()
     })
 }
+
+/// The adapters of an [`AdapterOptions`] (llama.cpp's `--lora`, `--control-vector`, ... flags),
+/// loaded for one model: apply them to each context of the run with [`apply`](Self::apply).
+/// Like the adapters it holds, it must be declared before the contexts it is applied to.
+#[derive(Debug)]
+pub struct LoadedAdapters<'m> {
+    loras: Vec<(LoraAdapter<'m>, f32)>,
+    control: Option<(ControlVector, Option<RangeInclusive<u32>>)>,
+}
+
+impl crate::options::AdapterOptions {
+    /// Loads the LoRA adapters and the (summed) control vector for `model`; the layer range
+    /// follows llama.cpp's common code (a start or end of 0 or less: layer 1, the last layer).
+    /// Errors as [`LoraAdapter::load`], [`ControlVector::load_scaled`], and a range the model
+    /// does not have.
+    pub fn load<'m>(&self, model: &'m Model) -> Result<LoadedAdapters<'m>> {
+        let loras =
+            self.loras.iter().map(|l| Ok((LoraAdapter::load(model, &l.path)?, l.scale))).collect::<Result<Vec<_>>>()?;
+        let control = if self.control_vectors.is_empty() {
+            None
+        } else {
+            let files: Vec<(&Path, f32)> = self.control_vectors.iter().map(|c| (c.path.as_path(), c.scale)).collect();
+            let vector = ControlVector::load_scaled(&files)?;
+            let n_layer = model.info().n_layer;
+            let range = self.control_vector_layers.map(|(start, end)| {
+                let start = u32::try_from(start).ok().filter(|&s| s > 0).unwrap_or(1);
+                let end = u32::try_from(end).ok().filter(|&e| e > 0).unwrap_or(n_layer);
+                start..=end
+            });
+            if let Some(r) = &range
+                && (r.is_empty() || *r.end() > n_layer)
+            {
+                return Err(AdapterError::LayerRange { start: *r.start(), end: *r.end(), n_layer }.into());
+            }
+            Some((vector, range))
+        };
+        Ok(LoadedAdapters { loras, control })
+    }
+}
+
+impl<'m> LoadedAdapters<'m> {
+    /// Whether nothing was loaded.
+    pub fn is_empty(&self) -> bool {
+        self.loras.is_empty() && self.control.is_none()
+    }
+
+    /// Sets the LoRA adapters (with their scales) and the control vector on `ctx`.
+    pub fn apply(&'m self, ctx: &mut Context<'m>) -> Result<()> {
+        if !self.loras.is_empty() {
+            let set: Vec<(&'m LoraAdapter<'m>, f32)> = self.loras.iter().map(|(a, s)| (a, *s)).collect();
+            ctx.set_loras(&set)?;
+        }
+        if let Some((vector, range)) = &self.control {
+            ctx.set_control_vector(vector, range.clone())?;
+        }
+        Ok(())
+    }
+}

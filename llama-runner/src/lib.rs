@@ -41,7 +41,7 @@ pub mod speculative;
 pub mod stream;
 pub mod validate;
 
-pub use adapter::{AdapterError, ControlVector, LoraAdapter};
+pub use adapter::{AdapterError, ControlVector, LoadedAdapters, LoraAdapter};
 pub use backend::{Backend, BackendOptions, Device, Numa};
 pub use batch::{Batch, BatchError, Outputs, Pos, SeqId};
 pub use chat::{ChatMessage, ChatSession, ChatTemplate, RenderOptions};
@@ -54,8 +54,8 @@ pub use knobs::EnvKnobs;
 pub use logging::Recorder;
 pub use model::{Model, ModelInfo, Token};
 pub use options::{
-    BufferTarget, CacheType, ContextOptions, CpuMask, DeviceKind, FlashAttn, GpuLayers, LoadMode, ModelOptions, Opt,
-    Priority, RunOptions, SplitMode, TensorOverride, TensorSplit, ThreadPlacement,
+    AdapterOptions, BufferTarget, CacheType, ContextOptions, CpuMask, DeviceKind, FlashAttn, GpuLayers, LoadMode,
+    ModelOptions, Opt, Priority, RunOptions, ScaledPath, SplitMode, TensorOverride, TensorSplit, ThreadPlacement,
 };
 pub use sampling::{LogitBias, Mirostat, Sampler, SamplerType, SamplingBuilder, SamplingOptions};
 pub use stream::{Event, StopConditions, StopReason, Stream};

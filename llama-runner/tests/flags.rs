@@ -8,7 +8,7 @@ use llama_runner::options::{
 };
 use llama_runner::{
     BufferTarget, CacheType, CpuMask, Error, FlashAttn, GpuLayers, LoadMode, Priority, RunOptions, SamplerType,
-    SplitMode, TensorOverride,
+    ScaledPath, SplitMode, TensorOverride,
 };
 
 /// Flag strings used in this file: each must survive parse → render → parse.
@@ -22,6 +22,7 @@ const SAMPLES: &[&str] = &[
     "-C 0x0f -C 0xf0 -Cr 8-9 --cpu-strict 1 --prio 2 --poll 0 -t 4",
     "-ts 3,,1/2 -sm row -mg 1 -dev CUDA0,CUDA1 --numa isolate",
     "-dev none -ngl auto -np 4 -b 4096 -ub 1024 -tb 8",
+    "--lora a.gguf,b.gguf --lora-scaled c.gguf:0.5 --control-vector-scaled '\"x,y.gguf\":2' --control-vector-layer-range 2 5",
     "-c 32k -t 16.5",
     "--host 0.0.0.0 --port 8080 --jinja -a my-model -fit off",
     "-c 4096 --temp 0.5 --top-k 5 -t 2 --ignore-eos -s 42 --samplers 'top_k;temperature' --mirostat 2",
@@ -379,7 +380,46 @@ fn random_options(rng: &mut Rng, i: usize) -> RunOptions {
     s.top_p = rng.pick(&[s.top_p, 0.5, 1.0]);
     s.ignore_eos = rng.flip();
     s.samplers = rng.pick(&[s.samplers.clone(), vec![SamplerType::TopK, SamplerType::Temperature], vec![]]);
+    let a = &mut o.adapters;
+    let scaled = |p: &str, scale: f32| ScaledPath { path: p.into(), scale };
+    a.loras =
+        rng.pick(&[vec![], vec![scaled("l.gguf", 1.0)], vec![scaled("a,b.gguf", 0.25), scaled("\"q\".gguf", -1.5)]]);
+    a.control_vectors = rng.pick(&[vec![], vec![scaled("cv.gguf", 2.0), scaled("cv2.gguf", 1.0)]]);
+    a.control_vector_layers = rng.pick(&[None, Some((1, 3)), Some((-1, 0))]);
     o
+}
+
+#[test]
+fn lora_and_control_vector_flags() {
+    let o = o("--lora a.gguf,b.gguf --lora-scaled c.gguf:0.5,d.gguf:2 --lora e.gguf --control-vector v.gguf \
+               --control-vector-scaled '\"w,1.gguf\":-0.5' --control-vector-layer-range 2 5");
+    let scaled = |p: &str, scale: f32| ScaledPath { path: p.into(), scale };
+    assert_eq!(
+        o.adapters.loras,
+        [
+            scaled("a.gguf", 1.0),
+            scaled("b.gguf", 1.0),
+            scaled("c.gguf", 0.5),
+            scaled("d.gguf", 2.0),
+            scaled("e.gguf", 1.0)
+        ]
+    );
+    assert_eq!(o.adapters.control_vectors, [scaled("v.gguf", 1.0), scaled("w,1.gguf", -0.5)]);
+    assert_eq!(o.adapters.control_vector_layers, Some((2, 5)));
+    let bench = flags::render(&o, Dialect::Bench);
+    assert!(bench.omitted.iter().any(|w| w.contains("LoRA")), "{:?}", bench.omitted);
+    assert_warned("--lora-scaled a.gguf:0.5x", "read as 0.5");
+    for (flags, flag) in [
+        ("--lora-scaled a.gguf", "--lora-scaled"),
+        ("--lora-scaled a:b:0.5", "--lora-scaled"),
+        ("--lora-scaled a.gguf:x", "--lora-scaled"),
+        ("--control-vector-scaled v.gguf", "--control-vector-scaled"),
+        ("--lora a.gguf,,b.gguf", "--lora"),
+        ("--control-vector-layer-range 1", "--control-vector-layer-range"),
+        ("--control-vector-layer-range 1 x", "--control-vector-layer-range"),
+    ] {
+        flag_error(flags, flag, None);
+    }
 }
 
 #[test]

@@ -9,7 +9,8 @@ use crate::backend::Numa;
 use crate::error::Result;
 use crate::options::{
     BufferTarget, CacheType, CpuMask, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, MAX_CPUS, NamedOption, Pooling,
-    Priority, RunOptions, SplitMode, TensorOverride, layer_experts_regex, max_devices, max_tensor_overrides,
+    Priority, RunOptions, ScaledPath, SplitMode, TensorOverride, layer_experts_regex, max_devices,
+    max_tensor_overrides,
 };
 
 pub(super) enum OverrideEvent {
@@ -75,6 +76,8 @@ impl State {
     pub(super) fn note_repeat(&mut self, item: &Item) {
         let group = match item.spec.opt {
             Opt::Mlock | Opt::Mmap | Opt::DirectIo | Opt::LoadMode | Opt::ServerOnly | Opt::Fit => return,
+            // Each adds to a list, as in llama.cpp.
+            Opt::Lora | Opt::LoraScaled | Opt::ControlVector | Opt::ControlVectorScaled => return,
             Opt::CpuRange => Opt::CpuMask,
             o => o,
         };
@@ -338,6 +341,47 @@ impl State {
                     .ok_or_else(|| bad(FlagReason::NotOneOf { accepted: Pooling::FLAG_NAMES, note: None }))?;
             }
             Opt::Embeddings => self.o.context.embeddings = true,
+            Opt::Lora | Opt::ControlVector | Opt::LoraScaled | Opt::ControlVectorScaled => {
+                let scaled = matches!(item.spec.opt, Opt::LoraScaled | Opt::ControlVectorScaled);
+                let mut list = Vec::new();
+                for field in csv_row(v) {
+                    let (path, scale) = if scaled {
+                        let parts: Vec<&str> = field.split(':').collect();
+                        let [path, scale] = parts[..] else {
+                            return Err(bad(FlagReason::Other(format!(
+                                "`{field}` is not FNAME:SCALE (exactly one `:`, as llama.cpp splits at every `:`)"
+                            ))));
+                        };
+                        let n = stof(flag, scale)?;
+                        if !n.exact {
+                            self.warn(format!(
+                                "`{flag} {field}`: the scale is read as {} (std::stof stops at the first character \
+                                 that is not part of a number)",
+                                n.value
+                            ));
+                        }
+                        (path.to_string(), n.value)
+                    } else {
+                        (field, 1.0)
+                    };
+                    if path.is_empty() {
+                        return Err(bad(FlagReason::EmptyPath));
+                    }
+                    list.push(ScaledPath { path: path.into(), scale });
+                }
+                let a = &mut self.o.adapters;
+                let target = if matches!(item.spec.opt, Opt::Lora | Opt::LoraScaled) {
+                    &mut a.loras
+                } else {
+                    &mut a.control_vectors
+                };
+                target.extend(list);
+            }
+            Opt::ControlVectorLayerRange => {
+                let start = stoi(flag, v)?.value;
+                let end = stoi(flag, item.value2.as_deref().unwrap_or_default())?.value;
+                self.o.adapters.control_vector_layers = Some((start, end));
+            }
             Opt::Rerank => {
                 self.o.context.embeddings = true;
                 self.o.context.pooling = Pooling::Rank;
@@ -548,4 +592,29 @@ pub(super) fn parse_cpu_range(flag: &str, v: &str) -> Result<CpuMask> {
     let (lo, hi) = (bound(lo, 0)?, bound(hi, MAX_CPUS as u64 - 1)?);
     // Both bounds are below MAX_CPUS here.
     Ok(CpuMask::range(lo as usize, hi as usize))
+}
+
+/// llama.cpp's `parse_csv_row` (`common/arg.cpp`): fields split at commas; a field that starts
+/// with `"` is quoted (commas inside kept, `""` an escaped quote); a quote elsewhere is literal;
+/// empty fields are kept.
+pub(super) fn csv_row(input: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut in_quotes = false;
+    let mut chars = input.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if !in_quotes && field.is_empty() => in_quotes = true,
+            '"' if !in_quotes => field.push('"'),
+            '"' if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' => in_quotes = false,
+            ',' if !in_quotes => fields.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
 }

@@ -46,6 +46,11 @@ pub(super) enum Opt {
     Pooling,
     Embeddings,
     Rerank,
+    Lora,
+    LoraScaled,
+    ControlVector,
+    ControlVectorScaled,
+    ControlVectorLayerRange,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +61,8 @@ pub(super) enum Arity {
     Toggle,
     /// One value (`handler_int` / `handler_string`).
     Value,
+    /// Two values (`handler_str_str`).
+    Pair,
 }
 
 pub(super) struct Spec {
@@ -79,7 +86,7 @@ pub(super) const fn toggle(
     Spec { opt, names, negs, arity: Arity::Toggle, env }
 }
 
-use Arity::{Switch, Value};
+use Arity::{Pair, Switch, Value};
 
 /// In arg.cpp's definition order, which is the order llama.cpp applies environment variables in.
 pub(super) const SPECS: &[Spec] = &[
@@ -119,6 +126,11 @@ pub(super) const SPECS: &[Spec] = &[
     spec(Opt::MainGpu, &["-mg", "--main-gpu"], Value, Some("LLAMA_ARG_MAIN_GPU")),
     spec(Opt::Fit, &["-fit", "--fit"], Value, Some("LLAMA_ARG_FIT")),
     toggle(Opt::OpOffload, &["--op-offload"], &["--no-op-offload"], None),
+    spec(Opt::Lora, &["--lora"], Value, None),
+    spec(Opt::LoraScaled, &["--lora-scaled"], Value, None),
+    spec(Opt::ControlVector, &["--control-vector"], Value, None),
+    spec(Opt::ControlVectorScaled, &["--control-vector-scaled"], Value, None),
+    spec(Opt::ControlVectorLayerRange, &["--control-vector-layer-range"], Pair, None),
     spec(Opt::ServerOnly, &["-a", "--alias"], Value, Some("LLAMA_ARG_ALIAS")),
     spec(Opt::Model, &["-m", "--model"], Value, Some("LLAMA_ARG_MODEL")),
     spec(Opt::ServerOnly, &["--host"], Value, Some("LLAMA_ARG_HOST")),
@@ -159,6 +171,8 @@ pub(super) struct Item {
     pub(super) label: String,
     pub(super) positive: bool,
     pub(super) value: Option<String>,
+    /// The second value of a [`Arity::Pair`] flag.
+    pub(super) value2: Option<String>,
     pub(super) from_env: bool,
 }
 
@@ -199,21 +213,20 @@ pub(super) fn arg_items<S: AsRef<str>>(args: &[S], sampling: &mut Vec<String>) -
             }
             return Err(flag_error(raw, None, FlagReason::UnknownFlag));
         };
-        let value = if spec.arity == Arity::Value {
+        let mut next = || {
             i += 1;
             match args.get(i) {
-                Some(v) => Some(v.as_ref().to_string()),
-                None => return Err(flag_error(raw, None, FlagReason::MissingValue)),
+                Some(v) if v.as_ref().contains('\0') => Err(flag_error(raw, None, FlagReason::NulByte)),
+                Some(v) => Ok(v.as_ref().to_string()),
+                None => Err(flag_error(raw, None, FlagReason::MissingValue)),
             }
-        } else {
-            None
         };
-        if let Some(v) = &value
-            && v.contains('\0')
-        {
-            return Err(flag_error(raw, None, FlagReason::NulByte));
-        }
-        items.push(Item { spec, label: raw.to_string(), positive, value, from_env: false });
+        let (value, value2) = match spec.arity {
+            Arity::Value => (Some(next()?), None),
+            Arity::Pair => (Some(next()?), Some(next()?)),
+            Arity::Switch | Arity::Toggle => (None, None),
+        };
+        items.push(Item { spec, label: raw.to_string(), positive, value, value2, from_env: false });
         i += 1;
     }
     Ok(items)
@@ -248,7 +261,7 @@ pub(super) fn env_items(env: &[(String, String)], warnings: &mut Vec<String>) ->
                              variable is set"
                         ));
                     }
-                    items.push(Item { spec, label: neg, positive: false, value: None, from_env: true });
+                    items.push(Item { spec, label: neg, positive: false, value: None, value2: None, from_env: true });
                 } else if let Some(v) = get(var) {
                     let positive = if truthy(v) {
                         true
@@ -257,13 +270,27 @@ pub(super) fn env_items(env: &[(String, String)], warnings: &mut Vec<String>) ->
                     } else {
                         return Err(flag_error(var, Some(v), FlagReason::NotABoolean));
                     };
-                    items.push(Item { spec, label: var.to_string(), positive, value: None, from_env: true });
+                    items.push(Item {
+                        spec,
+                        label: var.to_string(),
+                        positive,
+                        value: None,
+                        value2: None,
+                        from_env: true,
+                    });
                 }
             }
             Arity::Switch => {
                 if let Some(v) = get(var) {
                     if truthy(v) {
-                        items.push(Item { spec, label: var.to_string(), positive: true, value: None, from_env: true });
+                        items.push(Item {
+                            spec,
+                            label: var.to_string(),
+                            positive: true,
+                            value: None,
+                            value2: None,
+                            from_env: true,
+                        });
                     } else if !falsey(v) {
                         warnings.push(format!(
                             "{var}={v} does nothing: llama.cpp applies a switch variable only for 1, true, on or \
@@ -279,10 +306,13 @@ pub(super) fn env_items(env: &[(String, String)], warnings: &mut Vec<String>) ->
                         label: var.to_string(),
                         positive: true,
                         value: Some(v.to_string()),
+                        value2: None,
                         from_env: true,
                     });
                 }
             }
+            // No two-value flag has a variable.
+            Arity::Pair => {}
         }
     }
     Ok(items)

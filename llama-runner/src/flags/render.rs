@@ -16,6 +16,7 @@ pub fn render(options: &RunOptions, dialect: Dialect) -> Rendered {
     if options.backend.numa != Numa::Disabled {
         out.pair("--numa", options.backend.numa.name());
     }
+    out.adapters(&options.adapters);
     let sampling = crate::sampling::render_flags(&options.sampling);
     match dialect {
         Dialect::Server => out.r.args.extend(sampling),
@@ -61,6 +62,45 @@ impl Out {
         }
         self.r.args.push(f.to_string());
         self.r.args.push(v);
+    }
+
+    /// `--lora`/`--lora-scaled`, `--control-vector`/`--control-vector-scaled` and the layer
+    /// range; llama-bench has none of them.
+    pub(super) fn adapters(&mut self, a: &crate::options::AdapterOptions) {
+        if self.dialect == Dialect::Bench {
+            if !a.is_empty() || a.control_vector_layers.is_some() {
+                self.omit("LoRA adapters and control vectors: llama-bench has no flags for them".into());
+            }
+            return;
+        }
+        for (list, plain, scaled) in
+            [(&a.loras, "--lora", "--lora-scaled"), (&a.control_vectors, "--control-vector", "--control-vector-scaled")]
+        {
+            for sp in list {
+                let Some(path) = sp.path.to_str() else {
+                    self.omit(format!("{plain} {}: the path is not UTF-8", sp.path.display()));
+                    continue;
+                };
+                // A path is one CSV field: quoted when it holds a comma or starts with a quote.
+                let field = if path.contains(',') || path.starts_with('"') {
+                    format!("\"{}\"", path.replace('"', "\"\""))
+                } else {
+                    path.to_string()
+                };
+                if sp.scale == 1.0 {
+                    self.pair(plain, field);
+                } else if path.contains(':') {
+                    self.omit(format!("{scaled} {path}: llama.cpp splits FNAME:SCALE at every `:`"));
+                } else if !sp.scale.is_finite() {
+                    self.omit(format!("{scaled} {path}: the scale {} cannot be written", sp.scale));
+                } else {
+                    self.pair(scaled, format!("{field}:{}", sp.scale));
+                }
+            }
+        }
+        if let Some((start, end)) = a.control_vector_layers {
+            self.r.args.extend(["--control-vector-layer-range".to_string(), start.to_string(), end.to_string()]);
+        }
     }
 
     /// A number llama.cpp reads with std::stoi.

@@ -291,4 +291,43 @@ pub struct RunOptions {
     /// defaults unless flags or a configuration say otherwise. Measuring (the workbench's bench)
     /// decodes greedily as llama-bench does and does not use it.
     pub sampling: crate::sampling::SamplingOptions,
+    /// LoRA adapters and control vectors for the run's contexts (`--lora`, `--lora-scaled`,
+    /// `--control-vector`, ...): paths and scales, loaded with
+    /// [`AdapterOptions::load`](crate::adapter::AdapterOptions::load).
+    pub adapters: AdapterOptions,
+}
+
+/// A file with a scale: a LoRA adapter (`--lora-scaled FILE:SCALE`) or a control vector
+/// (`--control-vector-scaled FILE:SCALE`).
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct ScaledPath {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Its scale (1 for `--lora FILE` / `--control-vector FILE`).
+    pub scale: f32,
+}
+
+/// LoRA adapters and control vectors, as llama.cpp's flags give them.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct AdapterOptions {
+    /// LoRA adapters with their scales, in order (`--lora`, `--lora-scaled`).
+    pub loras: Vec<ScaledPath>,
+    /// Control vectors with their strengths, summed (`--control-vector`,
+    /// `--control-vector-scaled`).
+    pub control_vectors: Vec<ScaledPath>,
+    /// The layers the control vectors apply to, first and last inclusive
+    /// (`--control-vector-layer-range START END`); as in llama.cpp, a value of 0 or less means
+    /// the default (layer 1, the last layer). `None`: every layer.
+    pub control_vector_layers: Option<(i32, i32)>,
+}
+
+impl AdapterOptions {
+    /// Whether there is nothing to apply.
+    pub fn is_empty(&self) -> bool {
+        self.loras.is_empty() && self.control_vectors.is_empty()
+    }
 }
