@@ -91,7 +91,8 @@ pub fn run(args: &ChatArgs, options: &RunOptions, backend: &'static Backend) -> 
     })?;
     let model: Model = crate::progress::load_model(backend, &path, &options.model)?;
     let template = args.template(&model)?;
-    let mut sampler = Sampler::new(&model, &options.sampling)?;
+    let sampling = crate::generate::model_sampling(&model, &args.flags)?;
+    let mut sampler = Sampler::new(&model, &sampling)?;
     // Declared before the context: it borrows the adapters set on it.
     let adapters = options.adapters.load(&model)?;
     let mut ctx = Context::new(&model, &options.context)?;

@@ -60,6 +60,13 @@ pub fn run_options(flags_text: &str, model: Option<&PathBuf>) -> Result<RunOptio
     Ok(options)
 }
 
+/// The sampling options of `flags_text` for `model`, as llama.cpp's tools choose them:
+/// llama.cpp's defaults, then the model's `general.sampling.*` values, then the sampling flags.
+pub fn model_sampling(model: &Model, flags_text: &str) -> Result<llama_runner::SamplingOptions> {
+    let parsed = flags::parse_quietly::<String>(&[], &flags::split(flags_text)?)?;
+    Ok(llama_runner::SamplingOptions::for_model(model, &parsed.sampling_flags)?)
+}
+
 /// What `generate --json` prints.
 #[derive(Debug, Serialize)]
 pub struct GenerateReport {
@@ -120,7 +127,8 @@ pub fn run(args: &GenerateArgs, options: &RunOptions, backend: &'static Backend)
     let adapters = options.adapters.load(&model)?;
     let mut ctx = Context::new(&model, &options.context)?;
     adapters.apply(&mut ctx)?;
-    let mut sampler = Sampler::new(&model, &options.sampling)?;
+    let sampling = crate::generate::model_sampling(&model, &args.flags)?;
+    let mut sampler = Sampler::new(&model, &sampling)?;
     let prompt = model.tokenize(&prompt_text, true)?;
     let stop = StopConditions {
         max_tokens: usize::try_from(args.n_predict).unwrap_or(usize::MAX),

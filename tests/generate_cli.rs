@@ -187,3 +187,33 @@ fn adapter_flags_apply_to_generation() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("layer"), "{stderr}");
 }
+
+/// A model's `general.sampling.*` keys choose the chain where the flags say nothing, as in
+/// llama.cpp's tools; flags win.
+#[test]
+fn model_sampling_defaults_fill_what_the_flags_leave() {
+    use tiny_gguf::{ExtraValue, ModelSpec};
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("generate-cli-models");
+    let spec = ModelSpec {
+        extra_metadata: vec![
+            ("general.sampling.sequence".into(), ExtraValue::String("top_k;temperature".into())),
+            ("general.sampling.top_k".into(), ExtraValue::I32(1)),
+        ],
+        ..ModelSpec::tiny_llama()
+    };
+    let m = tiny_gguf::cached(&spec, &dir).unwrap();
+    let names = |extra: &str| {
+        let flags = format!("-m {} -c 256 -s 3 {extra}", m.display());
+        let v = json(&["--flags", &flags, "-p", "hi", "-n", "4"]);
+        let names: Vec<String> =
+            v["samplers"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        (names, ids(&v, "tokens"))
+    };
+    let (from_model, tokens) = names("");
+    assert_eq!(from_model, ["top-k", "temp-ext", "dist"]);
+    // top-k 1 from the model: the greedy tokens.
+    let (_, greedy) = names("--temp 0");
+    assert_eq!(tokens, greedy);
+    let (from_flags, _) = names("--samplers min_p");
+    assert_eq!(from_flags, ["min-p", "dist"]);
+}

@@ -292,6 +292,17 @@ pub enum Error {
     /// sees the file.
     #[error("adapter: {0}")]
     Adapter(crate::adapter::AdapterError),
+    /// A `general.sampling.*` value of the model file that cannot be used
+    /// ([`Model::sampling_defaults`](crate::Model::sampling_defaults)).
+    #[error("the model's {key} = {value:?}: {problem}")]
+    ModelSamplingDefault {
+        /// The metadata key.
+        key: String,
+        /// Its value, as text.
+        value: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 impl From<&llama_sys::LibraryMismatch> for Error {

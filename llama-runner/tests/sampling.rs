@@ -224,6 +224,8 @@ struct Env {
 type Test = (&'static str, Needs, fn(Env));
 
 const TESTS: &[Test] = &[
+    ("model_sampling_defaults_as_llama_cpp", Needs::Common, model_sampling_defaults_as_llama_cpp),
+    ("model_sampling_defaults_errors", Needs::Nothing, model_sampling_defaults_errors),
     ("defaults_equal_common_params_sampling", Needs::Common, defaults_equal_common_params_sampling),
     ("flags_parse_as_llama_cpp_parses_them", Needs::Common, flags_parse_as_llama_cpp_parses_them),
     ("flag_errors_name_the_flag", Needs::Nothing, flag_errors_name_the_flag),
@@ -265,6 +267,83 @@ fn main() {
 
 fn tiny() -> PathBuf {
     common::model(&ModelSpec::tiny_llama())
+}
+
+/// A generated model carrying `general.sampling.*` keys (typed as real models write them, plus
+/// a string-typed one and one without a leading number, which llama.cpp ignores).
+fn sampling_model(extra: Vec<(String, tiny_gguf::ExtraValue)>) -> PathBuf {
+    common::model(&ModelSpec { extra_metadata: extra, ..ModelSpec::tiny_llama() })
+}
+
+fn sampling_keys() -> Vec<(String, tiny_gguf::ExtraValue)> {
+    use tiny_gguf::ExtraValue as V;
+    [
+        ("sequence", V::String("top_k;top-p;temp".into())),
+        ("top_k", V::I32(7)),
+        ("top_p", V::f32(0.8)),
+        ("min_p", V::String(" 0.25 nucleus".into())),
+        ("temp", V::f32(1.5)),
+        ("penalty_last_n", V::I32(32)),
+        ("penalty_repeat", V::f32(1.1)),
+        ("mirostat", V::I32(2)),
+        ("mirostat_tau", V::f32(4.0)),
+        ("xtc_threshold", V::String("none".into())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("general.sampling.{k}"), v))
+    .collect()
+}
+
+/// The model's sampling defaults fill what the flags leave unset, as llama.cpp's
+/// common_init_from_params does: compared with llama.cpp's own result for several flag sets.
+fn model_sampling_defaults_as_llama_cpp(_: Env) {
+    let path = sampling_model(sampling_keys());
+    let model = Model::load(Backend::get().unwrap(), &path, &ModelOptions::default()).unwrap();
+    let d = model.sampling_defaults().unwrap();
+    assert_eq!(d.samplers, Some(vec![SamplerType::TopK, SamplerType::TopP, SamplerType::Temperature]));
+    assert_eq!((d.top_k, d.top_p, d.min_p, d.temp), (Some(7), Some(0.8), Some(0.25), Some(1.5)));
+    assert_eq!((d.penalty_last_n, d.mirostat, d.xtc_threshold), (Some(32), Some(Mirostat::V2), None));
+    for flags in [
+        &[][..],
+        &["--top-k", "3", "--temp", "0.2"][..],
+        &["--samplers", "min_p;temperature", "--mirostat", "0", "--min-p", "0.5"][..],
+        &["-s", "9", "--repeat-penalty", "1.3", "--top-p", "1"][..],
+    ] {
+        let ours = SamplingOptions::for_model(&model, flags).unwrap();
+        let mut args = vec!["dump-model", path.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let out = run_reference(&args);
+        assert!(out.status.success(), "{flags:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let dump: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(ours, options_from_dump(&dump), "{flags:?}");
+    }
+    // A model without the keys: llama.cpp's defaults.
+    let plain = Model::load(Backend::get().unwrap(), tiny(), &ModelOptions::default()).unwrap();
+    assert!(plain.sampling_defaults().unwrap().is_empty());
+    assert_eq!(
+        SamplingOptions::for_model(&plain, &["--top-k", "5"]).unwrap(),
+        sampling::parse_flags(&["--top-k", "5"]).unwrap()
+    );
+}
+
+/// Values llama.cpp would abort on or drop without a word are errors naming the key.
+fn model_sampling_defaults_errors(_: Env) {
+    use tiny_gguf::ExtraValue as V;
+    for (key, value, needle) in [
+        ("general.sampling.mirostat", V::I32(3), "mirostat"),
+        ("general.sampling.sequence", V::String("top_k;warp_speed".into()), "warp_speed"),
+    ] {
+        let model =
+            Model::load(Backend::get().unwrap(), sampling_model(vec![(key.into(), value)]), &ModelOptions::default())
+                .unwrap();
+        let e = model.sampling_defaults().unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(needle), "{e}");
+        assert!(SamplingOptions::for_model(&model, &[] as &[&str]).is_err());
+    }
 }
 
 fn defaults_equal_common_params_sampling(_: Env) {

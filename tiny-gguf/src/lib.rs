@@ -54,7 +54,7 @@ pub use adapter::{
 };
 pub use quant::{f32_to_f16_bits, quantize_q4_0, quantize_q8_0};
 pub use reader::{GgufHeader, MetaValue, TensorInfo, read_header};
-pub use spec::{Arch, MAX_EXPERTS, MAX_LAYERS, ModelSpec, N_VOCAB, PRESETS, QK, WeightType};
+pub use spec::{Arch, ExtraValue, MAX_EXPERTS, MAX_LAYERS, ModelSpec, N_VOCAB, PRESETS, QK, WeightType};
 pub use writer::{WEIGHT_STD, cached, write_gguf};
 
 /// The GGUF magic bytes.

@@ -205,6 +205,29 @@ pub struct ModelSpec {
     /// models carry); `None` writes none. A template changes the file name
     /// ([`ModelSpec::file_stem`] ends with `-t` and a hash of the text).
     pub chat_template: Option<String>,
+    /// More metadata keys written after the others, in order (e.g. `general.sampling.top_k`,
+    /// the sampling defaults llama.cpp's tools take from a model). Extra keys change the file
+    /// name ([`ModelSpec::file_stem`] ends with `-m` and a hash of them).
+    pub extra_metadata: Vec<(String, ExtraValue)>,
+}
+
+/// The value of an [`ModelSpec::extra_metadata`] key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ExtraValue {
+    /// A string (`GGUF_TYPE_STRING`).
+    String(String),
+    /// A 32-bit signed integer (`GGUF_TYPE_INT32`).
+    I32(i32),
+    /// A 32-bit float (`GGUF_TYPE_FLOAT32`), by its bits so that specs stay `Eq` and `Hash`:
+    /// build it with [`ExtraValue::f32`].
+    F32Bits(u32),
+}
+
+impl ExtraValue {
+    /// A float value.
+    pub fn f32(v: f32) -> Self {
+        ExtraValue::F32Bits(v.to_bits())
+    }
 }
 
 /// The names of the presets ([`ModelSpec::preset`]), as the `tiny-gguf --preset` option and
@@ -243,6 +266,7 @@ impl ModelSpec {
             sliding_window: 0,
             sliding_window_pattern: 0,
             chat_template: None,
+            extra_metadata: Vec::new(),
         }
     }
 
@@ -293,6 +317,7 @@ impl ModelSpec {
             sliding_window: 0,
             sliding_window_pattern: 0,
             chat_template: None,
+            extra_metadata: Vec::new(),
         }
     }
 
@@ -408,7 +433,8 @@ impl ModelSpec {
     /// Layout: `<arch>-<type>-e<n_embd>-l<n_layer>-h<n_head>-kv<n_head_kv>-<ffn>-c<context>-s<seed>`
     /// where `<ffn>` is `f<n_ff>` for `llama`, `x<n_expert>u<n_expert_used>-f<n_ff_exp>` for
     /// `qwen3moe` and `f<n_ff>-w<sliding_window>p<pattern>` for `gemma3`; a chat template adds
-    /// `-t<16 hex digits>`, the FNV-1a hash of its text (stable across platforms and versions).
+    /// `-t<16 hex digits>`, the FNV-1a hash of its text (stable across platforms and versions),
+    /// and extra metadata `-m<16 hex digits>`.
     pub fn file_stem(&self) -> String {
         let ffn = match self.arch {
             Arch::Llama => format!("f{}", self.n_ff),
@@ -417,8 +443,14 @@ impl ModelSpec {
         };
         let template =
             self.chat_template.as_deref().map_or(String::new(), |t| format!("-t{:016x}", fnv1a(t.as_bytes())));
+        // Debug output of strings, integers and bits: stable for a given list.
+        let extra = if self.extra_metadata.is_empty() {
+            String::new()
+        } else {
+            format!("-m{:016x}", fnv1a(format!("{:?}", self.extra_metadata).as_bytes()))
+        };
         format!(
-            "{}-{}-e{}-l{}-h{}-kv{}-{}-c{}-s{}{}",
+            "{}-{}-e{}-l{}-h{}-kv{}-{}-c{}-s{}{}{}",
             self.arch,
             self.weight_type,
             self.n_embd,
@@ -428,7 +460,8 @@ impl ModelSpec {
             ffn,
             self.context_length,
             self.seed,
-            template
+            template,
+            extra
         )
     }
 

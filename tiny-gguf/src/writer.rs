@@ -279,6 +279,16 @@ fn encode_metadata(spec: &ModelSpec) -> Meta {
     if let Some(template) = &spec.chat_template {
         m.string("tokenizer.chat_template", template);
     }
+    for (key, value) in &spec.extra_metadata {
+        match value {
+            crate::ExtraValue::String(v) => m.string(key, v),
+            crate::ExtraValue::I32(v) => {
+                m.key(key, gguf_type::INT32);
+                m.buf.extend_from_slice(&v.to_le_bytes());
+            }
+            crate::ExtraValue::F32Bits(bits) => m.f32(key, f32::from_bits(*bits)),
+        }
+    }
     m
 }
 

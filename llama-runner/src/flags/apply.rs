@@ -455,7 +455,7 @@ impl State {
                  by PR #27026 after b10200); this runner applies them through a ggml threadpool, as llama-bench does"
             ));
         }
-        Ok(Parsed { options: self.o, warnings: self.warnings })
+        Ok(Parsed { options: self.o, warnings: self.warnings, sampling_flags: Vec::new() })
     }
 
     /// Turns the positional `-ot`/`-cmoe`/`-ncmoe` events into typed options with the same

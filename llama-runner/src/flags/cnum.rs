@@ -6,9 +6,9 @@ use super::{CParser, FlagReason};
 use crate::error::Result;
 
 /// A number read from the start of a value, and whether the whole value was used.
-pub(super) struct CNum<T> {
-    pub(super) value: T,
-    pub(super) exact: bool,
+pub(crate) struct CNum<T> {
+    pub(crate) value: T,
+    pub(crate) exact: bool,
 }
 
 pub(crate) fn skip_c_space(s: &str) -> &str {
@@ -67,7 +67,7 @@ pub(super) fn stoul(flag: &str, v: &str) -> Result<CNum<u64>> {
 }
 
 /// `std::stof` for decimal numbers, `inf` and `nan`; hexadecimal floats are refused.
-pub(super) fn stof(flag: &str, v: &str) -> Result<CNum<f32>> {
+pub(crate) fn stof(flag: &str, v: &str) -> Result<CNum<f32>> {
     let s = skip_c_space(v);
     let (sign, body) = match s.as_bytes().first() {
         Some(b'-') => (-1.0f32, &s[1..]),

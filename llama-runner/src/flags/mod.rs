@@ -136,6 +136,10 @@ pub struct Parsed {
     pub options: RunOptions,
     /// One sentence per trap or ignored flag (each also logged with `log::warn!`).
     pub warnings: Vec<String>,
+    /// The sampling flags among the flags, with their values, in order (`["--temp", "0.7"]`):
+    /// what [`SamplingOptions::for_model`](crate::SamplingOptions::for_model) applies over a
+    /// model's own sampling defaults, as llama.cpp's tools do.
+    pub sampling_flags: Vec<String>,
 }
 
 /// Which tool's spelling [`render`] writes.
@@ -222,6 +226,7 @@ pub fn parse_quietly<S: AsRef<str>>(env: &[(String, String)], args: &[S]) -> Res
     }
     let mut parsed = state.finish()?;
     crate::sampling::parse_flags_onto(&mut parsed.options.sampling, &sampling)?;
+    parsed.sampling_flags = sampling;
     Ok(parsed)
 }
 

@@ -34,11 +34,13 @@
 //! their state from it), so the caller must not accept it again.
 
 mod chain;
+mod defaults;
 mod flags;
 mod grammar;
 mod json_schema;
 
 pub use chain::{Sampler, generate};
+pub use defaults::SamplingDefaults;
 pub use flags::{SAMPLING_FLAGS, is_sampling_flag, parse_flags, parse_flags_onto, render_flags};
 pub use grammar::{
     CheckedGbnf, Grammar, GrammarTrigger, MAX_GROUP_NESTING, MAX_PATTERN_TRIGGER_TEXT, MAX_REPETITIONS, MAX_RULE_CHAIN,

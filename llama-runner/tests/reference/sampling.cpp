@@ -8,6 +8,8 @@
 // lines, the chain's sampler names and the generated ids.
 //
 // usage: sampling dump MODEL [llama.cpp sampling flags...]
+//        sampling dump-model MODEL [llama.cpp sampling flags...]   (after common_init_from_params,
+//            which fills what the flags leave unset from the model's general.sampling.* keys)
 //        sampling run MODEL N_PREDICT N_CTX ACCEPT_PROMPT PROMPT [llama.cpp sampling flags...]
 //
 // ACCEPT_PROMPT 1 accepts the prompt tokens into the sampler first (common_sampler_accept with
@@ -104,6 +106,23 @@ int main(int argc, char ** argv) {
         if (!parse(argv[0], argv[2], argc - 3, argv + 3, params)) {
             std::fprintf(stderr, "common_params_parse rejected the flags\n");
             return 2;
+        }
+        dump(params.sampling);
+        return 0;
+    }
+    if (argc >= 3 && std::strcmp(argv[1], "dump-model") == 0) {
+        common_params params;
+        if (!parse(argv[0], argv[2], argc - 3, argv + 3, params)) {
+            std::fprintf(stderr, "common_params_parse rejected the flags\n");
+            return 2;
+        }
+        params.n_ctx = 256;
+        params.fit_params = false;
+        llama_backend_init();
+        common_init_result_ptr init = common_init_from_params(params);
+        if (!init || !init->model()) {
+            std::fprintf(stderr, "common_init_from_params failed\n");
+            return 1;
         }
         dump(params.sampling);
         return 0;
