@@ -199,14 +199,19 @@ int main(int argc, char ** argv) {
     }
 
     std::printf("generated:");
+    // The generation loop's wall time, on stderr (scripts/sampling-cost.sh compares it).
+    const int64_t t_gen = ggml_time_us();
+    int n_gen = 0;
     for (int i = 0; i < n_predict; i++) {
         llama_token t = common_sampler_sample(smpl, ctx, -1);
         common_sampler_accept(smpl, t, true);
         if (!sp.ignore_eos && llama_vocab_is_eog(vocab, t)) break;
         std::printf(" %d", t);
+        n_gen++;
         if (i + 1 < n_predict && llama_decode(ctx, llama_batch_get_one(&t, 1)) != 0) { std::fprintf(stderr, "decode failed\n"); return 1; }
     }
     std::printf("\n");
+    std::fprintf(stderr, "gen_us=%lld n_gen=%d\n", (long long) (ggml_time_us() - t_gen), n_gen);
 
     common_sampler_free(smpl);
     llama_free(ctx);
