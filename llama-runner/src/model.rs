@@ -317,6 +317,23 @@ impl Model {
         unsafe { sys::llama_vocab_get_add_eos(self.vocab()) }
     }
 
+    /// The tokenizer type (`llama_vocab_type`: 1 SentencePiece, 2 BPE, 3 WordPiece, ...).
+    pub fn vocab_type(&self) -> i32 {
+        // SAFETY: the vocab is valid.
+        unsafe { sys::llama_vocab_type(self.vocab()) as i32 }
+    }
+
+    /// The raw text of a token in the vocabulary (`llama_vocab_get_text`; `▁` for spaces in
+    /// SentencePiece vocabularies), or `None` outside it.
+    pub fn token_text(&self, token: Token) -> Option<String> {
+        self.check_token(token).ok()?;
+        // SAFETY: the vocab is valid and the id in range; the text is NUL-terminated and owned
+        // by the vocabulary.
+        let p = unsafe { sys::llama_vocab_get_text(self.vocab(), token) };
+        // SAFETY: non-null: a NUL-terminated string that lives as long as the model.
+        (!p.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+
     /// The sliding-window size of the model's attention, 0 when it has none
     /// (`llama_model_n_swa`).
     pub fn n_swa(&self) -> u32 {

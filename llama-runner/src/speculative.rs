@@ -86,6 +86,200 @@ impl NgramDraft {
     }
 }
 
+/// A source of drafts for [`Context::generate_speculative_greedy_with`]: n-gram lookup
+/// ([`NgramDraft`]) or a draft model ([`DraftModel`]).
+pub trait Drafter {
+    /// Up to `limit` tokens proposed to follow `history` (the prompt and every token generated
+    /// so far, the last one included).
+    fn propose(&mut self, history: &[Token], limit: usize) -> Result<Vec<Token>>;
+
+    /// The most tokens proposed per step (`--spec-draft-n-max`).
+    fn n_max(&self) -> usize;
+
+    /// Drafts shorter than this are not verified (`--spec-draft-n-min`).
+    fn n_min(&self) -> usize;
+}
+
+impl Drafter for NgramDraft {
+    fn propose(&mut self, history: &[Token], limit: usize) -> Result<Vec<Token>> {
+        Ok(self.draft(history, limit))
+    }
+
+    fn n_max(&self) -> usize {
+        self.n_max
+    }
+
+    fn n_min(&self) -> usize {
+        self.n_min
+    }
+}
+
+/// How close a draft model's vocabulary must be to the target's, as llama.cpp checks it
+/// (`common_speculative_are_compatible`): the sizes differ by at most this many tokens...
+pub const MAX_VOCAB_SIZE_DIFFERENCE: u32 = 128;
+/// ...and the texts of the tokens from this id on agree.
+const VOCAB_CHECK_START: u32 = 5;
+
+/// Drafting with a second (smaller) model: it greedily continues the text in its own context,
+/// whose cache follows the accepted text (its longest agreeing prefix kept, the rest decoded),
+/// and stops a draft early where its top token's probability is below `p_min`
+/// (`--spec-draft-p-min`; llama.cpp's `draft-simple`).
+pub struct DraftModel<'c, 'd> {
+    ctx: &'c mut Context<'d>,
+    n_max: usize,
+    n_min: usize,
+    p_min: f32,
+    /// The target's vocabulary size: draft tokens past it end the draft.
+    target_vocab: u32,
+    /// The tokens at positions 0.. of the draft context's sequence 0.
+    cached: Vec<Token>,
+    batch: Batch,
+}
+
+impl std::fmt::Debug for DraftModel<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DraftModel")
+            .field("n_max", &self.n_max)
+            .field("n_min", &self.n_min)
+            .field("p_min", &self.p_min)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c, 'd> DraftModel<'c, 'd> {
+    /// Drafts with the model of `ctx` (its cache is cleared) for `target`: at most `n_max`
+    /// tokens a step, drafts shorter than `n_min` dropped, a draft ended where the draft
+    /// model's top probability is below `p_min` (0 never ends one early).
+    ///
+    /// Errors ([`Error::Speculative`]): a vocabulary llama.cpp would refuse for speculation
+    /// (another tokenizer type, other BOS/EOS handling, sizes more than
+    /// [`MAX_VOCAB_SIZE_DIFFERENCE`] apart, a token text that differs, named with its id),
+    /// `n_max` 0, `n_min > n_max`, a `p_min` outside 0..=1.
+    pub fn new(
+        ctx: &'c mut Context<'d>,
+        target: &crate::model::Model,
+        n_max: usize,
+        n_min: usize,
+        p_min: f32,
+    ) -> Result<Self> {
+        let bad = |problem: String| Error::Speculative { problem };
+        if n_max == 0 {
+            return Err(bad("n_max (--spec-draft-n-max) must be at least 1".into()));
+        }
+        if n_min > n_max {
+            return Err(bad(format!("n_min {n_min} (--spec-draft-n-min) is above n_max {n_max} (--spec-draft-n-max)")));
+        }
+        if !(0.0..=1.0).contains(&p_min) {
+            return Err(bad(format!("p_min {p_min} (--spec-draft-p-min) is not a probability")));
+        }
+        check_vocabularies(target, ctx.model())?;
+        ctx.clear();
+        let batch = Batch::new(1, 1)?;
+        Ok(DraftModel { ctx, n_max, n_min, p_min, target_vocab: target.n_vocab(), cached: Vec::new(), batch })
+    }
+
+    /// Decodes `token` at the end of the draft cache; returns the top token and its
+    /// probability.
+    fn step(&mut self, token: Token) -> Result<(Token, f32)> {
+        let pos = self.cached.len();
+        self.batch.clear();
+        self.batch.add(token, pos as Pos, &[0], true)?;
+        let out = self.ctx.decode_batch(&self.batch)?;
+        let logits = out.logits(0)?;
+        let top = out.argmax(0)?;
+        let max = logits[top as usize];
+        let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+        self.cached.push(token);
+        Ok((top, (1.0 / sum) as f32))
+    }
+}
+
+impl Drafter for DraftModel<'_, '_> {
+    fn propose(&mut self, history: &[Token], limit: usize) -> Result<Vec<Token>> {
+        let limit = limit.min(self.n_max);
+        let Some((&last, before)) = history.split_last() else { return Ok(Vec::new()) };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Keep the cached prefix the history still starts with; the last history token is
+        // decoded again below in any case, for its logits.
+        let keep = self.cached.iter().zip(before).take_while(|(a, b)| a == b).count();
+        if keep < self.cached.len() && self.ctx.seq_remove(0, keep as Pos..).is_err() {
+            self.ctx.clear();
+            self.cached.clear();
+        }
+        self.cached.truncate(keep.min(self.cached.len()));
+        let rest = &before[self.cached.len()..];
+        if self.cached.len() + rest.len() + limit + 1 > self.ctx.n_ctx_seq() as usize {
+            // The draft context is full: no draft (the target goes on alone).
+            return Ok(Vec::new());
+        }
+        if !rest.is_empty() {
+            self.ctx.decode(rest)?;
+            self.cached.extend_from_slice(rest);
+        }
+        let mut draft = Vec::new();
+        let (mut top, mut p) = self.step(last)?;
+        loop {
+            if p < self.p_min || top < 0 || top as u32 >= self.target_vocab {
+                break;
+            }
+            draft.push(top);
+            if draft.len() == limit {
+                break;
+            }
+            (top, p) = self.step(top)?;
+        }
+        Ok(draft)
+    }
+
+    fn n_max(&self) -> usize {
+        self.n_max
+    }
+
+    fn n_min(&self) -> usize {
+        self.n_min
+    }
+}
+
+/// llama.cpp's `common_speculative_are_compatible`, as an error naming the difference.
+fn check_vocabularies(target: &crate::model::Model, draft: &crate::model::Model) -> Result<()> {
+    let bad = |problem: String| Err(Error::Speculative { problem: format!("the draft model's vocabulary: {problem}") });
+    let (vt, vd) = (target.vocab_type(), draft.vocab_type());
+    if vt != vd {
+        return bad(format!("tokenizer type {vd}, the target's is {vt}"));
+    }
+    if target.adds_bos() != draft.adds_bos() || (target.adds_bos() && target.bos() != draft.bos()) {
+        return bad(format!(
+            "BOS {:?} (added: {}), the target's is {:?} (added: {})",
+            draft.bos(),
+            draft.adds_bos(),
+            target.bos(),
+            target.adds_bos()
+        ));
+    }
+    if target.adds_eos() != draft.adds_eos() || (target.adds_eos() && target.eos() != draft.eos()) {
+        return bad(format!(
+            "EOS {:?} (added: {}), the target's is {:?} (added: {})",
+            draft.eos(),
+            draft.adds_eos(),
+            target.eos(),
+            target.adds_eos()
+        ));
+    }
+    let (nt, nd) = (target.n_vocab(), draft.n_vocab());
+    if nt.abs_diff(nd) > MAX_VOCAB_SIZE_DIFFERENCE {
+        return bad(format!("{nd} tokens, the target has {nt} (at most {MAX_VOCAB_SIZE_DIFFERENCE} apart)"));
+    }
+    for id in VOCAB_CHECK_START..nt.min(nd) {
+        let (a, b) = (target.token_text(id as Token), draft.token_text(id as Token));
+        if a != b {
+            return bad(format!("token {id} is {b:?}, the target's is {a:?}"));
+        }
+    }
+    Ok(())
+}
+
 /// What speculation did during a generation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpecStats {
@@ -135,6 +329,21 @@ impl<'m> Context<'m> {
         draft: &NgramDraft,
     ) -> Result<SpecGeneration> {
         draft.check()?;
+        self.generate_speculative_greedy_with(prompt, max_tokens, &mut draft.clone())
+    }
+
+    /// [`generate_speculative_greedy`](Self::generate_speculative_greedy) with any
+    /// [`Drafter`]: n-gram lookup, or a draft model ([`DraftModel`]).
+    pub fn generate_speculative_greedy_with(
+        &mut self,
+        prompt: &[Token],
+        max_tokens: usize,
+        drafter: &mut dyn Drafter,
+    ) -> Result<SpecGeneration> {
+        let (n_min, n_max) = (drafter.n_min(), drafter.n_max());
+        if n_max == 0 || n_min > n_max {
+            return Err(Error::Speculative { problem: format!("drafter limits n_min {n_min}, n_max {n_max}") });
+        }
         if prompt.is_empty() {
             return Err(Error::EmptyInput { what: "prompt" });
         }
@@ -148,7 +357,7 @@ impl<'m> Context<'m> {
         let mut tokens = Vec::new();
         let mut next = self.sample_greedy()?;
         let n_ctx = self.n_ctx_seq() as usize;
-        let mut batch = Batch::new(draft.n_max + 1, 1)?;
+        let mut batch = Batch::new(n_max + 1, 1)?;
         let mut stopped_at_eog = false;
         while tokens.len() < max_tokens {
             if model.is_eog(next) {
@@ -167,9 +376,10 @@ impl<'m> Context<'m> {
             // Room for the draft: the cache, and the tokens still wanted after `next`.
             let room = (n_ctx - pos - 1).min(max_tokens - tokens.len());
             let td = Instant::now();
-            let mut d = draft.draft(&history, room);
+            let mut d = drafter.propose(&history, room)?;
+            d.truncate(n_max.min(room));
             stats.draft_time += td.elapsed();
-            if d.len() < draft.n_min {
+            if d.len() < n_min {
                 d.clear();
             }
             batch.clear();

@@ -1,6 +1,7 @@
-//! Speculative greedy generation with n-gram drafting: the output equals plain greedy
-//! generation token for token (generated models and the real model), the statistics add up,
-//! and bad options are errors. On the real model a quoting prompt shows the gain (printed, not
+//! Speculative greedy generation with n-gram drafting and with a draft model: the output
+//! equals plain greedy generation token for token (generated models and the real model), a
+//! model drafting for itself is accepted (nearly) always and another generated model rarely,
+//! the statistics add up, and bad options and incompatible vocabularies are errors. On the real model a quoting prompt shows the gain (printed, not
 //! asserted: speeds are measurements, not tests).
 
 mod common;
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::Prerequisite;
-use llama_runner::speculative::NgramDraft;
+use llama_runner::speculative::{DraftModel, NgramDraft};
 use llama_runner::{Backend, Context, ContextOptions, Error, Model, ModelOptions};
 use tiny_gguf::ModelSpec;
 
@@ -193,6 +194,91 @@ fn bad_options_are_errors(_: ()) {
     assert!(matches!(c.generate_speculative_greedy(&[], 4, &NgramDraft::default()), Err(Error::EmptyInput { .. })));
 }
 
+/// Speculative greedy generation on `target` with `draft` drafting (n_max 4): equal to plain
+/// greedy generation (a divergence must start at a near-tie, as `explain_divergence` checks);
+/// returns the acceptance over all prompts.
+fn draft_model_run(target: &Path, draft: &Path, n: usize) -> f64 {
+    let tm = Model::load(Backend::get().unwrap(), target, &ModelOptions::default()).unwrap();
+    let dm = Model::load(Backend::get().unwrap(), draft, &ModelOptions::default()).unwrap();
+    let name = format!(
+        "{} drafted by {}",
+        target.file_name().unwrap().to_string_lossy(),
+        draft.file_name().unwrap().to_string_lossy()
+    );
+    let mut dctx = ctx(&dm);
+    let (mut drafted, mut accepted) = (0, 0);
+    for (i, p) in prompts().iter().enumerate() {
+        let prompt = tm.tokenize(p, true).unwrap();
+        let mut plain_ctx = ctx(&tm);
+        let t = Instant::now();
+        let plain = plain_ctx.generate_greedy(&prompt, n).unwrap();
+        let plain_s = t.elapsed().as_secs_f64();
+        let mut c = ctx(&tm);
+        let mut drafter = DraftModel::new(&mut dctx, &tm, 4, 1, 0.0).unwrap();
+        let t = Instant::now();
+        let spec = c.generate_speculative_greedy_with(&prompt, n, &mut drafter).unwrap();
+        let spec_s = t.elapsed().as_secs_f64();
+        if spec.generation.tokens != plain.tokens {
+            explain_divergence(&tm, &prompt, &plain.tokens, &spec.generation.tokens, &name);
+            continue;
+        }
+        assert_eq!(c.n_past(), plain_ctx.n_past(), "{name}, prompt {i}");
+        let s = &spec.stats;
+        assert!(s.accepted <= s.drafted && s.drafted_at.iter().sum::<usize>() == s.drafted);
+        drafted += s.drafted;
+        accepted += s.accepted;
+        eprintln!(
+            "{name}, prompt {i}: {} tokens, drafted {}, accepted {} ({:.0}%), {} verify + {} plain steps, {spec_s:.3} s vs {plain_s:.3} s plain",
+            spec.generation.tokens.len(),
+            s.drafted,
+            s.accepted,
+            100.0 * s.acceptance(),
+            s.verified,
+            s.plain
+        );
+    }
+    assert!(drafted > 0, "{name}: nothing was drafted");
+    accepted as f64 / drafted as f64
+}
+
+fn draft_models(_: ()) {
+    let target = common::model(&ModelSpec::tiny_llama());
+    let same = draft_model_run(&target, &target, 48);
+    let other = common::model(&ModelSpec { seed: 7, ..ModelSpec::tiny_llama() });
+    let differs = draft_model_run(&target, &other, 48);
+    eprintln!("acceptance: drafting for itself {same:.3}, another generated model {differs:.3}");
+    assert!(same > 0.9, "a model drafting for itself: {same}");
+    assert!(differs < 0.5 && differs < same, "another model: {differs}");
+    // Another architecture with the same vocabulary drafts too.
+    draft_model_run(&target, &common::model(&ModelSpec::tiny_moe()), 24);
+}
+
+/// p_min, the limits and incompatible vocabularies.
+fn draft_model_options(real: Option<std::path::PathBuf>) {
+    let tm = Model::load(Backend::get().unwrap(), common::model(&ModelSpec::tiny_llama()), &ModelOptions::default())
+        .unwrap();
+    let mut dctx = ctx(&tm);
+    let e = |r: llama_runner::Result<DraftModel<'_, '_>>| r.map(|_| ()).unwrap_err().to_string();
+    assert!(e(DraftModel::new(&mut dctx, &tm, 2, 3, 0.0)).contains("n_min 3"));
+    assert!(e(DraftModel::new(&mut dctx, &tm, 0, 0, 0.0)).contains("n_max"));
+    assert!(e(DraftModel::new(&mut dctx, &tm, 4, 1, 1.5)).contains("p_min"));
+    // p_min near 1: drafts end at once on a random model (its top probabilities are low).
+    let prompt = tm.tokenize(&prompts()[0], true).unwrap();
+    let mut drafter = DraftModel::new(&mut dctx, &tm, 4, 1, 0.999).unwrap();
+    let spec = ctx(&tm).generate_speculative_greedy_with(&prompt, 16, &mut drafter).unwrap();
+    assert_eq!(spec.stats.drafted, 0, "{:?}", spec.stats);
+    assert_eq!(spec.generation.tokens, ctx(&tm).generate_greedy(&prompt, 16).unwrap().tokens);
+    if let Some(real) = real {
+        let rm = Model::load(Backend::get().unwrap(), real, &ModelOptions::default()).unwrap();
+        let mut rctx = ctx(&rm);
+        let err = e(DraftModel::new(&mut rctx, &tm, 4, 1, 0.0));
+        assert!(err.contains("draft model's vocabulary"), "{err}");
+        let err = e(DraftModel::new(&mut dctx, &rm, 4, 1, 0.0));
+        assert!(err.contains("draft model's vocabulary"), "{err}");
+        eprintln!("{err}");
+    }
+}
+
 fn main() {
     common::run_trials(vec![
         common::trial("generated/output_equals_plain_greedy", Prerequisite::Met(()), |()| {
@@ -202,6 +288,13 @@ fn main() {
         }),
         common::trial("real_model/output_equals_plain_greedy", common::real_model(), |p| exact_on(&p, 64)),
         common::trial("drafts_and_accounting", Prerequisite::Met(()), drafts_and_accounting),
+        common::trial("generated/draft_models", Prerequisite::Met(()), draft_models),
+        common::trial("draft_model_options", Prerequisite::Met(()), |()| draft_model_options(None)),
+        common::trial("real_model/draft_model_vocabulary", common::real_model(), |p| draft_model_options(Some(p))),
+        common::trial("real_model/draft_model_equals_plain_greedy", common::real_model(), |p| {
+            let acceptance = draft_model_run(&p, &p, 48);
+            assert!(acceptance > 0.8, "the real model drafting for itself: {acceptance}");
+        }),
         common::trial("bad_options_are_errors", Prerequisite::Met(()), bad_options_are_errors),
     ])
 }
