@@ -878,7 +878,7 @@ fn load_one(path: &Path, strength: f32) -> Result<ControlVector> {
     })
 }
 
-/// The adapters of an [`AdapterOptions`] (llama.cpp's `--lora`, `--control-vector`, ... flags),
+/// The adapters of an [`AdapterOptions`](crate::options::AdapterOptions) (llama.cpp's `--lora`, `--control-vector`, ... flags),
 /// loaded for one model: apply them to each context of the run with [`apply`](Self::apply).
 /// Like the adapters it holds, it must be declared before the contexts it is applied to.
 #[derive(Debug)]

@@ -135,7 +135,7 @@ impl LoraSpec {
 }
 
 /// The shapes llama.cpp's loader and graph expect of A and B for adapting tensor `target` of
-/// the model of `base` with rank `rank`: `(A, B)` in ggml order (see the [module](self) docs).
+/// the model of `base` with rank `rank`: `(A, B)` in ggml order.
 ///
 /// Errors: [`Error::InvalidSpec`] when `base` is invalid, `rank` is 0 or the model has no
 /// tensor `target`.

@@ -293,7 +293,7 @@ pub struct RunOptions {
     pub sampling: crate::sampling::SamplingOptions,
     /// LoRA adapters and control vectors for the run's contexts (`--lora`, `--lora-scaled`,
     /// `--control-vector`, ...): paths and scales, loaded with
-    /// [`AdapterOptions::load`](crate::adapter::AdapterOptions::load).
+    /// [`AdapterOptions::load`](AdapterOptions::load).
     pub adapters: AdapterOptions,
 }
 
