@@ -91,6 +91,12 @@ pub fn run(args: &ChatArgs, options: &RunOptions, backend: &'static Backend) -> 
     })?;
     let model: Model = crate::progress::load_model(backend, &path, &options.model)?;
     let template = args.template(&model)?;
+    if options.speculative.drafter()?.is_some() {
+        return Err(Error::InvalidOption {
+            option: "speculative decoding".into(),
+            reason: "chat does not take the speculative flags yet (generate does)".into(),
+        });
+    }
     let sampling = crate::generate::model_sampling(&model, &args.flags)?;
     let mut sampler = Sampler::new(&model, &sampling)?;
     // Declared before the context: it borrows the adapters set on it.

@@ -34,6 +34,15 @@ pub fn run_plan(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<Reco
         option: "model (-m)".into(),
         reason: format!("configuration `{}` names no model", plan.name),
     })?;
+    if plan.options.speculative.drafter()?.is_some() {
+        return Err(Error::InvalidOption {
+            option: "--spec-type / -md".into(),
+            reason: format!(
+                "configuration `{}`: the benchmark does not run speculative decoding yet (generate does)",
+                plan.name
+            ),
+        });
+    }
     if !plan.options.adapters.is_empty() {
         return Err(Error::InvalidOption {
             option: "--lora / --control-vector".into(),

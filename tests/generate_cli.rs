@@ -217,3 +217,42 @@ fn model_sampling_defaults_fill_what_the_flags_leave() {
     let (from_flags, _) = names("--samplers min_p");
     assert_eq!(from_flags, ["min-p", "dist"]);
 }
+
+/// Speculative decoding from the flags: n-gram drafting and a draft model give the plain
+/// greedy tokens with their statistics in `--json`; combinations it cannot run exit 2.
+#[test]
+fn speculative_flags_give_the_greedy_tokens() {
+    let m = model();
+    let prompt = "abc abc abc abc abc abc";
+    let run = |extra: &str| {
+        json(&["--flags", &format!("-m {} -c 256 -t 2 --temp 0 {extra}", m.display()), "-p", prompt, "-n", "24"])
+    };
+    let plain = run("");
+    assert!(plain.get("speculative").is_none());
+    for extra in [
+        "--spec-type ngram-simple --spec-ngram-simple-size-n 2 --spec-ngram-simple-size-m 4",
+        &format!("-md {}", m.display()),
+    ] {
+        let v = run(extra);
+        assert_eq!(ids(&v, "tokens"), ids(&plain, "tokens"), "{extra}");
+        let s = &v["speculative"];
+        assert!(s["drafted"].as_u64().unwrap() >= s["accepted"].as_u64().unwrap(), "{extra}: {s}");
+        if extra.starts_with("-md") {
+            assert_eq!(s["drafter"], "draft-simple");
+            assert_eq!(s["drafted"], s["accepted"], "a model drafting for itself: {s}");
+            assert!(s["drafted"].as_u64().unwrap() > 0, "{s}");
+        }
+    }
+    for (extra, needle) in [
+        ("--spec-type ngram-simple --temp 0.8", "greedy"),
+        ("--spec-type draft-simple", "draft model"),
+        ("--spec-type ngram-mod", "not supported"),
+    ] {
+        // The last --temp wins, as in llama.cpp.
+        let flags = format!("-m {} -c 256 --temp 0 {extra}", m.display());
+        let out = exe().args(["generate", "--flags", &flags, "-p", "x", "-n", "2"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra}: {stderr}");
+        assert!(stderr.contains(needle), "{extra}: {stderr}");
+    }
+}

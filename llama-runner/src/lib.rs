@@ -55,7 +55,8 @@ pub use logging::Recorder;
 pub use model::{Model, ModelInfo, Token};
 pub use options::{
     AdapterOptions, BufferTarget, CacheType, ContextOptions, CpuMask, DeviceKind, FlashAttn, GpuLayers, LoadMode,
-    ModelOptions, Opt, Priority, RunOptions, ScaledPath, SplitMode, TensorOverride, TensorSplit, ThreadPlacement,
+    ModelOptions, Opt, Priority, RunOptions, ScaledPath, SpecType, SpeculativeOptions, SplitMode, TensorOverride,
+    TensorSplit, ThreadPlacement,
 };
 pub use sampling::{LogitBias, Mirostat, Sampler, SamplerType, SamplingBuilder, SamplingOptions};
 pub use stream::{Event, StopConditions, StopReason, Stream};

@@ -1,6 +1,8 @@
 //! llama.cpp flag strings ⇄ typed options: every supported flag, round trips, malformed input,
 //! and the traps of llama.cpp's parser (see `llama_runner::flags`).
 
+use std::path::Path;
+
 use llama_runner::backend::Numa;
 use llama_runner::flags::{self, CParser, DeviceProblem, Dialect, FlagReason, Parsed, RuleProblem};
 use llama_runner::options::{
@@ -8,7 +10,7 @@ use llama_runner::options::{
 };
 use llama_runner::{
     BufferTarget, CacheType, CpuMask, Error, FlashAttn, GpuLayers, LoadMode, Priority, RunOptions, SamplerType,
-    ScaledPath, SplitMode, TensorOverride,
+    ScaledPath, SpecType, SplitMode, TensorOverride,
 };
 
 /// Flag strings used in this file: each must survive parse → render → parse.
@@ -22,6 +24,8 @@ const SAMPLES: &[&str] = &[
     "-C 0x0f -C 0xf0 -Cr 8-9 --cpu-strict 1 --prio 2 --poll 0 -t 4",
     "-ts 3,,1/2 -sm row -mg 1 -dev CUDA0,CUDA1 --numa isolate",
     "-dev none -ngl auto -np 4 -b 4096 -ub 1024 -tb 8",
+    "--spec-type ngram-simple --spec-ngram-simple-size-n 3 --spec-ngram-simple-size-m 16 --spec-draft-n-min 2",
+    "-md draft.gguf --spec-draft-n-max 8 --spec-draft-p-min 0.5 --spec-type draft-simple,none",
     "--lora a.gguf,b.gguf --lora-scaled c.gguf:0.5 --control-vector-scaled '\"x,y.gguf\":2' --control-vector-layer-range 2 5",
     "-c 32k -t 16.5",
     "--host 0.0.0.0 --port 8080 --jinja -a my-model -fit off",
@@ -387,6 +391,31 @@ fn random_options(rng: &mut Rng, i: usize) -> RunOptions {
     a.control_vectors = rng.pick(&[vec![], vec![scaled("cv.gguf", 2.0), scaled("cv2.gguf", 1.0)]]);
     a.control_vector_layers = rng.pick(&[None, Some((1, 3)), Some((-1, 0))]);
     o
+}
+
+#[test]
+fn speculative_flags() {
+    let o = o("-md d.gguf --spec-draft-n-max 5 --spec-draft-n-min 1 --draft-p-min 0.25");
+    let s = &o.speculative;
+    assert_eq!((s.draft_model.as_deref(), s.n_max, s.n_min, s.p_min), (Some(Path::new("d.gguf")), 5, 1, 0.25));
+    assert_eq!(s.drafter().unwrap(), Some(SpecType::DraftSimple), "a draft model alone means draft-simple");
+    let o = self::o("--spec-type ngram-simple --spec-ngram-simple-size-n 2");
+    assert_eq!(o.speculative.drafter().unwrap(), Some(SpecType::NgramSimple));
+    assert_eq!(o.speculative.ngram_size_n, 2);
+    assert_eq!(self::o("").speculative.drafter().unwrap(), None);
+    assert!(self::o("--spec-type draft-simple").speculative.drafter().is_err(), "no draft model");
+    assert!(self::o("-md d.gguf --spec-type ngram-simple").speculative.drafter().is_err(), "two drafters");
+    assert!(flags::render(&self::o("-md d.gguf"), Dialect::Bench).omitted.iter().any(|w| w.contains("speculative")));
+    for (flags, flag) in [
+        ("--spec-type ngram-mod", "--spec-type"),
+        ("--spec-type warp", "--spec-type"),
+        ("--spec-ngram-simple-size-n 0", "--spec-ngram-simple-size-n"),
+        ("--spec-ngram-simple-size-m 2000", "--spec-ngram-simple-size-m"),
+        ("--spec-draft-n-max -1", "--spec-draft-n-max"),
+        ("-md ''", "-md"),
+    ] {
+        flag_error(flags, flag, None);
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use crate::backend::Numa;
 use crate::error::Result;
 use crate::options::{
     BufferTarget, CacheType, CpuMask, EXPERTS_REGEX, FlashAttn, GpuLayers, LoadMode, MAX_CPUS, NamedOption, Pooling,
-    Priority, RunOptions, ScaledPath, SplitMode, TensorOverride, layer_experts_regex, max_devices,
+    Priority, RunOptions, ScaledPath, SpecType, SplitMode, TensorOverride, layer_experts_regex, max_devices,
     max_tensor_overrides,
 };
 
@@ -77,7 +77,7 @@ impl State {
         let group = match item.spec.opt {
             Opt::Mlock | Opt::Mmap | Opt::DirectIo | Opt::LoadMode | Opt::ServerOnly | Opt::Fit => return,
             // Each adds to a list, as in llama.cpp.
-            Opt::Lora | Opt::LoraScaled | Opt::ControlVector | Opt::ControlVectorScaled => return,
+            Opt::Lora | Opt::LoraScaled | Opt::ControlVector | Opt::ControlVectorScaled | Opt::SpecType => return,
             Opt::CpuRange => Opt::CpuMask,
             o => o,
         };
@@ -376,6 +376,67 @@ impl State {
                     &mut a.control_vectors
                 };
                 target.extend(list);
+            }
+            Opt::SpecType => {
+                // Appended, as arg.cpp inserts the names into its list.
+                for name in v.split(',') {
+                    let t = match name {
+                        "none" => SpecType::None,
+                        "draft-simple" => SpecType::DraftSimple,
+                        "ngram-simple" => SpecType::NgramSimple,
+                        "draft-eagle3" | "draft-mtp" | "draft-dflash" | "draft-dspark" | "ngram-map-k"
+                        | "ngram-map-k4v" | "ngram-mod" | "ngram-cache" => {
+                            return Err(bad(FlagReason::Unsupported { by: "llama-runner's speculative decoding" }));
+                        }
+                        _ => {
+                            return Err(bad(FlagReason::NotOneOf {
+                                accepted: &[
+                                    "none",
+                                    "draft-simple",
+                                    "draft-eagle3",
+                                    "draft-mtp",
+                                    "draft-dflash",
+                                    "draft-dspark",
+                                    "ngram-simple",
+                                    "ngram-map-k",
+                                    "ngram-map-k4v",
+                                    "ngram-mod",
+                                    "ngram-cache",
+                                ],
+                                note: None,
+                            }));
+                        }
+                    };
+                    self.o.speculative.types.push(t);
+                }
+            }
+            Opt::SpecDraftModel => {
+                if v.is_empty() {
+                    return Err(bad(FlagReason::EmptyPath));
+                }
+                self.o.speculative.draft_model = Some(v.into());
+            }
+            Opt::SpecNMax => self.o.speculative.n_max = self.at_least(item, 0, None)?,
+            Opt::SpecNMin => self.o.speculative.n_min = self.at_least(item, 0, None)?,
+            Opt::SpecPMin => {
+                let n = stof(flag, v)?;
+                self.o.speculative.p_min = n.value;
+            }
+            Opt::SpecNgramN | Opt::SpecNgramM => {
+                let n = self.at_least(item, 1, None)?;
+                if n > 1024 {
+                    return Err(bad(FlagReason::NotInRange {
+                        value: n as i32,
+                        what: "n-gram size",
+                        min: 1,
+                        max: 1024,
+                    }));
+                }
+                if item.spec.opt == Opt::SpecNgramN {
+                    self.o.speculative.ngram_size_n = n;
+                } else {
+                    self.o.speculative.ngram_size_m = n;
+                }
             }
             Opt::ControlVectorLayerRange => {
                 let start = stoi(flag, v)?.value;

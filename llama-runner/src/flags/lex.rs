@@ -51,6 +51,13 @@ pub(super) enum Opt {
     ControlVector,
     ControlVectorScaled,
     ControlVectorLayerRange,
+    SpecType,
+    SpecDraftModel,
+    SpecNMax,
+    SpecNMin,
+    SpecPMin,
+    SpecNgramN,
+    SpecNgramM,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +150,18 @@ pub(super) const SPECS: &[Spec] = &[
     spec(Opt::ServerOnly, &["--props"], Switch, Some("LLAMA_ARG_ENDPOINT_PROPS")),
     toggle(Opt::ServerOnly, &["--slots"], &["--no-slots"], Some("LLAMA_ARG_ENDPOINT_SLOTS")),
     toggle(Opt::ServerOnly, &["--jinja"], &["--no-jinja"], Some("LLAMA_ARG_JINJA")),
+    spec(Opt::SpecNMax, &["--spec-draft-n-max"], Value, Some("LLAMA_ARG_SPEC_DRAFT_N_MAX")),
+    spec(Opt::SpecNMin, &["--spec-draft-n-min"], Value, Some("LLAMA_ARG_SPEC_DRAFT_N_MIN")),
+    spec(Opt::SpecPMin, &["--spec-draft-p-min", "--draft-p-min"], Value, Some("LLAMA_ARG_SPEC_DRAFT_P_MIN")),
+    spec(
+        Opt::SpecDraftModel,
+        &["--spec-draft-model", "-md", "--model-draft"],
+        Value,
+        Some("LLAMA_ARG_SPEC_DRAFT_MODEL"),
+    ),
+    spec(Opt::SpecType, &["--spec-type"], Value, Some("LLAMA_ARG_SPEC_TYPE")),
+    spec(Opt::SpecNgramN, &["--spec-ngram-simple-size-n"], Value, None),
+    spec(Opt::SpecNgramM, &["--spec-ngram-simple-size-m"], Value, None),
 ];
 
 pub(super) fn neg_env(s: &Spec) -> Option<String> {

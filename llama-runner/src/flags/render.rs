@@ -17,6 +17,7 @@ pub fn render(options: &RunOptions, dialect: Dialect) -> Rendered {
         out.pair("--numa", options.backend.numa.name());
     }
     out.adapters(&options.adapters);
+    out.speculative(&options.speculative);
     let sampling = crate::sampling::render_flags(&options.sampling);
     match dialect {
         Dialect::Server => out.r.args.extend(sampling),
@@ -100,6 +101,46 @@ impl Out {
         }
         if let Some((start, end)) = a.control_vector_layers {
             self.r.args.extend(["--control-vector-layer-range".to_string(), start.to_string(), end.to_string()]);
+        }
+    }
+
+    /// The speculative decoding flags; llama-bench has none.
+    pub(super) fn speculative(&mut self, s: &crate::options::SpeculativeOptions) {
+        if *s == crate::options::SpeculativeOptions::default() {
+            return;
+        }
+        if self.dialect == Dialect::Bench {
+            self.omit("speculative decoding: llama-bench has no flags for it".into());
+            return;
+        }
+        if !s.types.is_empty() {
+            self.pair("--spec-type", s.types.iter().map(|t| t.name()).collect::<Vec<_>>().join(","));
+        }
+        if let Some(p) = &s.draft_model {
+            match p.to_str() {
+                Some("") | None => self.omit(format!("draft model path {} cannot be written", p.display())),
+                Some(path) => self.pair("-md", path),
+            }
+        }
+        let d = crate::options::SpeculativeOptions::default();
+        if s.n_max != d.n_max {
+            self.int("--spec-draft-n-max", s.n_max);
+        }
+        if s.n_min != d.n_min {
+            self.int("--spec-draft-n-min", s.n_min);
+        }
+        if s.p_min.to_bits() != d.p_min.to_bits() {
+            if s.p_min.is_finite() {
+                self.pair("--spec-draft-p-min", s.p_min.to_string());
+            } else {
+                self.omit(format!("--spec-draft-p-min {}: not a number llama.cpp reads", s.p_min));
+            }
+        }
+        if s.ngram_size_n != d.ngram_size_n {
+            self.int("--spec-ngram-simple-size-n", s.ngram_size_n);
+        }
+        if s.ngram_size_m != d.ngram_size_m {
+            self.int("--spec-ngram-simple-size-m", s.ngram_size_m);
         }
     }
 

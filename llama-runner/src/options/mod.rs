@@ -295,6 +295,88 @@ pub struct RunOptions {
     /// `--control-vector`, ...): paths and scales, loaded with
     /// [`AdapterOptions::load`](AdapterOptions::load).
     pub adapters: AdapterOptions,
+    /// Speculative decoding (`--spec-type`, `-md`, `--spec-draft-n-max`, ...).
+    pub speculative: SpeculativeOptions,
+}
+
+/// A speculative decoding type, as `--spec-type` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum SpecType {
+    /// `none`.
+    None,
+    /// `draft-simple`: a draft model (`-md`).
+    DraftSimple,
+    /// `ngram-simple`: draftless n-gram lookup in the prompt and the text so far.
+    NgramSimple,
+}
+
+impl SpecType {
+    /// llama.cpp's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpecType::None => "none",
+            SpecType::DraftSimple => "draft-simple",
+            SpecType::NgramSimple => "ngram-simple",
+        }
+    }
+}
+
+/// Speculative decoding options, with llama.cpp's defaults (`common_params_speculative`).
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct SpeculativeOptions {
+    /// The types given with `--spec-type`, in order (empty: none). A draft model alone
+    /// (`-md`) means `draft-simple`.
+    pub types: Vec<SpecType>,
+    /// The draft model (`-md`, `--spec-draft-model`).
+    pub draft_model: Option<std::path::PathBuf>,
+    /// Tokens drafted per step by a draft model (`--spec-draft-n-max`, default 3).
+    pub n_max: u32,
+    /// Shorter drafts are not verified (`--spec-draft-n-min`, default 0).
+    pub n_min: u32,
+    /// A draft model's draft ends below this top probability (`--spec-draft-p-min`, default 0).
+    pub p_min: f32,
+    /// `ngram-simple`: the length of the n-gram looked up (`--spec-ngram-simple-size-n`,
+    /// default 12).
+    pub ngram_size_n: u32,
+    /// `ngram-simple`: the most tokens drafted (`--spec-ngram-simple-size-m`, default 48).
+    pub ngram_size_m: u32,
+}
+
+impl Default for SpeculativeOptions {
+    fn default() -> Self {
+        SpeculativeOptions {
+            types: Vec::new(),
+            draft_model: None,
+            n_max: 3,
+            n_min: 0,
+            p_min: 0.0,
+            ngram_size_n: 12,
+            ngram_size_m: 48,
+        }
+    }
+}
+
+impl SpeculativeOptions {
+    /// The drafter these options ask for: a draft model (`draft-simple`, or `-md` alone),
+    /// n-gram lookup (`ngram-simple`), or none. Both at once is an error (one drafter at a
+    /// time here), as is `draft-simple` without a draft model.
+    pub fn drafter(&self) -> crate::Result<Option<SpecType>> {
+        let bad = |problem: &str| crate::Error::Speculative { problem: problem.to_string() };
+        let wants = |t: SpecType| self.types.contains(&t);
+        let draft = wants(SpecType::DraftSimple) || (self.draft_model.is_some() && !wants(SpecType::None));
+        let ngram = wants(SpecType::NgramSimple);
+        match (draft, ngram) {
+            (true, true) => Err(bad("draft-simple and ngram-simple together: one drafter at a time")),
+            (true, false) if self.draft_model.is_none() => Err(bad("draft-simple needs a draft model (-md FILE)")),
+            (true, false) => Ok(Some(SpecType::DraftSimple)),
+            (false, true) => Ok(Some(SpecType::NgramSimple)),
+            (false, false) => Ok(None),
+        }
+    }
 }
 
 /// A file with a scale: a LoRA adapter (`--lora-scaled FILE:SCALE`) or a control vector
