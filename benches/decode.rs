@@ -79,12 +79,8 @@ fn plans() -> Vec<Plan> {
     }
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let workload = Workload {
-        name: "default".into(),
-        n_prompt: env_u32("LLAMA_BENCH_PROMPT", 512),
-        n_gen: env_u32("LLAMA_BENCH_GEN", 128),
-        n_depth: 0,
         repetitions: 1,
-        turns: 1,
+        ..Workload::new("default", env_u32("LLAMA_BENCH_PROMPT", 512), env_u32("LLAMA_BENCH_GEN", 128))
     };
     vec![Plan { name, options, workloads: vec![workload] }]
 }

@@ -145,7 +145,12 @@ pub fn markdown_table_with(records: &[Record], t: &Thresholds) -> String {
     let mut out = String::new();
     let _ = write!(out, "| configuration | llama.cpp |");
     for n in &names {
-        let _ = write!(out, " {n} pp t/s | {n} tg t/s |");
+        let parallel = records.iter().find_map(|r| find(r, n)).map_or(1, |w| w.workload.parallel);
+        if parallel > 1 {
+            let _ = write!(out, " {n} pp t/s ({parallel} seqs, total) | {n} tg t/s ({parallel} seqs, total) |");
+        } else {
+            let _ = write!(out, " {n} pp t/s | {n} tg t/s |");
+        }
     }
     let _ = writeln!(out, " peak memory (MiB) |");
     let _ = write!(out, "|---|---|");
@@ -175,7 +180,60 @@ pub fn markdown_table_with(records: &[Record], t: &Thresholds) -> String {
         t.alpha,
         t.min_effect * 100.0
     );
+    cost_tables(records, &names, &mut out);
     out
+}
+
+/// One table per workload with a cost curve: the time of one decode of k tokens (ms, and
+/// relative to one token) per record.
+fn cost_tables(records: &[Record], names: &[String], out: &mut String) {
+    for n in names {
+        let mut sizes: Vec<u32> = Vec::new();
+        for r in records {
+            if let Some(w) = find(r, n) {
+                for c in &w.cost {
+                    if !sizes.contains(&c.n_tokens) {
+                        sizes.push(c.n_tokens);
+                    }
+                }
+            }
+        }
+        if sizes.is_empty() {
+            continue;
+        }
+        sizes.sort_unstable();
+        let _ = writeln!(out, "\nCost of one decode of k tokens after the prompt, `{n}` (ms; × one token's):\n");
+        let _ = write!(out, "| configuration |");
+        for k in &sizes {
+            let _ = write!(out, " k={k} |");
+        }
+        let _ = writeln!(out);
+        let _ = write!(out, "|---|");
+        for _ in &sizes {
+            let _ = write!(out, "---:|");
+        }
+        let _ = writeln!(out);
+        for r in records {
+            let _ = write!(out, "| {} |", r.config);
+            for k in &sizes {
+                match find(r, n).and_then(|w| w.cost.iter().find(|c| c.n_tokens == *k)) {
+                    Some(c) => {
+                        let _ = write!(
+                            out,
+                            " {:.2} ± {:.2} (×{:.2}) |",
+                            c.samples.avg_ns / 1e6,
+                            c.samples.stddev_ns / 1e6,
+                            c.relative
+                        );
+                    }
+                    None => {
+                        let _ = write!(out, " – |");
+                    }
+                }
+            }
+            let _ = writeln!(out);
+        }
+    }
 }
 
 /// Memory used by the run: per non-CPU device the VRAM taken between "before load" and

@@ -276,6 +276,12 @@ pub enum WorkloadProblem {
     NoTurns,
     /// `n_depth` with several turns.
     DepthWithTurns,
+    /// `parallel = 0`.
+    NoSequences,
+    /// `parallel` above 1 with `turns` or `n_depth`.
+    ParallelWithTurnsOrDepth,
+    /// A `decode_sizes` entry of 0.
+    ZeroDecodeSize,
     /// More KV cells than the context has.
     DoesNotFit(Misfit),
     /// No preset fits the context (none were named); the first one's misfit.
@@ -297,6 +303,11 @@ fn workload_message(name: &str, problem: &WorkloadProblem) -> String {
         WorkloadProblem::NothingToRun => "n_prompt and n_gen are both 0".to_string(),
         WorkloadProblem::NoRepetitions => "repetitions must be at least 1".to_string(),
         WorkloadProblem::NoTurns => "turns must be at least 1".to_string(),
+        WorkloadProblem::NoSequences => "parallel must be at least 1".to_string(),
+        WorkloadProblem::ParallelWithTurnsOrDepth => {
+            "parallel sequences cannot be combined with turns or n_depth".to_string()
+        }
+        WorkloadProblem::ZeroDecodeSize => "decode_sizes entries must be at least 1".to_string(),
         WorkloadProblem::DepthWithTurns => "n_depth and several turns cannot be combined".to_string(),
         WorkloadProblem::DoesNotFit(m) => m.to_string(),
         WorkloadProblem::NoPresetFits(m) => format!("{m} (no preset fits; name workloads that do)"),

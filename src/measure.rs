@@ -218,6 +218,95 @@ impl<'m> Bench<'m> {
         Ok(Samples { n_tokens: test.n_tokens as u64, samples_ns })
     }
 
+    /// `parallel` sequences at once, as llama-batched-bench measures them: each repetition
+    /// from an empty cache decodes a prompt of `n_prompt` tokens for every sequence (one batch
+    /// per sequence, timed together as pp), then `n_gen` steps of one batch holding the next
+    /// token of every sequence (tg). Returns the prompt and generation samples (aggregate).
+    pub fn run_parallel(
+        &mut self,
+        parallel: u32,
+        n_prompt: u32,
+        n_gen: u32,
+        repetitions: u32,
+    ) -> Result<(Samples, Samples)> {
+        let n = parallel as usize;
+        let mut pp = Samples { n_tokens: u64::from(parallel) * u64::from(n_prompt), samples_ns: Vec::new() };
+        let mut tg = Samples { n_tokens: u64::from(parallel) * u64::from(n_gen), samples_ns: Vec::new() };
+        let chunk = self.ctx.n_batch().max(1) as usize;
+        let mut batch = llama_runner::Batch::new(chunk.max(n), 1)?;
+        for rep in 0..=repetitions {
+            self.ctx.clear();
+            let t = Instant::now();
+            for seq in 0..n {
+                let prompt = self.tokens.prompt(n_prompt as usize);
+                for (c, part) in prompt.chunks(chunk).enumerate() {
+                    batch.clear();
+                    for (i, &tok) in part.iter().enumerate() {
+                        let pos = c * chunk + i;
+                        batch.add(
+                            tok,
+                            pos as llama_runner::Pos,
+                            &[seq as llama_runner::SeqId],
+                            pos + 1 == prompt.len(),
+                        )?;
+                    }
+                    self.ctx.decode_batch(&batch)?;
+                }
+            }
+            self.ctx.synchronize();
+            let p_ns = t.elapsed().as_nanos() as u64;
+            let t = Instant::now();
+            for step in 0..n_gen {
+                batch.clear();
+                for seq in 0..n {
+                    let pos = (n_prompt + step) as llama_runner::Pos;
+                    batch.add(self.tokens.token(), pos, &[seq as llama_runner::SeqId], true)?;
+                }
+                self.ctx.decode_batch(&batch)?;
+            }
+            self.ctx.synchronize();
+            let g_ns = t.elapsed().as_nanos() as u64;
+            if rep > 0 {
+                // repetition 0 is the warm-up
+                pp.samples_ns.push(p_ns);
+                tg.samples_ns.push(g_ns);
+            }
+        }
+        Ok((pp, tg))
+    }
+
+    /// The cost curve: after `n_depth + n_prompt` tokens, the time of one decode of each size
+    /// in `sizes` (all its tokens outputting logits, as a draft's verification does), the cache
+    /// cut back after each; one warm-up round, then `repetitions` samples per size.
+    pub fn run_cost_curve(&mut self, n_before: u32, sizes: &[u32], repetitions: u32) -> Result<Vec<(u32, Samples)>> {
+        let largest = sizes.iter().copied().max().unwrap_or(1) as usize;
+        let mut batch = llama_runner::Batch::new(largest.max(1), 1)?;
+        self.reset(0)?;
+        let prompt = self.tokens.prompt(n_before as usize);
+        if !prompt.is_empty() {
+            self.ctx.decode(&prompt)?;
+        }
+        let mut out: Vec<(u32, Samples)> =
+            sizes.iter().map(|&k| (k, Samples { n_tokens: u64::from(k), samples_ns: Vec::new() })).collect();
+        for rep in 0..=repetitions {
+            for (k, samples) in out.iter_mut() {
+                batch.clear();
+                for i in 0..*k {
+                    batch.add(self.tokens.token(), (n_before + i) as llama_runner::Pos, &[0], true)?;
+                }
+                let t = Instant::now();
+                self.ctx.decode_batch(&batch)?;
+                self.ctx.synchronize();
+                let ns = t.elapsed().as_nanos() as u64;
+                self.ctx.seq_remove(0, n_before as llama_runner::Pos..)?;
+                if rep > 0 {
+                    samples.samples_ns.push(ns);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A multi-turn conversation, as a chat server sees it: each turn appends `n_prompt` tokens
     /// (the user's message) and generates `n_gen`, keeping the cache across turns. Returns the
     /// prompt and generation samples, one per repetition, over all turns.
@@ -260,6 +349,16 @@ pub struct Workload {
     /// Turns: more than 1 makes a multi-turn conversation that keeps the cache across turns.
     #[serde(default = "one")]
     pub turns: u32,
+    /// Sequences decoded together (llama-batched-bench's `-npl`): more than 1 processes a
+    /// prompt of `n_prompt` for each sequence, then generates `n_gen` tokens for all of them
+    /// in one batch per step; pp and tg then report aggregate tokens/s over all sequences.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub parallel: u32,
+    /// The cost curve: the time of one decode of each of these numbers of tokens, after the
+    /// prompt (what speculative decoding's verification of a draft costs against a single
+    /// token); recorded in [`WorkloadResult::cost`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decode_sizes: Vec<u32>,
 }
 
 fn default_repetitions() -> u32 {
@@ -270,10 +369,34 @@ fn one() -> u32 {
     1
 }
 
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
 impl Workload {
     /// KV cells the workload needs.
     pub fn n_cells(&self) -> u32 {
-        self.n_depth.saturating_add(self.turns.max(1).saturating_mul(self.n_prompt.saturating_add(self.n_gen)))
+        let per_turn = self.n_prompt.saturating_add(self.n_gen);
+        let largest_decode = self.decode_sizes.iter().copied().max().unwrap_or(0);
+        let per_seq = self.n_depth.saturating_add(self.turns.max(1).saturating_mul(per_turn));
+        per_seq
+            .max(self.n_depth.saturating_add(self.n_prompt).saturating_add(largest_decode))
+            .saturating_mul(self.parallel.max(1))
+    }
+
+    /// A workload with the usual defaults: 5 repetitions, one turn, one sequence, no depth, no
+    /// cost curve.
+    pub fn new(name: impl Into<String>, n_prompt: u32, n_gen: u32) -> Self {
+        Workload {
+            name: name.into(),
+            n_prompt,
+            n_gen,
+            n_depth: 0,
+            repetitions: default_repetitions(),
+            turns: 1,
+            parallel: 1,
+            decode_sizes: Vec::new(),
+        }
     }
 }
 
@@ -286,6 +409,22 @@ pub struct WorkloadResult {
     pub pp: Option<SampleStats>,
     /// Generation samples (absent when `n_gen` is 0).
     pub tg: Option<SampleStats>,
+    /// The cost curve ([`Workload::decode_sizes`]): for each size, the time of one decode of
+    /// that many tokens after the prompt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cost: Vec<CostPoint>,
+}
+
+/// One point of a cost curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostPoint {
+    /// Tokens in the decode.
+    pub n_tokens: u32,
+    /// Its time, one sample per repetition.
+    pub samples: SampleStats,
+    /// Mean time over the mean time of a one-token decode at the same depth (the first
+    /// point's when it is 1 token; else 1 token measured alongside).
+    pub relative: f64,
 }
 
 /// Samples with their statistics spelled out (for records that are read without this crate).
@@ -325,6 +464,51 @@ impl From<&Samples> for SampleStats {
 /// a fresh context sized for that test alone (`n_ctx = depth + tokens`, unless the options ask
 /// for more), or for several turns one conversation on a context holding all of them.
 pub fn run_workload(model: &Model, options: &ContextOptions, w: &Workload) -> Result<WorkloadResult> {
+    let mut result = run_throughput(model, options, w)?;
+    if !w.decode_sizes.is_empty() {
+        let mut sizes = w.decode_sizes.clone();
+        if !sizes.contains(&1) {
+            sizes.insert(0, 1);
+        }
+        let n_before = w.n_depth.saturating_add(w.n_prompt);
+        let largest = sizes.iter().copied().max().unwrap_or(1);
+        let mut bench = Bench::new(model, options, n_before.saturating_add(largest))?;
+        let curve = bench.run_cost_curve(n_before, &sizes, w.repetitions)?;
+        let one = curve.iter().find(|(k, _)| *k == 1).map_or(0.0, |(_, s)| s.avg_ns());
+        result.cost = curve
+            .iter()
+            .filter(|(k, _)| w.decode_sizes.contains(k))
+            .map(|(k, s)| CostPoint {
+                n_tokens: *k,
+                samples: s.into(),
+                relative: if one > 0.0 { s.avg_ns() / one } else { 0.0 },
+            })
+            .collect();
+    }
+    Ok(result)
+}
+
+fn run_throughput(model: &Model, options: &ContextOptions, w: &Workload) -> Result<WorkloadResult> {
+    if w.parallel > 1 {
+        if w.n_depth > 0 || w.turns > 1 {
+            return Err(Error::InvalidOption {
+                option: format!("workload {}", w.name),
+                reason: "parallel sequences cannot be combined with depth or turns".into(),
+            });
+        }
+        let mut o = options.clone();
+        o.n_seq_max = w.parallel;
+        o.kv_unified = true;
+        let mut bench = Bench::new(model, &o, w.n_cells())?;
+        let (pp, tg) = bench.run_parallel(w.parallel, w.n_prompt, w.n_gen, w.repetitions)?;
+        let stats = |s: &Samples, n: u32| (n > 0).then(|| s.into());
+        return Ok(WorkloadResult {
+            workload: w.clone(),
+            pp: stats(&pp, w.n_prompt),
+            tg: stats(&tg, w.n_gen),
+            cost: Vec::new(),
+        });
+    }
     if w.turns > 1 {
         if w.n_depth > 0 {
             return Err(Error::InvalidOption {
@@ -334,7 +518,12 @@ pub fn run_workload(model: &Model, options: &ContextOptions, w: &Workload) -> Re
         }
         let mut bench = Bench::new(model, options, w.n_cells())?;
         let (pp, tg) = bench.run_turns(w.turns, w.n_prompt, w.n_gen, w.repetitions)?;
-        return Ok(WorkloadResult { workload: w.clone(), pp: Some((&pp).into()), tg: Some((&tg).into()) });
+        return Ok(WorkloadResult {
+            workload: w.clone(),
+            pp: Some((&pp).into()),
+            tg: Some((&tg).into()),
+            cost: Vec::new(),
+        });
     }
     let test = |kind, n: u32| -> Result<Option<SampleStats>> {
         if n == 0 {
@@ -348,5 +537,5 @@ pub fn run_workload(model: &Model, options: &ContextOptions, w: &Workload) -> Re
     };
     let pp = test(TestKind::Prompt, w.n_prompt)?;
     let tg = test(TestKind::Generation, w.n_gen)?;
-    Ok(WorkloadResult { workload: w.clone(), pp, tg })
+    Ok(WorkloadResult { workload: w.clone(), pp, tg, cost: Vec::new() })
 }

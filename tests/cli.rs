@@ -321,3 +321,30 @@ fn bad_inputs_are_errors_not_crashes() {
         assert!(String::from_utf8_lossy(&out.stderr).starts_with("error:"), "{args:?}");
     }
 }
+
+/// `bench` with a parallel workload and a cost curve: the record keeps them and the table
+/// shows aggregate columns and the curve.
+#[test]
+fn throughput_workloads_reach_the_record_and_the_table() {
+    let dir = out_dir("throughput");
+    let record = dir.join("r.json");
+    let out = exe()
+        .current_dir(workspace())
+        .env("LLAMA_MODELS_DIR", models_dir())
+        .args(["bench", "--config", "configs/cpu-tiny-throughput.toml", "--record"])
+        .arg(&record)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("par4 tg t/s (4 seqs, total)"), "{stdout}");
+    assert!(stdout.contains("Cost of one decode") && stdout.contains("k=16"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let workloads = v["workloads"].as_array().unwrap();
+    let par = workloads.iter().find(|w| w["workload"]["name"] == "par4").unwrap();
+    assert_eq!(par["workload"]["parallel"], 4);
+    assert_eq!(par["tg"]["n_tokens"], 32);
+    let cost = workloads.iter().find(|w| w["workload"]["name"] == "cost").unwrap();
+    assert_eq!(cost["cost"].as_array().unwrap().len(), 5);
+    assert_eq!(cost["cost"][0]["relative"], 1.0);
+}

@@ -22,3 +22,37 @@ fn benchmark_contexts_turn_perf_timings_off_as_llama_bench_does() {
     assert!(perf.n_prompt > 0 && perf.n_eval > 0, "llama.cpp counts tokens either way: {perf:?}");
     assert!(perf.prompt_ms == 0.0 && perf.eval_ms == 0.0, "no timings with --no-perf: {perf:?}");
 }
+
+/// A parallel workload reports aggregate tokens over all sequences and runs on a context with
+/// one sequence id per request; a cost curve has one point per size, the one-token point 1.0.
+#[test]
+fn parallel_and_cost_curve_workloads() {
+    use llama_workbench::measure::{Workload, run_workload};
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("measure-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = tiny_gguf::cached(&ModelSpec::tiny_llama(), &dir).unwrap();
+    let model = Model::load(Backend::get().unwrap(), path, &ModelOptions::default()).unwrap();
+    let options = ContextOptions { n_threads: Some(2), ..Default::default() };
+    let w = Workload { parallel: 4, repetitions: 2, ..Workload::new("par4", 16, 8) };
+    assert_eq!(w.n_cells(), 4 * 24);
+    let r = run_workload(&model, &options, &w).unwrap();
+    let (pp, tg) = (r.pp.unwrap(), r.tg.unwrap());
+    assert_eq!((pp.n_tokens, tg.n_tokens), (64, 32), "aggregate over the sequences");
+    assert_eq!((pp.samples_ns.len(), tg.samples_ns.len()), (2, 2));
+    assert!(tg.avg_ts > 0.0 && pp.avg_ts > 0.0);
+    assert!(r.cost.is_empty());
+
+    let w = Workload { decode_sizes: vec![1, 2, 8], repetitions: 3, ..Workload::new("cost", 32, 0) };
+    let r = run_workload(&model, &options, &w).unwrap();
+    assert_eq!(r.cost.iter().map(|c| c.n_tokens).collect::<Vec<_>>(), [1, 2, 8]);
+    assert!((r.cost[0].relative - 1.0).abs() < 1e-12);
+    assert!(r.cost.iter().all(|c| c.samples.samples_ns.len() == 3 && c.samples.avg_ns > 0.0));
+    // Sizes without 1 are measured against a one-token decode all the same.
+    let w = Workload { decode_sizes: vec![4], repetitions: 2, ..Workload::new("cost4", 8, 4) };
+    let r = run_workload(&model, &options, &w).unwrap();
+    assert_eq!(r.cost.len(), 1);
+    assert!(r.cost[0].relative > 0.0 && r.tg.is_some());
+    // A parallel workload with turns is refused.
+    let bad = Workload { parallel: 2, turns: 2, ..Workload::new("bad", 8, 4) };
+    assert!(run_workload(&model, &options, &bad).unwrap_err().to_string().contains("parallel"));
+}

@@ -293,6 +293,12 @@ impl Config {
                 Some(WorkloadProblem::NoTurns)
             } else if w.turns > 1 && w.n_depth > 0 {
                 Some(WorkloadProblem::DepthWithTurns)
+            } else if w.parallel == 0 {
+                Some(WorkloadProblem::NoSequences)
+            } else if w.parallel > 1 && (w.turns > 1 || w.n_depth > 0) {
+                Some(WorkloadProblem::ParallelWithTurnsOrDepth)
+            } else if w.decode_sizes.contains(&0) {
+                Some(WorkloadProblem::ZeroDecodeSize)
             } else {
                 capacity.misfit(w).map(WorkloadProblem::DoesNotFit)
             };

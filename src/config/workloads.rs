@@ -24,7 +24,7 @@ pub fn preset_workload(name: &str) -> Option<Workload> {
         "multi-turn" => (128, 64, 4),
         _ => return None,
     };
-    Some(Workload { name: name.to_string(), n_prompt, n_gen, n_depth: 0, repetitions: 5, turns })
+    Some(Workload { turns, ..Workload::new(name, n_prompt, n_gen) })
 }
 
 /// The four presets, in [`WORKLOAD_PRESETS`] order: the workloads of a configuration that names
@@ -54,10 +54,11 @@ impl Capacity {
 
     /// Why `w` does not fit, if it does not.
     pub(super) fn misfit(&self, w: &Workload) -> Option<Misfit> {
-        let needed = u64::from(w.n_depth) + u64::from(w.turns) * (u64::from(w.n_prompt) + u64::from(w.n_gen));
+        let needed = u64::from(w.n_cells());
         let cells = self.cells?;
         (needed > u64::from(cells)).then(|| Misfit {
             needed,
+            parallel: w.parallel,
             n_depth: w.n_depth,
             turns: w.turns,
             n_prompt: w.n_prompt,
@@ -74,6 +75,8 @@ impl Capacity {
 pub struct Misfit {
     /// KV cells needed.
     pub needed: u64,
+    /// Its `parallel` (sequences).
+    pub parallel: u32,
     /// The workload's `n_depth`.
     pub n_depth: u32,
     /// Its `turns`.
@@ -91,9 +94,10 @@ pub struct Misfit {
 
 impl fmt::Display for Misfit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seqs = if self.parallel > 1 { format!(" × {} sequences", self.parallel) } else { String::new() };
         write!(
             f,
-            "needs {} KV cells (n_depth {} + {} turn(s) × (n_prompt {} + n_gen {})), more than {}",
+            "needs {} KV cells (n_depth {} + {} turn(s) × (n_prompt {} + n_gen {})){seqs}, more than {}",
             self.needed, self.n_depth, self.turns, self.n_prompt, self.n_gen, self.capacity
         )
     }
