@@ -28,6 +28,7 @@ pub mod generate;
 pub mod history;
 pub mod measure;
 pub mod peer;
+pub mod perplexity;
 pub mod progress;
 pub mod record;
 pub mod step;

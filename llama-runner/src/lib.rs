@@ -33,6 +33,7 @@ pub mod model;
 pub mod options;
 pub mod parallel;
 pub mod params;
+pub mod quality;
 pub mod regex;
 pub mod sampling;
 pub mod sequences;
@@ -58,6 +59,7 @@ pub use options::{
     ModelOptions, Opt, Priority, RunOptions, ScaledPath, SpecType, SpeculativeOptions, SplitMode, TensorOverride,
     TensorSplit, ThreadPlacement,
 };
+pub use quality::{BaseFormat, BaseReader, KlDivergence, Perplexity, PerplexityOptions, QualityError};
 pub use sampling::{LogitBias, Mirostat, Sampler, SamplerType, SamplingBuilder, SamplingOptions};
 pub use stream::{Event, StopConditions, StopReason, Stream};
 

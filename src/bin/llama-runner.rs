@@ -41,6 +41,9 @@ enum Command {
     Generate(llama_workbench::generate::GenerateArgs),
     /// Embeddings of input lines (standard input or -f), printed as JSON.
     Embed(llama_workbench::embed::EmbedArgs),
+    /// Perplexity over a text and KL divergence against a base run, with llama-perplexity's
+    /// method, base file format and printout.
+    Perplexity(llama_workbench::perplexity::PerplexityArgs),
     /// An interactive chat on standard input with the model's chat template, the history kept
     /// in the KV cache (`/reset`, `/exit`; Ctrl-C stops an answer).
     Chat(llama_workbench::chat::ChatArgs),
@@ -298,6 +301,11 @@ fn run(command: Command) -> Result<ExitCode> {
             let options = args.options()?;
             let backend = init_backend(&options.backend)?;
             llama_workbench::embed::run(&args, &options, backend)?;
+        }
+        Command::Perplexity(args) => {
+            let options = args.options()?;
+            let backend = init_backend(&options.backend)?;
+            llama_workbench::perplexity::run(&args, &options, backend)?;
         }
         Command::Chat(args) => {
             let options = args.options()?;
