@@ -348,3 +348,114 @@ fn throughput_workloads_reach_the_record_and_the_table() {
     assert_eq!(cost["cost"].as_array().unwrap().len(), 5);
     assert_eq!(cost["cost"][0]["relative"], 1.0);
 }
+
+/// Every command that takes a model, a flag string, a config, a record or a text refuses bad
+/// ones with `error: ...` and exit status 2: malformed and truncated model files, a directory,
+/// the new flags (adapters, speculative decoding, chat templates), bad workloads and records.
+/// Never a panic or an abort.
+#[test]
+fn every_command_refuses_bad_input_with_exit_2() {
+    let dir = out_dir("bad-inputs");
+    let model = tiny_gguf::cached(&tiny_gguf::ModelSpec::tiny_llama(), &models_dir()).unwrap();
+    let bytes = std::fs::read(&model).unwrap();
+    let truncated = dir.join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let garbage = dir.join("garbage.gguf");
+    std::fs::write(&garbage, b"GGUF\x03\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xffjunk").unwrap();
+    let empty = dir.join("empty.gguf");
+    std::fs::write(&empty, b"").unwrap();
+    let text = dir.join("text.txt");
+    std::fs::write(&text, "a short text").unwrap();
+    let bad_record = dir.join("bad.json");
+    std::fs::write(&bad_record, "{\"not\": \"a record\"}").unwrap();
+    let bad_config = dir.join("bad.toml");
+    std::fs::write(
+        &bad_config,
+        "generated = \"tiny-llama\"\n[[workload]]\nname = \"w\"\nn_prompt = 4\nn_gen = 4\nparallel = 0\n",
+    )
+    .unwrap();
+    let m = model.display().to_string();
+    let d = dir.display().to_string();
+    let mut cases: Vec<Vec<String>> = Vec::new();
+    for bad in [&truncated, &garbage, &empty, &dir] {
+        let b = bad.display().to_string();
+        cases.push(vec!["generate".into(), "--flags".into(), format!("-m {b}"), "-p".into(), "x".into()]);
+        cases.push(vec!["chat".into(), "--flags".into(), format!("-m {b}"), "--chat-template".into(), "chatml".into()]);
+        cases.push(vec!["embed".into(), "--flags".into(), format!("-m {b}"), "-f".into(), text.display().to_string()]);
+        cases.push(vec![
+            "perplexity".into(),
+            "--flags".into(),
+            format!("-m {b}"),
+            "-f".into(),
+            text.display().to_string(),
+        ]);
+        cases.push(vec!["bench".into(), "--flags".into(), format!("-m {b} -t 1"), "--repetitions".into(), "1".into()]);
+    }
+    for flags in [
+        format!("-m {m} --lora {m}"),
+        format!("-m {m} --lora-scaled {m}"),
+        format!("-m {m} --lora-scaled a:b:c"),
+        format!("-m {m} --control-vector {d}/none.gguf"),
+        format!("-m {m} --control-vector-layer-range 1"),
+        format!("-m {m} --spec-type draft-simple --temp 0"),
+        format!("-m {m} --spec-type ngram-simple --temp 0.5"),
+        format!("-m {m} --spec-type eagle"),
+        format!("-m {m} -md {d}/none.gguf --temp 0"),
+        format!("-m {m} --spec-draft-n-max -3"),
+        format!("-m {m} --samplers warp"),
+        format!("-m {m} -c 999999999"),
+    ] {
+        cases.push(vec!["generate".into(), "--flags".into(), flags, "-p".into(), "x".into(), "-n".into(), "2".into()]);
+    }
+    for extra in [
+        vec!["--chat-template", "{% if %}"],
+        vec!["--chat-template-file", "/nonexistent/t.jinja"],
+        vec!["--chat-template", "nonsense", "--no-jinja"],
+    ] {
+        let mut c: Vec<String> = vec!["chat".into(), "--flags".into(), format!("-m {m}")];
+        c.extend(extra.iter().map(|s| s.to_string()));
+        cases.push(c);
+    }
+    cases.push(vec![
+        "perplexity".into(),
+        "--flags".into(),
+        format!("-m {m} -c 64"),
+        "-f".into(),
+        text.display().to_string(),
+    ]);
+    cases.push(vec!["perplexity".into(), "--flags".into(), format!("-m {m}"), "-f".into(), "/nonexistent.txt".into()]);
+    cases.push(vec![
+        "perplexity".into(),
+        "--flags".into(),
+        format!("-m {m} -c 64"),
+        "-f".into(),
+        text.display().to_string(),
+        "--kl-divergence-base".into(),
+        bad_record.display().to_string(),
+        "--kl-divergence".into(),
+    ]);
+    cases.push(vec!["bench".into(), "--config".into(), bad_config.display().to_string()]);
+    cases.push(vec!["compare".into(), bad_record.display().to_string(), bad_record.display().to_string()]);
+    cases.push(vec!["history".into(), bad_record.display().to_string()]);
+    for args in &cases {
+        let out = exe()
+            .current_dir(workspace())
+            .env("LLAMA_MODELS_DIR", models_dir())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.lines().any(|l| l.starts_with("error:")), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        // A usage error from the argument parser would pass the checks above for the wrong
+        // reason: every case is a well-formed command line.
+        assert!(!stderr.contains("Usage:"), "{args:?}: {stderr}");
+        eprintln!(
+            "{:?} -> {}",
+            args.iter().take(3).collect::<Vec<_>>(),
+            stderr.lines().find(|l| l.starts_with("error:")).unwrap_or("")
+        );
+    }
+}
