@@ -16,6 +16,7 @@
 //! | [`cli`] | the glue of `llama-runner bench` |
 //! | [`embed`] | `llama-runner embed`: embeddings of input lines as JSON |
 //! | [`progress`] | the progress bar of model loads longer than a second |
+//! | [`quantize`] | `llama-runner quantize`: llama-quantize's command over the library |
 
 pub mod bisect;
 pub mod chat;
@@ -30,6 +31,7 @@ pub mod measure;
 pub mod peer;
 pub mod perplexity;
 pub mod progress;
+pub mod quantize;
 pub mod record;
 pub mod step;
 

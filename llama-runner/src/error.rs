@@ -303,6 +303,10 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+    /// A quantization that was refused before llama.cpp saw it, or that llama.cpp failed
+    /// ([`quantize`](mod@crate::quantize)); nothing was left at the output path.
+    #[error("quantize: {0}")]
+    Quantize(crate::quantize::QuantizeError),
 }
 
 impl From<&llama_sys::LibraryMismatch> for Error {

@@ -34,6 +34,7 @@ pub mod options;
 pub mod parallel;
 pub mod params;
 pub mod quality;
+pub mod quantize;
 pub mod regex;
 pub mod sampling;
 pub mod sequences;
@@ -60,6 +61,7 @@ pub use options::{
     TensorSplit, ThreadPlacement,
 };
 pub use quality::{BaseFormat, BaseReader, KlDivergence, Perplexity, PerplexityOptions, QualityError};
+pub use quantize::{QuantType, QuantizeError, QuantizeOptions, Quantized, TensorType, quantize};
 pub use sampling::{LogitBias, Mirostat, Sampler, SamplerType, SamplingBuilder, SamplingOptions};
 pub use stream::{Event, StopConditions, StopReason, Stream};
 

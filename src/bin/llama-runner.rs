@@ -41,6 +41,8 @@ enum Command {
     Generate(llama_workbench::generate::GenerateArgs),
     /// Embeddings of input lines (standard input or -f), printed as JSON.
     Embed(llama_workbench::embed::EmbedArgs),
+    /// Quantize a model into another file, with llama-quantize's arguments and flags.
+    Quantize(llama_workbench::quantize::QuantizeArgs),
     /// Perplexity over a text and KL divergence against a base run, with llama-perplexity's
     /// method, base file format and printout.
     Perplexity(llama_workbench::perplexity::PerplexityArgs),
@@ -301,6 +303,10 @@ fn run(command: Command) -> Result<ExitCode> {
             let options = args.options()?;
             let backend = init_backend(&options.backend)?;
             llama_workbench::embed::run(&args, &options, backend)?;
+        }
+        Command::Quantize(args) => {
+            let backend = init_backend(&llama_runner::BackendOptions::default())?;
+            llama_workbench::quantize::run(&args, backend)?;
         }
         Command::Perplexity(args) => {
             let options = args.options()?;

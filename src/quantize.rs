@@ -1,0 +1,184 @@
+//! The `quantize` command: `llama-runner quantize INPUT OUTPUT TYPE`, llama-quantize's
+//! arguments and flags over [`llama_runner::quantize`], with a progress bar on standard error
+//! and a summary (sizes, types, fallbacks, time) on standard output.
+//!
+//! The bar appears once the run has taken a second (as the load bar of [`crate::progress`]),
+//! and only when standard error is a terminal.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use llama_runner::quantize::{QuantizeProgress, Quantized, TensorTypeOverride};
+use llama_runner::{Backend, QuantType, QuantizeOptions, TensorType};
+
+use crate::error::Result;
+
+/// Arguments of `llama-runner quantize` (llama-quantize's spelling; its thread count is `-t`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuantizeArgs {
+    /// The model to quantize (GGUF; F32, F16 or BF16, or quantized with --allow-requantize).
+    pub input: PathBuf,
+    /// The file to write; an existing one is replaced, but never the input. Written to a
+    /// temporary file beside it first, so a failed run leaves nothing here.
+    pub output: PathBuf,
+    /// The target, by llama-quantize's name (Q4_0, Q4_K_M, Q5_K_S, Q6_K, Q8_0, F16, BF16,
+    /// F32, COPY, ...) or its number.
+    #[arg(value_name = "TYPE", value_parser = parse::<QuantType>)]
+    pub target: QuantType,
+    /// Allow requantizing tensors that are already quantized (worse than quantizing from 16 or
+    /// 32 bits).
+    #[arg(long)]
+    pub allow_requantize: bool,
+    /// Leave output.weight as it is.
+    #[arg(long)]
+    pub leave_output_tensor: bool,
+    /// Give every tensor the target's type instead of llama.cpp's mixture.
+    #[arg(long)]
+    pub pure: bool,
+    /// The type of output.weight (a ggml type: q8_0, q6_K, f16, ...).
+    #[arg(long, value_name = "TYPE", value_parser = parse::<TensorType>)]
+    pub output_tensor_type: Option<TensorType>,
+    /// The type of the token embeddings (token_embd.weight).
+    #[arg(long, value_name = "TYPE", value_parser = parse::<TensorType>)]
+    pub token_embedding_type: Option<TensorType>,
+    /// Quantize the tensors whose name the pattern (a regular expression) is found in to TYPE;
+    /// repeatable, the first match wins, e.g. `--tensor-type attn_v=q8_0`.
+    #[arg(long = "tensor-type", value_name = "PATTERN=TYPE", value_parser = parse::<TensorTypeOverride>)]
+    pub tensor_types: Vec<TensorTypeOverride>,
+    /// Threads (default: one per hardware thread).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<u32>,
+}
+
+fn parse<T: std::str::FromStr<Err = llama_runner::Error>>(s: &str) -> std::result::Result<T, String> {
+    s.parse().map_err(|e: llama_runner::Error| e.to_string())
+}
+
+impl QuantizeArgs {
+    /// The library's options.
+    pub fn options(&self) -> QuantizeOptions {
+        QuantizeOptions {
+            target: self.target,
+            allow_requantize: self.allow_requantize,
+            leave_output_tensor: self.leave_output_tensor,
+            pure: self.pure,
+            output_tensor_type: self.output_tensor_type,
+            token_embedding_type: self.token_embedding_type,
+            tensor_types: self.tensor_types.clone(),
+            n_threads: self.threads,
+        }
+    }
+}
+
+/// Runs `quantize`: the bar while it works, then the summary on standard output.
+pub fn run(args: &QuantizeArgs, backend: &Backend) -> Result<Quantized> {
+    let mut bar = QuantizeBar::new(crate::progress::SHOW_AFTER, ProgressDrawTarget::stderr());
+    let done = llama_runner::quantize(backend, &args.input, &args.output, &args.options(), |p| bar.update(p));
+    bar.finish();
+    let done = done?;
+    print!("{}", summary(&done));
+    Ok(done)
+}
+
+/// The summary printed after a run.
+pub fn summary(q: &Quantized) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let percent = if q.input_bytes == 0 { 0.0 } else { 100.0 * q.output_bytes as f64 / q.input_bytes as f64 };
+    let mut out = format!(
+        "quantized {} -> {} as {} in {:.2} s\n",
+        q.input.display(),
+        q.output.display(),
+        q.target,
+        q.elapsed.as_secs_f64()
+    );
+    out += &format!("  file size:   {:.2} MiB -> {:.2} MiB ({percent:.1}%)\n", mib(q.input_bytes), mib(q.output_bytes));
+    out +=
+        &format!("  tensor data: {:.2} MiB -> {:.2} MiB\n", mib(q.tensor_bytes_before()), mib(q.tensor_bytes_after()));
+    let counts: Vec<String> = q.type_counts().iter().map(|(t, n)| format!("{n} {t}")).collect();
+    out += &format!("  tensors:     {} ({})\n", q.tensors.len(), counts.join(", "));
+    if !q.fallbacks.is_empty() {
+        out += &format!("  fallbacks:   {} (rows the type's blocks do not divide)\n", q.fallbacks.len());
+        for f in &q.fallbacks {
+            out += &format!("    {}: {} -> {}\n", f.tensor, f.wanted, f.used);
+        }
+    }
+    out
+}
+
+/// The progress of one quantization, shown as a bar (bytes of input processed, the tensor
+/// being written) once the run has taken longer than a delay.
+pub struct QuantizeBar {
+    started: Instant,
+    delay: Duration,
+    target: Option<ProgressDrawTarget>,
+    bar: Option<ProgressBar>,
+}
+
+impl QuantizeBar {
+    /// A bar drawn on `target` once `delay` has passed.
+    pub fn new(delay: Duration, target: ProgressDrawTarget) -> QuantizeBar {
+        QuantizeBar { started: Instant::now(), delay, target: Some(target), bar: None }
+    }
+
+    /// Records a tensor written; shows the bar when the run has taken longer than the delay.
+    pub fn update(&mut self, p: &QuantizeProgress) {
+        if self.bar.is_none()
+            && self.started.elapsed() >= self.delay
+            && let Some(target) = self.target.take()
+        {
+            let bar = ProgressBar::with_draw_target(Some(p.bytes_total), target);
+            // The template is a constant; it parses.
+            if let Ok(style) =
+                ProgressStyle::with_template("quantizing {bar:30} {binary_bytes}/{binary_total_bytes} {elapsed} {msg}")
+            {
+                bar.set_style(style);
+            }
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(p.bytes_done);
+            bar.set_message(format!("[{}/{}] {}", p.done, p.total, p.tensor));
+        }
+    }
+
+    /// Whether the bar has appeared.
+    pub fn shown(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Where the bar stands, in bytes of input (0 before it appears).
+    pub fn position(&self) -> u64 {
+        self.bar.as_ref().map_or(0, ProgressBar::position)
+    }
+
+    /// Removes the bar from the terminal.
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(done: usize) -> QuantizeProgress {
+        QuantizeProgress { done, total: 4, tensor: format!("t{done}"), bytes_done: done as u64 * 100, bytes_total: 400 }
+    }
+
+    #[test]
+    fn a_quick_run_shows_no_bar_and_a_slow_one_the_bytes_done() {
+        let mut quick = QuantizeBar::new(Duration::from_secs(3600), ProgressDrawTarget::hidden());
+        quick.update(&step(1));
+        assert!(!quick.shown());
+        quick.finish();
+        let mut slow = QuantizeBar::new(Duration::ZERO, ProgressDrawTarget::hidden());
+        slow.update(&step(1));
+        slow.update(&step(3));
+        assert!(slow.shown());
+        assert_eq!(slow.position(), 300);
+        slow.finish();
+    }
+}
