@@ -22,36 +22,61 @@ mkdir -p "$OUT"
 
 cargo build -q --release --bin llama-runner
 RUNNER=target/release/llama-runner
-BASE="$OUT/base-f16.kld"
+BASE_OFF="$OUT/base-f16.kld"
+BASE_ON="$OUT/base-f16-fa.kld"
 COMMON="-m $MODEL -c $N_CTX -b $N_CTX -t $THREADS"
 
-run() { # $1: label, $2: extra flags, $3: extra args
-    local out="$OUT/$(echo "$1" | tr ' /=' '___').txt"
+run() { # $1: label, $2: extra flags, $3: extra args (the base run's include --chunks)
+    local out
+    out="$OUT/$(echo "$1" | tr -c 'A-Za-z0-9_.\n-' '_').txt"
     # shellcheck disable=SC2086
-    "$RUNNER" perplexity --flags "$COMMON $2" -f "$TEXT" --chunks "$CHUNKS" $3 > "$out" 2> "$out.log"
+    if ! "$RUNNER" perplexity --flags "$COMMON $2" -f "$TEXT" $3 > "$out" 2> "$out.log"; then
+        echo "$1 failed:" >&2
+        cat "$out.log" >&2
+        return 1
+    fi
     echo "$out"
 }
 
-echo "base: f16 K/V, -fa off" >&2
-run base "-fa off" "--kl-divergence-base $BASE" > /dev/null
-echo "| configuration | flags | mean KLD | KLD 99% | same top | ln(PPL(Q)/PPL(base)) |"
-echo "|---|---|---:|---:|---:|---:|"
-while IFS='|' read -r label flags; do
-    [ -n "$label" ] || continue
-    echo "$label" >&2
-    f=$(run "$label" "$flags" "--kl-divergence-base $BASE --kl-divergence")
+echo "bases: f16 K/V with -fa off and with -fa on" >&2
+[ -f "$BASE_OFF" ] || run base "-fa off" "--chunks $CHUNKS --kl-divergence-base $BASE_OFF" > /dev/null
+[ -f "$BASE_ON" ] || run base-fa "-fa on" "--chunks $CHUNKS --kl-divergence-base $BASE_ON" > /dev/null
+echo "| configuration | base | flags | mean KLD | KLD 99% | same top | ln(PPL(Q)/PPL(base)) |"
+echo "|---|---|---|---:|---:|---:|---:|"
+# Requantized variants of the model (REQUANT="Q8_0 Q4_0 ..."; empty: none) against the same
+# base: what each quantization loses against the shipped file.
+for t in ${REQUANT:-}; do
+    variant="$OUT/requant-$t.gguf"
+    [ -f "$variant" ] || "$RUNNER" quantize "$MODEL" "$variant" "$t" --allow-requantize > "$OUT/requant-$t.log" 2>&1
+    echo "requantized $t" >&2
+    f=$(run "requant-$t" "-fa off -m $variant" "--kl-divergence-base $BASE_OFF --kl-divergence") || exit 1
     kld=$(sed -n 's/^Mean    KLD: *\([^ ]*\) *± *\([^ ]*\)/\1 ± \2/p' "$f")
     p99=$(sed -n 's/^99.0%   KLD: *\([^ ]*\)/\1/p' "$f")
     top=$(sed -n 's/^Same top p: *\(.*\)/\1/p' "$f")
     ratio=$(sed -n 's/^Mean ln(PPL(Q)\/PPL(base)) *: *\(.*\)/\1/p' "$f")
-    echo "| $label | \`$flags\` | $kld | $p99 | $top | $ratio |"
+    size=$(stat -c %s "$variant")
+    echo "| the model requantized to $t ($((size >> 20)) MiB) | f16, -fa off | \`quantize --allow-requantize\` | $kld | $p99 | $top | $ratio |"
+done
+[ "${SKIP_KV:-0}" = 1 ] && exit 0
+while IFS='|' read -r base label flags; do
+    [ -n "$label" ] || continue
+    echo "$label (against f16 -fa $base)" >&2
+    if [ "$base" = on ]; then b=$BASE_ON; else b=$BASE_OFF; fi
+    f=$(run "$label-vs-$base" "$flags" "--kl-divergence-base $b --kl-divergence") || exit 1
+    kld=$(sed -n 's/^Mean    KLD: *\([^ ]*\) *± *\([^ ]*\)/\1 ± \2/p' "$f")
+    p99=$(sed -n 's/^99.0%   KLD: *\([^ ]*\)/\1/p' "$f")
+    top=$(sed -n 's/^Same top p: *\(.*\)/\1/p' "$f")
+    ratio=$(sed -n 's/^Mean ln(PPL(Q)\/PPL(base)) *: *\(.*\)/\1/p' "$f")
+    echo "| $label | f16, -fa $base | \`$flags\` | $kld | $p99 | $top | $ratio |"
 done <<'VARIANTS'
-f16 K/V, -fa on|-fa on
-q8_0 K, f16 V|-fa off -ctk q8_0
-q8_0 K/V|-fa on -ctk q8_0 -ctv q8_0
-q4_0 K/V|-fa on -ctk q4_0 -ctv q4_0
-q4_0 K, q8_0 V|-fa on -ctk q4_0 -ctv q8_0
-1 thread (sanity)|-fa off -t 1
-no mmap (sanity)|-fa off --no-mmap
-no repack (sanity)|-fa off -nr
+off|f16 K/V, -fa on|-fa on
+off|q8_0 K, f16 V|-fa off -ctk q8_0
+off|q8_0 K/V|-fa on -ctk q8_0 -ctv q8_0
+on|q8_0 K/V|-fa on -ctk q8_0 -ctv q8_0
+off|q4_0 K/V|-fa on -ctk q4_0 -ctv q4_0
+on|q4_0 K/V|-fa on -ctk q4_0 -ctv q4_0
+on|q4_0 K, q8_0 V|-fa on -ctk q4_0 -ctv q8_0
+off|1 thread (sanity)|-fa off -t 1
+off|no mmap (sanity)|-fa off --no-mmap
+off|no repack|-fa off -nr
 VARIANTS
