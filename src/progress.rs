@@ -15,14 +15,61 @@ use llama_runner::{Backend, LoadOptions, Model, ModelOptions};
 /// How long a load runs before its bar appears.
 pub const SHOW_AFTER: Duration = Duration::from_secs(1);
 
+/// A progress bar that appears only once its work has run for a while (and only on a
+/// terminal: indicatif draws nothing elsewhere); the load and quantize bars are built on it.
+pub struct DelayedBar {
+    started: Instant,
+    delay: Duration,
+    template: &'static str,
+    target: Option<ProgressDrawTarget>,
+    bar: Option<ProgressBar>,
+}
+
+impl DelayedBar {
+    /// A bar with indicatif's `template`, drawn on `target` once `delay` has passed.
+    pub fn new(delay: Duration, template: &'static str, target: ProgressDrawTarget) -> DelayedBar {
+        DelayedBar { started: Instant::now(), delay, template, target: Some(target), bar: None }
+    }
+
+    /// The bar, created with length `total` when the delay has passed; `None` before.
+    pub fn due(&mut self, total: u64) -> Option<&ProgressBar> {
+        if self.bar.is_none()
+            && self.started.elapsed() >= self.delay
+            && let Some(target) = self.target.take()
+        {
+            let bar = ProgressBar::with_draw_target(Some(total), target);
+            // The templates are constants; they parse.
+            if let Ok(style) = ProgressStyle::with_template(self.template) {
+                bar.set_style(style);
+            }
+            self.bar = Some(bar);
+        }
+        self.bar.as_ref()
+    }
+
+    /// Whether the bar has appeared.
+    pub fn shown(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Where the bar stands (0 before it appears).
+    pub fn position(&self) -> u64 {
+        self.bar.as_ref().map_or(0, ProgressBar::position)
+    }
+
+    /// Removes the bar from the terminal.
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// The progress of one model load, shown as a bar once the load has run for a while.
 pub struct LoadBar {
     label: String,
     total: u64,
-    started: Instant,
-    delay: Duration,
-    target: Option<ProgressDrawTarget>,
-    bar: Option<ProgressBar>,
+    bar: DelayedBar,
 }
 
 impl LoadBar {
@@ -38,51 +85,34 @@ impl LoadBar {
         LoadBar {
             label: format!("loading {name}"),
             total: std::fs::metadata(path).map_or(0, |m| m.len()),
-            started: Instant::now(),
-            delay,
-            target: Some(target),
-            bar: None,
+            bar: DelayedBar::new(delay, "{msg} {bar:30} {binary_bytes}/{binary_total_bytes} {elapsed}", target),
         }
     }
 
     /// Records that `fraction` (0.0 to 1.0) of the model is loaded; shows the bar when the load
     /// has taken longer than the delay. Returns `true`: the bar never cancels a load.
     pub fn update(&mut self, fraction: f32) -> bool {
-        if self.bar.is_none()
-            && self.started.elapsed() >= self.delay
-            && let Some(target) = self.target.take()
-        {
-            let bar = ProgressBar::with_draw_target(Some(self.total), target);
-            // The template is a constant; it parses.
-            if let Ok(style) =
-                ProgressStyle::with_template("{msg} {bar:30} {binary_bytes}/{binary_total_bytes} {elapsed}")
-            {
-                bar.set_style(style);
-            }
+        let position = (f64::from(fraction.clamp(0.0, 1.0)) * self.total as f64) as u64;
+        if let Some(bar) = self.bar.due(self.total) {
             bar.set_message(self.label.clone());
-            self.bar = Some(bar);
-        }
-        if let Some(bar) = &self.bar {
-            bar.set_position((f64::from(fraction.clamp(0.0, 1.0)) * self.total as f64) as u64);
+            bar.set_position(position);
         }
         true
     }
 
     /// Whether the bar has appeared (the load took longer than the delay).
     pub fn shown(&self) -> bool {
-        self.bar.is_some()
+        self.bar.shown()
     }
 
     /// Where the bar stands, in bytes of the file (0 before it appears).
     pub fn position(&self) -> u64 {
-        self.bar.as_ref().map_or(0, ProgressBar::position)
+        self.bar.position()
     }
 
     /// Removes the bar from the terminal.
     pub fn finish(self) {
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
-        }
+        self.bar.finish();
     }
 }
 

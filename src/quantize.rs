@@ -6,9 +6,9 @@
 //! and only when standard error is a terminal.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressDrawTarget;
 use llama_runner::quantize::{QuantizeProgress, Quantized, TensorTypeOverride};
 use llama_runner::{Backend, QuantType, QuantizeOptions, TensorType};
 
@@ -109,34 +109,19 @@ pub fn summary(q: &Quantized) -> String {
 /// The progress of one quantization, shown as a bar (bytes of input processed, the tensor
 /// being written) once the run has taken longer than a delay.
 pub struct QuantizeBar {
-    started: Instant,
-    delay: Duration,
-    target: Option<ProgressDrawTarget>,
-    bar: Option<ProgressBar>,
+    bar: crate::progress::DelayedBar,
 }
 
 impl QuantizeBar {
     /// A bar drawn on `target` once `delay` has passed.
     pub fn new(delay: Duration, target: ProgressDrawTarget) -> QuantizeBar {
-        QuantizeBar { started: Instant::now(), delay, target: Some(target), bar: None }
+        let template = "quantizing {bar:30} {binary_bytes}/{binary_total_bytes} {elapsed} {msg}";
+        QuantizeBar { bar: crate::progress::DelayedBar::new(delay, template, target) }
     }
 
     /// Records a tensor written; shows the bar when the run has taken longer than the delay.
     pub fn update(&mut self, p: &QuantizeProgress) {
-        if self.bar.is_none()
-            && self.started.elapsed() >= self.delay
-            && let Some(target) = self.target.take()
-        {
-            let bar = ProgressBar::with_draw_target(Some(p.bytes_total), target);
-            // The template is a constant; it parses.
-            if let Ok(style) =
-                ProgressStyle::with_template("quantizing {bar:30} {binary_bytes}/{binary_total_bytes} {elapsed} {msg}")
-            {
-                bar.set_style(style);
-            }
-            self.bar = Some(bar);
-        }
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar.due(p.bytes_total) {
             bar.set_position(p.bytes_done);
             bar.set_message(format!("[{}/{}] {}", p.done, p.total, p.tensor));
         }
@@ -144,19 +129,17 @@ impl QuantizeBar {
 
     /// Whether the bar has appeared.
     pub fn shown(&self) -> bool {
-        self.bar.is_some()
+        self.bar.shown()
     }
 
     /// Where the bar stands, in bytes of input (0 before it appears).
     pub fn position(&self) -> u64 {
-        self.bar.as_ref().map_or(0, ProgressBar::position)
+        self.bar.position()
     }
 
     /// Removes the bar from the terminal.
     pub fn finish(self) {
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
-        }
+        self.bar.finish();
     }
 }
 

@@ -485,8 +485,9 @@ impl std::fmt::Debug for Model {
     }
 }
 
-/// Checks that `path` is a readable GGUF file before llama.cpp sees it.
-fn check_file(path: &Path) -> Result<()> {
+/// Checks that `path` is a readable GGUF file before llama.cpp sees it (also what
+/// [`crate::quantize`] checks of its input).
+pub(crate) fn check_file(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::ModelNotFound { path: path.to_path_buf() },
         _ => Error::ModelUnreadable { path: path.to_path_buf(), source: e },

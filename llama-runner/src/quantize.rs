@@ -66,7 +66,6 @@
 //! in one process run one at a time, so that their lines do not mix.
 
 use std::ffi::CString;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -791,27 +790,7 @@ fn parse_fallback(line: &str) -> Option<Fallback> {
 
 /// The input as `Model::load` checks it: exists, is GGUF, passes the validator.
 fn check_input(path: &Path) -> Result<Gguf> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::ModelNotFound { path: path.to_path_buf() },
-        _ => Error::ModelUnreadable { path: path.to_path_buf(), source: e },
-    })?;
-    if meta.is_dir() {
-        return Err(Error::NotGguf { path: path.to_path_buf(), reason: "it is a directory".into() });
-    }
-    let mut magic = [0u8; 4];
-    let mut file =
-        std::fs::File::open(path).map_err(|e| Error::ModelUnreadable { path: path.to_path_buf(), source: e })?;
-    match file.read_exact(&mut magic) {
-        Ok(()) if &magic == llama_gguf::GGUF_MAGIC => {}
-        Ok(()) => {
-            let reason = format!("it starts with {magic:02x?}, not \"GGUF\"");
-            return Err(Error::NotGguf { path: path.to_path_buf(), reason });
-        }
-        Err(_) => {
-            let reason = format!("only {} bytes long", meta.len());
-            return Err(Error::NotGguf { path: path.to_path_buf(), reason });
-        }
-    }
+    crate::model::check_file(path)?;
     llama_gguf::check_file(path).map_err(|problem| match problem {
         llama_gguf::Error::Io { source, .. } => Error::ModelUnreadable { path: path.to_path_buf(), source },
         problem => Error::InvalidGguf { path: path.to_path_buf(), problem: Box::new(problem) },
