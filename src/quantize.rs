@@ -1,5 +1,5 @@
 //! The `quantize` command: `llama-runner quantize INPUT OUTPUT TYPE`, llama-quantize's
-//! arguments and flags over [`llama_runner::quantize`], with a progress bar on standard error
+//! arguments and flags over [`mod@llama_runner::quantize`], with a progress bar on standard error
 //! and a summary (sizes, types, fallbacks, time) on standard output.
 //!
 //! The bar appears once the run has taken a second (as the load bar of [`crate::progress`]),
