@@ -91,12 +91,16 @@ pub fn run(args: &ChatArgs, options: &RunOptions, backend: &'static Backend) -> 
     })?;
     let model: Model = crate::progress::load_model(backend, &path, &options.model)?;
     let template = args.template(&model)?;
-    if options.speculative.drafter()?.is_some() {
-        return Err(Error::InvalidOption {
-            option: "speculative decoding".into(),
-            reason: "chat does not take the speculative flags yet (generate does)".into(),
-        });
-    }
+    // Declared before what borrows them: the draft model, its context, the drafter.
+    let drafting = crate::speculate::Drafting::new(options, backend)?;
+    let mut draft_ctx = match &drafting {
+        Some(d) => d.context(&options.context)?,
+        None => None,
+    };
+    let mut drafter = match &drafting {
+        Some(d) => Some((d.name, d.drafter(draft_ctx.as_mut(), &model)?)),
+        None => None,
+    };
     let sampling = crate::generate::model_sampling(&model, &args.flags)?;
     let mut sampler = Sampler::new(&model, &sampling)?;
     // Declared before the context: it borrows the adapters set on it.
@@ -143,7 +147,9 @@ pub fn run(args: &ChatArgs, options: &RunOptions, backend: &'static Backend) -> 
             _ => {}
         }
         turns.begin();
-        let result = answer(&mut session, text, &mut sampler, stop.clone(), &mut out);
+        let drafting =
+            drafter.as_mut().map(|(name, d)| (*name, d.as_mut() as &mut dyn llama_runner::speculative::Drafter));
+        let result = answer(&mut session, text, &mut sampler, stop.clone(), drafting, &mut out);
         turns.end();
         match result {
             Ok(summary) => eprintln!("{summary}"),
@@ -154,15 +160,20 @@ pub fn run(args: &ChatArgs, options: &RunOptions, backend: &'static Backend) -> 
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// One turn: streams the answer to `out`; returns the statistics line.
+/// One turn: streams the answer to `out`, drafting with `drafter` when given; returns the
+/// statistics lines.
 fn answer(
     session: &mut ChatSession<'_>,
     text: &str,
     sampler: &mut Sampler<'_>,
     stop: StopConditions,
+    drafter: Option<(&'static str, &mut dyn llama_runner::speculative::Drafter)>,
     out: &mut impl Write,
 ) -> Result<String> {
-    let mut stream = session.respond(text, sampler, stop)?;
+    let (name, mut stream) = match drafter {
+        Some((name, d)) => (Some(name), session.respond_speculative(text, sampler, stop, d)?),
+        None => (None, session.respond(text, sampler, stop)?),
+    };
     let stats = stream.stats();
     let write = |out: &mut dyn Write, t: &str| {
         out.write_all(t.as_bytes())
@@ -173,7 +184,7 @@ fn answer(
         match event {
             Ok(Event::Done { generation, reason }) => {
                 write(out, "\n")?;
-                return Ok(format!(
+                let mut summary = format!(
                     "[prompt: {} tokens ({} reused from the cache, {} decoded), {:.2} t/s; generated: {} tokens, \
                      {:.2} t/s; stop: {reason:?}]",
                     stats.n_prompt,
@@ -182,7 +193,11 @@ fn answer(
                     generation.prompt_tps(),
                     generation.tokens.len(),
                     generation.gen_tps(),
-                ));
+                );
+                if let (Some(name), Some(spec)) = (name, stream.speculation()) {
+                    summary.push_str(&format!("\n[{}]", crate::speculate::SpecReport::new(name, spec).summary()));
+                }
+                return Ok(summary);
             }
             Ok(e) => write(out, e.text())?,
             Err(e) => {

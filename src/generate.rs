@@ -13,6 +13,7 @@ use llama_runner::{Backend, CancelHandle, Context, Model, RunOptions, Sampler, T
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::speculate::{Drafting, SpecReport};
 
 /// Arguments of `llama-runner generate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -97,143 +98,6 @@ pub struct GenerateReport {
     pub speculative: Option<SpecReport>,
 }
 
-/// What speculative decoding did, in [`GenerateReport`].
-#[derive(Debug, Serialize)]
-pub struct SpecReport {
-    /// `draft-simple` or `ngram-simple`.
-    pub drafter: &'static str,
-    /// Draft tokens proposed.
-    pub drafted: usize,
-    /// Draft tokens accepted.
-    pub accepted: usize,
-    /// Accepted over drafted.
-    pub acceptance: f64,
-    /// Batches that verified a draft.
-    pub verified: usize,
-    /// Steps decoded without a draft.
-    pub plain: usize,
-    /// Per draft position: drafts that reached it.
-    pub drafted_at: Vec<usize>,
-    /// Per draft position: drafts accepted up to it.
-    pub accepted_at: Vec<usize>,
-    /// Seconds spent drafting.
-    pub draft_s: f64,
-    /// Seconds spent decoding with the target (verification and plain steps).
-    pub decode_s: f64,
-}
-
-/// `generate` with speculative decoding (greedy: the output is plain greedy generation's).
-struct Speculative<'a> {
-    args: &'a GenerateArgs,
-    options: &'a RunOptions,
-    backend: &'static Backend,
-    model: &'a Model,
-    prompt: &'a [Token],
-    prompt_text: &'a str,
-}
-
-impl Speculative<'_> {
-    fn run(
-        &self,
-        ctx: &mut Context<'_>,
-        sampling: &llama_runner::SamplingOptions,
-        sampler: &Sampler<'_>,
-        kind: llama_runner::SpecType,
-    ) -> Result<std::process::ExitCode> {
-        use llama_runner::speculative::{DraftModel, Drafter, NgramDraft};
-        let refuse =
-            |reason: &str| Error::InvalidOption { option: "speculative decoding".into(), reason: reason.into() };
-        if sampling.temp > 0.0 || sampling.grammar.is_some() {
-            return Err(refuse("it is greedy here: add --temp 0 (and no grammar)"));
-        }
-        if !self.args.stop.is_empty() {
-            return Err(refuse("--stop is not supported with speculative decoding yet"));
-        }
-        let s = &self.options.speculative;
-        let max_tokens = usize::try_from(self.args.n_predict).unwrap_or(usize::MAX);
-        let draft_model;
-        let mut draft_ctx;
-        let mut ngram;
-        let mut with_model;
-        let (drafter, name): (&mut dyn Drafter, &'static str) = match kind {
-            llama_runner::SpecType::DraftSimple => {
-                let path = s.draft_model.clone().ok_or_else(|| refuse("draft-simple needs -md FILE"))?;
-                draft_model = crate::progress::load_model(self.backend, &path, &self.options.model)?;
-                draft_ctx = Context::new(&draft_model, &self.options.context)?;
-                with_model = DraftModel::new(&mut draft_ctx, self.model, s.n_max as usize, s.n_min as usize, s.p_min)?;
-                (&mut with_model, "draft-simple")
-            }
-            _ => {
-                ngram = NgramDraft {
-                    ngram: s.ngram_size_n as usize,
-                    n_max: s.ngram_size_m as usize,
-                    n_min: (s.n_min as usize).min(s.ngram_size_m as usize),
-                };
-                (&mut ngram, "ngram-simple")
-            }
-        };
-        let out = ctx.generate_speculative_greedy_with(self.prompt, max_tokens, drafter)?;
-        let g = &out.generation;
-        let st = &out.stats;
-        let text = self.model.detokenize(&g.tokens)?;
-        let mut stdout = std::io::stdout().lock();
-        let reason = if g.stopped_at_eog { "end_of_generation" } else { "max_tokens" };
-        if self.args.json {
-            let report = GenerateReport {
-                prompt_tokens: self.prompt.to_vec(),
-                tokens: g.tokens.clone(),
-                text,
-                n_prompt: g.n_prompt,
-                prompt_tps: g.prompt_tps(),
-                n_gen: g.tokens.len(),
-                gen_tps: g.gen_tps(),
-                stop_reason: reason,
-                samplers: sampler.names(),
-                seed: sampler.seed(),
-                speculative: Some(SpecReport {
-                    drafter: name,
-                    drafted: st.drafted,
-                    accepted: st.accepted,
-                    acceptance: st.acceptance(),
-                    verified: st.verified,
-                    plain: st.plain,
-                    drafted_at: st.drafted_at.clone(),
-                    accepted_at: st.accepted_at.clone(),
-                    draft_s: st.draft_time.as_secs_f64(),
-                    decode_s: st.decode_time.as_secs_f64(),
-                }),
-            };
-            serde_json::to_writer_pretty(&mut stdout, &report).map_err(|e| stdout_error(e.into()))?;
-            writeln!(stdout).map_err(stdout_error)?;
-        } else {
-            if !self.args.no_echo {
-                write_out(&mut stdout, self.prompt_text)?;
-            }
-            write_out(&mut stdout, &text)?;
-            writeln!(stdout).map_err(stdout_error)?;
-        }
-        eprintln!(
-            "prompt: {} tokens, {:.2} t/s; generated: {} tokens, {:.2} t/s; stop: {reason}",
-            g.n_prompt,
-            g.prompt_tps(),
-            g.tokens.len(),
-            g.gen_tps()
-        );
-        eprintln!(
-            "speculative ({name}): drafted {}, accepted {} ({:.1}%), {} verify + {} plain steps, drafting {:.3} s, \
-             decoding {:.3} s",
-            st.drafted,
-            st.accepted,
-            100.0 * st.acceptance(),
-            st.verified,
-            st.plain,
-            st.draft_time.as_secs_f64(),
-            st.decode_time.as_secs_f64()
-        );
-        Ok(std::process::ExitCode::SUCCESS)
-    }
-}
-
 impl GenerateArgs {
     /// The run options: `--flags` parsed (warnings printed on stderr) and `--model` applied.
     pub fn options(&self) -> Result<RunOptions> {
@@ -270,10 +134,16 @@ pub fn run(args: &GenerateArgs, options: &RunOptions, backend: &'static Backend)
     let sampling = crate::generate::model_sampling(&model, &args.flags)?;
     let mut sampler = Sampler::new(&model, &sampling)?;
     let prompt = model.tokenize(&prompt_text, true)?;
-    if let Some(kind) = options.speculative.drafter()? {
-        let spec = Speculative { args, options, backend, model: &model, prompt: &prompt, prompt_text: &prompt_text };
-        return spec.run(&mut ctx, &sampling, &sampler, kind);
-    }
+    // Declared before what borrows them: the draft model, its context, the drafter.
+    let drafting = Drafting::new(options, backend)?;
+    let mut draft_ctx = match &drafting {
+        Some(d) => d.context(&options.context)?,
+        None => None,
+    };
+    let mut drafter = match &drafting {
+        Some(d) => Some(d.drafter(draft_ctx.as_mut(), &model)?),
+        None => None,
+    };
     let stop = StopConditions {
         max_tokens: usize::try_from(args.n_predict).unwrap_or(usize::MAX),
         stop_strings: args.stop.clone(),
@@ -290,11 +160,16 @@ pub fn run(args: &GenerateArgs, options: &RunOptions, backend: &'static Backend)
     let t0 = Instant::now();
     let mut summary: Option<(llama_runner::Generation, StopReason)> = None;
     let mut cancelled = false;
-    match ctx.stream(&mut sampler, &prompt, stop) {
+    let mut speculative = None;
+    let stream = match drafter.as_deref_mut() {
+        Some(d) => ctx.stream_speculative(&mut sampler, &[], &prompt, stop, d),
+        None => ctx.stream(&mut sampler, &prompt, stop),
+    };
+    match stream {
         Err(llama_runner::Error::Aborted) => cancelled = true,
         Err(e) => return Err(e.into()),
-        Ok(stream) => {
-            for event in stream {
+        Ok(mut stream) => {
+            for event in stream.by_ref() {
                 match event {
                     Err(llama_runner::Error::Aborted) => {
                         cancelled = true;
@@ -312,6 +187,9 @@ pub fn run(args: &GenerateArgs, options: &RunOptions, backend: &'static Backend)
                         }
                     }
                 }
+            }
+            if let (Some(d), Some(stats)) = (&drafting, stream.speculation()) {
+                speculative = Some(SpecReport::new(d.name, stats));
             }
         }
     }
@@ -333,7 +211,7 @@ pub fn run(args: &GenerateArgs, options: &RunOptions, backend: &'static Backend)
             stop_reason: reason,
             samplers: sampler.names(),
             seed: sampler.seed(),
-            speculative: None,
+            speculative: speculative.clone(),
         };
         serde_json::to_writer_pretty(&mut out, &report).map_err(|e| stdout_error(e.into()))?;
         writeln!(out).map_err(stdout_error)?;
@@ -357,6 +235,9 @@ pub fn run(args: &GenerateArgs, options: &RunOptions, backend: &'static Backend)
             g.gen_tps()
         ),
         None => eprintln!("prompt: {} tokens; generated: {:.2} t/s over the whole run", prompt.len(), gen_tps),
+    }
+    if let Some(s) = &speculative {
+        eprintln!("{}", s.summary());
     }
     Ok(if cancelled { std::process::ExitCode::from(130) } else { std::process::ExitCode::SUCCESS })
 }

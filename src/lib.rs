@@ -17,6 +17,7 @@
 //! | [`embed`] | `llama-runner embed`: embeddings of input lines as JSON |
 //! | [`progress`] | the progress bar of model loads longer than a second |
 //! | [`quantize`] | `llama-runner quantize`: llama-quantize's command over the library |
+//! | [`speculate`] | the drafter of the speculative flags, and its statistics, for `generate` and `chat` |
 
 pub mod bisect;
 pub mod chat;
@@ -33,6 +34,7 @@ pub mod perplexity;
 pub mod progress;
 pub mod quantize;
 pub mod record;
+pub mod speculate;
 pub mod step;
 
 pub use error::{Error, Result};

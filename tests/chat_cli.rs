@@ -81,6 +81,30 @@ fn answers_equal_the_library_session_and_the_cache_is_reused() {
     assert_eq!((b.stats.n_prompt, b.stats.n_reused, b.stats.n_decoded), stats[1]);
 }
 
+/// The speculative flags: greedy answers equal the plain chat's, with the acceptance line
+/// after each turn; a draft model with n-min above n-max is refused (exit 2).
+#[test]
+fn speculative_flags_give_the_plain_answers() {
+    let m = model(Some(CHATML));
+    let turns = "abc abc abc abc\nabc abc abc abc abc\n";
+    let base = format!("-m {} -c 1024 -t 2 --temp 0", m.display());
+    let plain = chat(&["--flags", &base, "-n", "12"], turns);
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    for extra in ["--spec-type ngram-simple --spec-ngram-simple-size-n 2 --spec-ngram-simple-size-m 4", "-md MODEL"] {
+        let extra = extra.replace("MODEL", &m.display().to_string());
+        let out = chat(&["--flags", &format!("{base} {extra}"), "-n", "12"], turns);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{extra}: {stderr}");
+        assert_eq!(out.stdout, plain.stdout, "{extra}: {stderr}");
+        assert_eq!(stderr.matches("[speculative (").count(), 2, "{extra}: {stderr}");
+    }
+    let bad = format!("{base} -md {} --spec-draft-n-min 5 --spec-draft-n-max 2", m.display());
+    let out = chat(&["--flags", &bad], "hi\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("n_min 5"), "{stderr}");
+}
+
 #[test]
 fn a_named_or_file_template_and_no_jinja() {
     let m = model(None);

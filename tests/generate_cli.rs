@@ -219,7 +219,8 @@ fn model_sampling_defaults_fill_what_the_flags_leave() {
 }
 
 /// Speculative decoding from the flags: n-gram drafting and a draft model give the plain
-/// greedy tokens with their statistics in `--json`; combinations it cannot run exit 2.
+/// greedy tokens with their statistics in `--json`, a sampling chain and stop strings work
+/// with it; combinations it cannot run exit 2.
 #[test]
 fn speculative_flags_give_the_greedy_tokens() {
     let m = model();
@@ -243,8 +244,21 @@ fn speculative_flags_give_the_greedy_tokens() {
             assert!(s["drafted"].as_u64().unwrap() > 0, "{s}");
         }
     }
+    // A sampling chain and a stop string: the tokens are sampled by the chain (the library's
+    // tests show they follow its distribution); here: it runs, stops at the string, reports.
+    let v = run("--spec-type ngram-simple --spec-ngram-simple-size-n 1 --temp 0.8 -s 7");
+    assert!(v["speculative"]["drafted"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["samplers"].as_array().unwrap().last().unwrap(), "dist");
+    let stop = exe()
+        .args(["generate", "--json", "--flags", &format!("-m {} -c 256 --temp 0 -md {}", m.display(), m.display())])
+        .args(["-p", prompt, "-n", "24", "--stop", &plain["text"].as_str().unwrap()[..3]])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&stop.stdout).unwrap();
+    assert_eq!(v["stop_reason"], "stop_string", "{v}");
     for (extra, needle) in [
-        ("--spec-type ngram-simple --temp 0.8", "greedy"),
+        ("--spec-type ngram-simple --spec-draft-n-min 5 --spec-ngram-simple-size-m 4", "n-min"),
         ("--spec-type draft-simple", "draft model"),
         ("--spec-type ngram-mod", "not supported"),
     ] {

@@ -1,17 +1,21 @@
-//! Speculative greedy generation with draftless n-gram drafting (prompt lookup): the last
-//! tokens generated are looked up earlier in the prompt and the text so far, and the tokens
-//! that followed them there are proposed as a draft; the target verifies the whole draft in one
-//! batch and keeps the longest prefix its own greedy choice agrees with, plus its next token.
-//! Rejected positions are removed from the cache again.
+//! Speculative generation: a [`Drafter`] proposes tokens to follow the text (n-gram lookup in
+//! the prompt and the text so far, [`NgramDraft`], or a smaller model, [`DraftModel`]); the
+//! target decodes the last token and the whole draft in one batch and keeps the draft as far as
+//! its own choice agrees, plus its next token. Rejected positions are removed from the cache
+//! again.
 //!
-//! The output is plain greedy generation's, token for token, as long as a batch of tokens
-//! yields the same argmax as single-token decodes (llama.cpp's CPU kernels are not guaranteed
+//! [`Context::stream_speculative`] does this for any sampler chain, with llama.cpp's acceptance
+//! rule (every emitted token is the chain's sample from the target's logits at its position),
+//! stop conditions, streamed text and cancellation; [`Context::generate_speculative_greedy`]
+//! runs it greedily to the end. Greedy output is plain greedy generation's, token for token,
+//! and a sampled one plain sampling's with the same seed, as long as a batch of tokens yields
+//! the same logits as single-token decodes (llama.cpp's CPU kernels are not guaranteed
 //! bit-identical across batch sizes; the tests check exactness on the generated and the real
-//! model).
+//! model, explain every divergence as a near-tie, and test the sampled distribution).
 //!
 //! ```no_run
 //! use llama_runner::speculative::NgramDraft;
-//! use llama_runner::{Backend, Context, ContextOptions, Model, ModelOptions};
+//! use llama_runner::{Backend, Context, ContextOptions, Model, ModelOptions, Sampler, SamplingOptions, StopConditions};
 //!
 //! # fn main() -> llama_runner::Result<()> {
 //! let model = Model::load(Backend::get()?, "model.gguf", &ModelOptions::default())?;
@@ -19,15 +23,29 @@
 //! let prompt = model.tokenize("Repeat after me: the quick brown fox jumps over the lazy dog.", true)?;
 //! let out = ctx.generate_speculative_greedy(&prompt, 64, &NgramDraft::default())?;
 //! println!("accepted {} of {} drafted", out.stats.accepted, out.stats.drafted);
+//!
+//! // Any sampler chain, streamed, stopped at a string, drafting from the prompt:
+//! let options = SamplingOptions { temp: 0.7, seed: 42, ..Default::default() };
+//! let mut sampler = Sampler::new(&model, &options)?;
+//! let mut drafter = NgramDraft::default();
+//! ctx.clear();
+//! let stop = StopConditions { max_tokens: 64, stop_strings: vec!["dog.".into()], ..Default::default() };
+//! let mut stream = ctx.stream_speculative(&mut sampler, &[], &prompt, stop, &mut drafter)?;
+//! for event in stream.by_ref() {
+//!     print!("{}", event?.text());
+//! }
+//! println!("\n{:?}", stream.speculation());
 //! # Ok(()) }
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::batch::{Batch, Pos};
 use crate::context::{Context, Generation};
 use crate::error::{Error, Result};
 use crate::model::Token;
+use crate::sampling::Sampler;
+use crate::stream::{Event, StopConditions};
 
 /// N-gram drafting options (llama.cpp's `--spec-draft-n-max`, `--spec-draft-n-min` and the
 /// n-gram size of `ngram-simple`).
@@ -333,115 +351,25 @@ impl<'m> Context<'m> {
     }
 
     /// [`generate_speculative_greedy`](Self::generate_speculative_greedy) with any
-    /// [`Drafter`]: n-gram lookup, or a draft model ([`DraftModel`]).
+    /// [`Drafter`]: n-gram lookup, or a draft model ([`DraftModel`]). It runs
+    /// [`stream_speculative`](Self::stream_speculative) with a greedy sampler to the end; use
+    /// that for a sampler chain, stop strings or streamed text.
     pub fn generate_speculative_greedy_with(
         &mut self,
         prompt: &[Token],
         max_tokens: usize,
         drafter: &mut dyn Drafter,
     ) -> Result<SpecGeneration> {
-        let (n_min, n_max) = (drafter.n_min(), drafter.n_max());
-        if n_max == 0 || n_min > n_max {
-            return Err(Error::Speculative { problem: format!("drafter limits n_min {n_min}, n_max {n_max}") });
+        let mut sampler = Sampler::greedy(self.model())?;
+        let stop = StopConditions::max_tokens(max_tokens);
+        let mut stream = self.stream_speculative(&mut sampler, &[], prompt, stop, drafter)?;
+        for event in stream.by_ref() {
+            if let Event::Done { generation, .. } = event? {
+                let stats = stream.speculation().cloned().unwrap_or_default();
+                return Ok(SpecGeneration { generation, stats });
+            }
         }
-        if prompt.is_empty() {
-            return Err(Error::EmptyInput { what: "prompt" });
-        }
-        let model = self.model();
-        let t0 = Instant::now();
-        self.decode(prompt)?;
-        let prompt_time = t0.elapsed();
-        let t1 = Instant::now();
-        let mut stats = SpecStats::default();
-        let mut history: Vec<Token> = prompt.to_vec();
-        let mut tokens = Vec::new();
-        let mut next = self.sample_greedy()?;
-        let n_ctx = self.n_ctx_seq() as usize;
-        let mut batch = Batch::new(n_max + 1, 1)?;
-        let mut stopped_at_eog = false;
-        while tokens.len() < max_tokens {
-            if model.is_eog(next) {
-                stopped_at_eog = true;
-                break;
-            }
-            tokens.push(next);
-            history.push(next);
-            if tokens.len() == max_tokens {
-                break;
-            }
-            let pos = self.n_past();
-            if pos >= n_ctx {
-                break;
-            }
-            // Room for the draft: the cache, and the tokens still wanted after `next`.
-            let room = (n_ctx - pos - 1).min(max_tokens - tokens.len());
-            let td = Instant::now();
-            let mut d = drafter.propose(&history, room)?;
-            d.truncate(n_max.min(room));
-            stats.draft_time += td.elapsed();
-            if d.len() < n_min {
-                d.clear();
-            }
-            batch.clear();
-            batch.add(next, pos as Pos, &[0], true)?;
-            for (i, &t) in d.iter().enumerate() {
-                batch.add(t, (pos + 1 + i) as Pos, &[0], true)?;
-            }
-            let tv = Instant::now();
-            let guesses: Vec<Token> = {
-                let out = self.decode_batch(&batch)?;
-                (0..batch.len()).map(|i| out.argmax(i)).collect::<Result<_>>()?
-            };
-            stats.decode_time += tv.elapsed();
-            if d.is_empty() {
-                stats.plain += 1;
-                next = guesses[0];
-                continue;
-            }
-            stats.verified += 1;
-            stats.drafted += d.len();
-            if stats.drafted_at.len() < d.len() {
-                stats.drafted_at.resize(d.len(), 0);
-                stats.accepted_at.resize(d.len(), 0);
-            }
-            let j = d.iter().zip(&guesses).take_while(|(a, b)| a == b).count();
-            stats.drafted_at[..d.len()].iter_mut().for_each(|n| *n += 1);
-            stats.accepted_at[..j].iter_mut().for_each(|n| *n += 1);
-            // Accept d[..j], stopping early at the budget or an end-of-generation token.
-            let mut kept = 0;
-            let mut budget = false;
-            let mut eog = false;
-            for &t in &d[..j] {
-                if model.is_eog(t) {
-                    eog = true;
-                    break;
-                }
-                tokens.push(t);
-                history.push(t);
-                kept += 1;
-                if tokens.len() == max_tokens {
-                    budget = true;
-                    break;
-                }
-            }
-            stats.accepted += j;
-            // Keep `next` and the kept drafts in the cache and remove the rest; at the budget
-            // the last token leaves the cache too, as generate_greedy never decodes it.
-            let keep = pos + 1 + kept - usize::from(budget);
-            self.seq_remove(0, keep as Pos..)?;
-            if eog {
-                stopped_at_eog = true;
-                break;
-            }
-            if budget {
-                break;
-            }
-            next = guesses[j];
-        }
-        let gen_time = t1.elapsed();
-        Ok(SpecGeneration {
-            generation: Generation { tokens, stopped_at_eog, n_prompt: prompt.len(), prompt_time, gen_time },
-            stats,
-        })
+        // A stream ends with `Done` or an error.
+        Err(Error::Aborted)
     }
 }

@@ -37,10 +37,12 @@ use std::time::{Duration, Instant};
 
 use llama_sys as sys;
 
+use crate::batch::{Batch, Outputs, Pos};
 use crate::context::{Context, Generation};
 use crate::error::{Error, Result};
 use crate::model::{Model, Token};
 use crate::sampling::Sampler;
+use crate::speculative::{Drafter, SpecStats};
 
 /// When a [`Stream`] stops. The default: no budget of its own (the context's size is the
 /// limit), stop at end of generation, no stop strings or tokens.
@@ -155,16 +157,32 @@ pub struct Stream<'s, 'm> {
     gen_start: Instant,
     queue: VecDeque<Event>,
     finished: bool,
+    /// Drafting and verification, for [`Context::stream_speculative`].
+    spec: Option<Speculation<'s>>,
+}
+
+/// What a speculative [`Stream`] keeps.
+struct Speculation<'s> {
+    drafter: &'s mut (dyn Drafter + 's),
+    /// What the drafter sees: the tokens before the prompt, the prompt, every emitted token.
+    history: Vec<Token>,
+    batch: Batch,
+    stats: SpecStats,
 }
 
 /// What a [`Stream`] needs of its [`Sampler`].
 trait Pick {
     fn pick(&mut self, ctx: &mut Context<'_>) -> Result<Token>;
+    fn pick_at(&mut self, out: &Outputs<'_, '_>, index: usize) -> Result<Token>;
 }
 
 impl Pick for Sampler<'_> {
     fn pick(&mut self, ctx: &mut Context<'_>) -> Result<Token> {
         self.sample(ctx)
+    }
+
+    fn pick_at(&mut self, out: &Outputs<'_, '_>, index: usize) -> Result<Token> {
+        out.sample(self, index)
     }
 }
 
@@ -213,7 +231,59 @@ impl<'m> Context<'m> {
             gen_start: Instant::now(),
             queue: VecDeque::new(),
             finished: false,
+            spec: None,
         })
+    }
+
+    /// [`stream`](Self::stream) with speculative decoding: each step asks `drafter` for up to
+    /// its `n_max` tokens to follow the text so far (`before`, then `prompt`, then what was
+    /// generated; `before` is typically what the cache held before `prompt`, for a drafter
+    /// that looks back, and may be empty), decodes the last token and the draft in one batch,
+    /// and samples position after position from that batch's logits with `sampler`, going on
+    /// while the sampled token is the draft's.
+    ///
+    /// The acceptance rule is llama.cpp's (`common_sampler_sample_and_accept_n`): every
+    /// emitted token is sampled by the chain from the target's logits at its position, exactly
+    /// as the plain stream samples it, so the output follows the target's distribution whatever
+    /// the drafter proposes (for a draft that is one token per position, as n-gram lookup and
+    /// a greedy draft model give, this is the speculative-sampling papers' rejection rule:
+    /// accept draft token `d` with probability `p(d)`, else draw from `p` without `d`). With
+    /// the same seed it emits the plain stream's tokens, wherever the batch's logits equal
+    /// single-token decodes' (llama.cpp's CPU kernels do not promise that). Cache positions of
+    /// rejected draft tokens are removed again; the sampler accepts each emitted token once
+    /// and nothing else, so grammars and penalties need no rollback.
+    ///
+    /// Stop conditions, cancellation and the cache afterwards are as for `stream` (a step is
+    /// one verification batch: its tokens are queued together). The statistics are in
+    /// [`Stream::speculation`]. Fails as `stream` does, and with [`Error::Speculative`] for a
+    /// drafter whose `n_min` is above its `n_max`, or whose `n_max` is 0.
+    pub fn stream_speculative<'s>(
+        &'s mut self,
+        sampler: &'s mut Sampler<'_>,
+        before: &[Token],
+        prompt: &[Token],
+        stop: StopConditions,
+        drafter: &'s mut (dyn Drafter + 's),
+    ) -> Result<Stream<'s, 'm>> {
+        let (n_min, n_max) = (drafter.n_min(), drafter.n_max());
+        if n_max == 0 || n_min > n_max {
+            return Err(Error::Speculative {
+                problem: format!("the drafter's limits: n_min {n_min} and n_max {n_max} (1 <= n_min <= n_max)"),
+            });
+        }
+        let n_vocab = self.model().n_vocab();
+        if let Some(&token) = before.iter().find(|&&t| t < 0 || t as u32 >= n_vocab) {
+            return Err(Error::InvalidToken { token, n_vocab });
+        }
+        // The draft and the token before it in one batch, within what a decode takes.
+        let n_max = n_max.min(self.max_batch_tokens().saturating_sub(1)).max(1);
+        let batch = Batch::new(n_max + 1, 1)?;
+        let mut history = Vec::with_capacity(before.len() + prompt.len() + 256);
+        history.extend_from_slice(before);
+        history.extend_from_slice(prompt);
+        let mut stream = self.stream(sampler, prompt, stop)?;
+        stream.spec = Some(Speculation { drafter, history, batch, stats: SpecStats::default() });
+        Ok(stream)
     }
 }
 
@@ -223,9 +293,23 @@ impl Stream<'_, '_> {
         &self.tokens
     }
 
+    /// What speculation did so far, for a stream from
+    /// [`Context::stream_speculative`] (`None` for a plain one).
+    pub fn speculation(&self) -> Option<&SpecStats> {
+        self.spec.as_ref().map(|s| &s.stats)
+    }
+
     /// The context's [`n_past`](Context::n_past): what its cache holds now.
     pub(crate) fn n_past(&self) -> usize {
         self.ctx.n_past()
+    }
+
+    /// Cuts sequence 0 of the cache back to its first `n` positions (all of it, where the
+    /// memory cannot cut a range).
+    pub(crate) fn truncate_cache(&mut self, n: usize) {
+        if self.ctx.seq_remove(0, n as Pos..).is_err() {
+            self.ctx.clear();
+        }
     }
 
     /// Queues the held-back text and the final event.
@@ -262,28 +346,114 @@ impl Stream<'_, '_> {
                 self.finish(StopReason::ContextFull);
                 return Ok(());
             }
+            if self.spec.is_some() {
+                return self.speculative_step(t);
+            }
             self.ctx.decode(&[t])?;
             self.to_decode = None;
         }
-        let model = self.ctx.model();
         let t = self.sampler.pick(self.ctx)?;
+        self.emit(t)?;
+        Ok(())
+    }
+
+    /// Takes a sampled token: ends the stream at an end-of-generation or stop token, else
+    /// emits it (ending at a stop string). Returns whether the stream goes on.
+    fn emit(&mut self, t: Token) -> Result<bool> {
+        let model = self.ctx.model();
         if !self.ignore_eos && model.is_eog(t) {
             self.finish(StopReason::EndOfGeneration(t));
-            return Ok(());
+            return Ok(false);
         }
         if self.stop.stop_tokens.contains(&t) {
             self.finish(StopReason::StopToken(t));
-            return Ok(());
+            return Ok(false);
         }
         self.tokens.push(t);
         self.to_decode = Some(t);
+        if let Some(spec) = &mut self.spec {
+            spec.history.push(t);
+        }
         match self.text.push(model, t)? {
             Matched::No(text) => self.queue.push_back(Event::Token { id: t, text }),
             Matched::Stop { before, index } => {
                 self.queue.push_back(Event::Token { id: t, text: before });
                 self.done(StopReason::StopString(index));
+                return Ok(false);
             }
         }
+        Ok(true)
+    }
+
+    /// One step of [`Context::stream_speculative`]: `t` (the last emitted token) and a draft
+    /// decoded in one batch, then tokens sampled at its positions while they equal the draft.
+    fn speculative_step(&mut self, t: Token) -> Result<()> {
+        let Some(spec) = self.spec.as_mut() else { return Ok(()) };
+        let pos = self.ctx.n_past();
+        // Room: the cache (the batch ends at most at its last cell) and the budget (a draft of
+        // k tokens, all accepted, yields k + 1 tokens with the one sampled after them).
+        let wanted = self.stop.max_tokens.saturating_sub(self.tokens.len());
+        let room = (self.ctx.n_ctx() as usize - pos - 1).min(wanted.saturating_sub(1));
+        let (n_min, n_max) = (spec.drafter.n_min(), spec.drafter.n_max());
+        let limit = room.min(n_max).min(spec.batch.capacity() - 1);
+        let t_draft = Instant::now();
+        let mut draft = if limit == 0 { Vec::new() } else { spec.drafter.propose(&spec.history, limit)? };
+        spec.stats.draft_time += t_draft.elapsed();
+        draft.truncate(limit);
+        if draft.len() < n_min.max(1) {
+            spec.stats.plain += 1;
+            let t_decode = Instant::now();
+            self.ctx.decode(&[t])?;
+            spec.stats.decode_time += t_decode.elapsed();
+            self.to_decode = None;
+            let next = self.sampler.pick(self.ctx)?;
+            self.emit(next)?;
+            return Ok(());
+        }
+        spec.batch.clear();
+        spec.batch.add(t, pos as Pos, &[0], true)?;
+        for (i, &d) in draft.iter().enumerate() {
+            spec.batch.add(d, (pos + 1 + i) as Pos, &[0], true)?;
+        }
+        let model = self.ctx.model();
+        let t_decode = Instant::now();
+        let out = self.ctx.decode_batch(&spec.batch)?;
+        spec.stats.decode_time += t_decode.elapsed();
+        // Sample position after position; the tokens are emitted below (emitting needs the
+        // context, which the outputs borrow).
+        let mut sampled = Vec::with_capacity(draft.len() + 1);
+        for i in 0..=draft.len() {
+            let s = self.sampler.pick_at(&out, i)?;
+            sampled.push(s);
+            // Sampling stops where the stream will end (later tokens would be accepted by the
+            // sampler but never emitted), or at the first token that is not the draft's.
+            let ends = (!self.ignore_eos && model.is_eog(s)) || self.stop.stop_tokens.contains(&s);
+            if ends || draft.get(i) != Some(&s) {
+                break;
+            }
+        }
+        drop(out);
+        let stats = &mut spec.stats;
+        stats.verified += 1;
+        stats.drafted += draft.len();
+        if stats.drafted_at.len() < draft.len() {
+            stats.drafted_at.resize(draft.len(), 0);
+            stats.accepted_at.resize(draft.len(), 0);
+        }
+        let accepted = sampled.iter().zip(&draft).take_while(|(s, d)| s == d).count();
+        stats.drafted_at[..draft.len()].iter_mut().for_each(|n| *n += 1);
+        stats.accepted_at[..accepted].iter_mut().for_each(|n| *n += 1);
+        stats.accepted += accepted;
+        // Emit in order until the stream ends; the cache keeps `t` and the draft tokens before
+        // the last emitted one (that one, sampled from the logits after them, is not decoded).
+        let mut kept = 0;
+        for (i, &s) in sampled.iter().enumerate() {
+            kept = i;
+            if !self.emit(s)? || self.tokens.len() >= self.stop.max_tokens {
+                break;
+            }
+        }
+        self.ctx.seq_remove(0, (pos + 1 + kept) as Pos..)?;
         Ok(())
     }
 }

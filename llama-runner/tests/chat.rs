@@ -274,6 +274,57 @@ fn builtin_templates(_: ()) {
     );
 }
 
+/// Speculative turns (n-gram drafting from the whole conversation, greedy) answer exactly as
+/// plain turns do, over two turns that quote the conversation, and leave the same cache; a
+/// speculative answer dropped after a few events leaves the cache holding what the
+/// conversation records.
+fn real_model_speculative_session(path: std::path::PathBuf) {
+    use llama_runner::speculative::NgramDraft;
+    let model = load_path(&path);
+    let template = ChatTemplate::builtin("gemma").unwrap().for_model(&model);
+    let mut plain = ChatSession::new(Context::new(&model, &ctx_opts()).unwrap(), template.clone());
+    let mut spec = ChatSession::new(Context::new(&model, &ctx_opts()).unwrap(), template.clone());
+    let mut sampler = Sampler::greedy(&model).unwrap();
+    let mut drafter = NgramDraft::default();
+    let turns = [
+        "Repeat this sentence exactly: the fox jumped over the fence, ran across the field and hid under the old oak tree.",
+        "Repeat it once more, exactly.",
+    ];
+    let (mut drafted, mut accepted) = (0, 0);
+    for turn in turns {
+        let a = plain.reply(turn, &mut sampler, StopConditions::max_tokens(40)).unwrap();
+        let mut stream =
+            spec.respond_speculative(turn, &mut sampler, StopConditions::max_tokens(40), &mut drafter).unwrap();
+        let mut done = None;
+        for e in stream.by_ref() {
+            if let Event::Done { generation, .. } = e.unwrap() {
+                done = Some(generation);
+            }
+        }
+        let stats = stream.speculation().cloned().unwrap();
+        let text = stream.text().to_string();
+        drop(stream);
+        assert_eq!(text, a.text, "turn {turn:?}");
+        assert_eq!(done.unwrap().tokens, a.generation.tokens);
+        assert_eq!(spec.cached_tokens(), plain.cached_tokens());
+        assert_eq!(spec.context().n_past(), spec.cached_tokens().len());
+        drafted += stats.drafted;
+        accepted += stats.accepted;
+        eprintln!("{turn:?}: {:?} — drafted {}, accepted {}", a.text, stats.drafted, stats.accepted);
+    }
+    assert!(accepted > 0, "quoting the conversation: nothing accepted of {drafted}");
+    // Dropped early: the events of a verification batch not taken leave the cache too.
+    let mut stream =
+        spec.respond_speculative(turns[0], &mut sampler, StopConditions::max_tokens(40), &mut drafter).unwrap();
+    for _ in 0..3 {
+        stream.next().unwrap().unwrap();
+    }
+    drop(stream);
+    assert_eq!(spec.context().n_past(), spec.cached_tokens().len());
+    let text = &spec.messages().last().unwrap().content;
+    assert!(!text.is_empty());
+}
+
 fn bad_input_is_an_error(_: ()) {
     let e = |r: llama_runner::Result<String>| r.unwrap_err().to_string();
     assert!(
@@ -580,6 +631,7 @@ fn main() {
     common::run_trials(vec![
         common::trial("real_model/template", common::real_model(), real_model_template),
         common::trial("real_model/session", common::real_model(), real_model_session),
+        common::trial("real_model/speculative_session", common::real_model(), real_model_speculative_session),
         common::trial(
             "real_model/second_turn_decodes_only_new_tokens",
             common::real_model(),

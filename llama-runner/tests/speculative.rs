@@ -1,8 +1,11 @@
-//! Speculative greedy generation with n-gram drafting and with a draft model: the output
-//! equals plain greedy generation token for token (generated models and the real model), a
-//! model drafting for itself is accepted (nearly) always and another generated model rarely,
-//! the statistics add up, and bad options and incompatible vocabularies are errors. On the real model a quoting prompt shows the gain (printed, not
-//! asserted: speeds are measurements, not tests).
+//! Speculative generation with n-gram drafting and with a draft model: greedy output equals
+//! plain greedy generation token for token (generated models and the real model), a model
+//! drafting for itself is accepted (nearly) always and another generated model rarely, the
+//! statistics add up, and bad options and incompatible vocabularies are errors. With a
+//! stochastic chain, the same seed gives the plain stream's tokens (a divergence must be a
+//! knife-edge draw) and, over many independent seeds, the same distribution (a chi-square test
+//! that is shown to tell a small change of temperature apart). On the real model a quoting
+//! prompt shows the gain (printed, not asserted: speeds are measurements, not tests).
 
 mod common;
 
@@ -10,8 +13,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::Prerequisite;
-use llama_runner::speculative::{DraftModel, NgramDraft};
-use llama_runner::{Backend, Context, ContextOptions, Error, Model, ModelOptions};
+use llama_runner::speculative::{DraftModel, Drafter, NgramDraft};
+use llama_runner::stream::{Event, StopConditions};
+use llama_runner::{Backend, Context, ContextOptions, Error, Model, ModelOptions, Sampler, SamplingOptions};
 use tiny_gguf::ModelSpec;
 
 const PASSAGE: &str = "The fox jumped over the fence, ran across the field, and hid under the old oak tree \
@@ -166,7 +170,9 @@ fn drafts_and_accounting(_: ()) {
         if i == plain.len() {
             break;
         }
-        let room = 2.min(plain.len() - i);
+        // A draft of k tokens, all accepted, yields k + 1 with the token sampled after them:
+        // the draft leaves room for that one.
+        let room = 2.min(plain.len() - i - 1);
         let dr = NgramDraft { ngram: 1, n_max: 2, n_min: 1 }.draft(&history, room);
         drafted += dr.len();
         let j = dr.iter().zip(&plain[i..]).take_while(|(a, b)| a == b).count();
@@ -279,6 +285,306 @@ fn draft_model_options(real: Option<std::path::PathBuf>) {
     }
 }
 
+/// A stochastic chain with `seed`: repeat and frequency penalties over the history, top-k 8,
+/// temperature.
+fn chain(seed: u32, temp: f32) -> SamplingOptions {
+    use llama_runner::sampling::SamplerType;
+    SamplingOptions {
+        seed,
+        top_k: 8,
+        temp,
+        penalty_repeat: 1.1,
+        penalty_freq: 0.02,
+        penalty_last_n: 64,
+        samplers: vec![SamplerType::Penalties, SamplerType::TopK, SamplerType::Temperature],
+        ..Default::default()
+    }
+}
+
+/// The tokens of a stream, plain or speculative, from an empty cache.
+fn sampled(
+    ctx: &mut Context<'_>,
+    options: &SamplingOptions,
+    prompt: &[i32],
+    n: usize,
+    drafter: Option<&mut dyn Drafter>,
+) -> (Vec<i32>, Option<llama_runner::speculative::SpecStats>) {
+    ctx.clear();
+    let mut sampler = Sampler::new(ctx.model(), options).unwrap();
+    let stop = StopConditions::max_tokens(n);
+    let mut stream = match drafter {
+        Some(d) => ctx.stream_speculative(&mut sampler, &[], prompt, stop, d).unwrap(),
+        None => ctx.stream(&mut sampler, prompt, stop).unwrap(),
+    };
+    let mut tokens = Vec::new();
+    for e in stream.by_ref() {
+        match e.unwrap() {
+            Event::Token { id, .. } => tokens.push(id),
+            Event::Done { generation, .. } => assert_eq!(generation.tokens, tokens),
+            _ => {}
+        }
+    }
+    (tokens, stream.speculation().cloned())
+}
+
+/// The uniform number llama.cpp's `dist` sampler seeded with `seed` draws for its `k`-th
+/// sample (each sample draws one), to within 2^-18: read off the index it selects among 2^18
+/// equal candidates.
+fn dist_draw(seed: u32, k: usize) -> f64 {
+    const N: usize = 1 << 18;
+    let mut cur: Vec<llama_sys::llama_token_data> =
+        (0..N).map(|i| llama_sys::llama_token_data { id: i as i32, logit: 0.0, p: 0.0 }).collect();
+    // SAFETY: a plain constructor; freed below.
+    let dist = unsafe { llama_sys::llama_sampler_init_dist(seed) };
+    assert!(!dist.is_null());
+    let mut selected = -1;
+    for _ in 0..=k {
+        cur.iter_mut().for_each(|d| d.p = 0.0);
+        let mut arr =
+            llama_sys::llama_token_data_array { data: cur.as_mut_ptr(), size: cur.len(), selected: -1, sorted: false };
+        // SAFETY: a live sampler; `arr` points at `cur`'s N candidates, alive for the call.
+        unsafe { llama_sys::llama_sampler_apply(dist, &mut arr) };
+        selected = arr.selected;
+    }
+    // SAFETY: the sampler made above, not used afterwards.
+    unsafe { llama_sys::llama_sampler_free(dist) };
+    // The first index whose running sum (i + 1) reaches N * rnd.
+    (selected as f64 + 0.5) / N as f64
+}
+
+/// The chain of [`chain`] at temperature 0.7 applied by hand, as llama.cpp's samplers compute
+/// it (repeat and frequency penalties over `history`, top-k 8 sorted, temperature, softmax with float exponentials
+/// and a double sum): the candidates in the order `dist` walks them, with their logit after the
+/// penalty and the cumulative probability at the end of each.
+fn chain_by_hand(logits: &[f32], history: &[i32]) -> Vec<(i32, f32, f64)> {
+    let mut cand: Vec<(i32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as i32, l)).collect();
+    chain_on(&mut cand, history)
+}
+
+/// [`chain_by_hand`] on candidates.
+fn chain_on(cand: &mut Vec<(i32, f32)>, history: &[i32]) -> Vec<(i32, f32, f64)> {
+    for c in cand.iter_mut() {
+        let count = history.iter().filter(|&&t| t == c.0).count();
+        if count > 0 {
+            c.1 = if c.1 <= 0.0 { c.1 * 1.1 } else { c.1 / 1.1 };
+            c.1 -= count as f32 * 0.02;
+        }
+    }
+    cand.sort_by(|a, b| b.1.total_cmp(&a.1));
+    cand.truncate(8);
+    let max = cand[0].1 / 0.7;
+    let p: Vec<f32> = cand.iter().map(|c| (c.1 / 0.7 - max).exp()).collect();
+    let sum: f64 = p.iter().map(|&x| f64::from(x)).sum();
+    let mut run = 0.0;
+    cand.iter()
+        .zip(&p)
+        .map(|(c, &x)| {
+            run += f64::from(x);
+            (c.0, c.1, run / sum)
+        })
+        .collect()
+}
+
+/// A speculative sample that differs from the plain stream's with the same seed must come
+/// from a knife's edge of the plain run's distribution at that step: with the plain run's
+/// logits (single-token decodes, as the plain stream decodes; the chain applied by hand and
+/// checked to select the plain token with the sampler's own draw), moving the speculative
+/// token's logit by 1e-3 (batch and single-token logits differ by a few 1e-4 on this model)
+/// makes the chain select it with the same draw: a draw at the boundary between the two
+/// tokens, two tokens in a near-tie that swap places in the sorted order `dist` walks, or a
+/// near-tie at top-k's cut. Anything else is a real difference and fails.
+fn explain_stochastic_divergence(model: &Model, seed: u32, prompt: &[i32], plain: &[i32], spec: &[i32]) {
+    const EPS: f32 = 1e-3;
+    let k = plain.iter().zip(spec).take_while(|(a, b)| a == b).count();
+    assert!(k < plain.len().min(spec.len()), "seed {seed}: outputs of different lengths");
+    // Decoded as the plain stream decodes: the prompt in one batch, then one token at a time.
+    let mut c = ctx(model);
+    let mut batch = llama_runner::Batch::new(prompt.len(), 1).unwrap();
+    for (i, &t) in prompt.iter().enumerate() {
+        batch.add(t, i as i32, &[0], i + 1 == prompt.len()).unwrap();
+    }
+    let mut logits = c.decode_batch(&batch).unwrap().logits(prompt.len() - 1).unwrap().to_vec();
+    for (i, &t) in plain[..k].iter().enumerate() {
+        batch.clear();
+        batch.add(t, (prompt.len() + i) as i32, &[0], true).unwrap();
+        logits = c.decode_batch(&batch).unwrap().logits(0).unwrap().to_vec();
+    }
+    let rnd = dist_draw(seed, k);
+    let pick = |bias: f32| {
+        let mut l = logits.clone();
+        l[spec[k] as usize] += bias;
+        let cdf = chain_by_hand(&l, &plain[..k]);
+        cdf[cdf.iter().position(|&(_, _, cum)| cum >= rnd).unwrap_or(cdf.len() - 1)].0
+    };
+    assert_eq!(pick(0.0), plain[k], "seed {seed}, token {k}: the chain by hand does not reproduce the plain sample");
+    let tipped = [EPS, -EPS].into_iter().find(|&b| pick(b) == spec[k]);
+    let cdf = chain_by_hand(&logits, &plain[..k]);
+    eprintln!(
+        "seed {seed}: speculative sample differs at token {k}: plain {}, speculative {} (draw {rnd:.6}); the speculative \
+         token's logit moved by {tipped:?} tips the plain chain to it; candidates (token, logit, cumulative p): {cdf:.4?}",
+        plain[k], spec[k]
+    );
+    assert!(tipped.is_some(), "seed {seed}, token {k}: no knife's edge within {EPS} of the logits: a real difference");
+}
+
+/// With a stochastic chain and the same seed, speculative output is the plain stream's token
+/// for token (each emitted token is drawn by the same chain from the same position's logits,
+/// with the same RNG draw): with a draft model drafting for itself and with n-gram drafting,
+/// rejections happening (the rejection path is exercised), penalties over the history (a
+/// token accepted twice would change them). A divergence must be a knife-edge draw
+/// ([`explain_stochastic_divergence`]).
+fn stochastic_same_seed(_: ()) {
+    let path = common::model(&ModelSpec::tiny_llama());
+    let model = Model::load(Backend::get().unwrap(), &path, &ModelOptions::default()).unwrap();
+    let mut dctx = ctx(&model);
+    let mut c = ctx(&model);
+    let prompt = model.tokenize(&prompts()[0], true).unwrap();
+    let (mut drafted, mut accepted, mut runs, mut diverged) = (0, 0, 0, 0);
+    for seed in 1..=16 {
+        let o = chain(seed, 0.7);
+        let (plain, _) = sampled(&mut c, &o, &prompt, 32, None);
+        let mut with_model = DraftModel::new(&mut dctx, &model, 4, 1, 0.0).unwrap();
+        let mut ngram = NgramDraft { ngram: 1, n_max: 4, n_min: 1 };
+        for d in [&mut with_model as &mut dyn Drafter, &mut ngram] {
+            let (spec, stats) = sampled(&mut c, &o, &prompt, 32, Some(d));
+            let stats = stats.unwrap();
+            runs += 1;
+            assert_eq!(stats.accepted_at.iter().sum::<usize>(), stats.accepted);
+            drafted += stats.drafted;
+            accepted += stats.accepted;
+            if spec != plain {
+                explain_stochastic_divergence(&model, seed, &prompt, &plain, &spec);
+                diverged += 1;
+            }
+        }
+    }
+    eprintln!(
+        "stochastic chain: {} of {runs} speculative runs equal plain sampling with the same seed, {diverged} \
+         diverged at a knife-edge draw; drafted {drafted}, accepted {accepted}",
+        runs - diverged
+    );
+    assert!(accepted > 0 && accepted < drafted, "both acceptance and rejection happen ({accepted} of {drafted})");
+    // The random model's top logits lie within a few hundredths of each other, so near-ties
+    // are common; most runs still agree token for token.
+    assert!(diverged * 2 <= runs, "{diverged} of {runs} runs diverged");
+}
+
+/// Pearson's chi-square test of homogeneity of two samples of categories (cells with fewer
+/// than 10 pooled observations merged): whether it rejects at alpha 1e-4 (the critical value
+/// by the Wilson-Hilferty approximation), with the statistic and degrees of freedom.
+fn differ(a: &[i32], b: &[i32]) -> (bool, f64, usize) {
+    use std::collections::BTreeMap;
+    let mut cells: BTreeMap<i32, (f64, f64)> = BTreeMap::new();
+    a.iter().for_each(|&t| cells.entry(t).or_default().0 += 1.0);
+    b.iter().for_each(|&t| cells.entry(t).or_default().1 += 1.0);
+    let mut merged: Vec<(f64, f64)> = Vec::new();
+    let mut rest = (0.0, 0.0);
+    for (x, y) in cells.into_values() {
+        if x + y >= 10.0 {
+            merged.push((x, y));
+        } else {
+            rest = (rest.0 + x, rest.1 + y);
+        }
+    }
+    if rest.0 + rest.1 > 0.0 {
+        merged.push(rest);
+    }
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let n = na + nb;
+    let chi2: f64 = merged
+        .iter()
+        .map(|&(x, y)| {
+            let col = x + y;
+            let (ea, eb) = (na * col / n, nb * col / n);
+            (x - ea).powi(2) / ea + (y - eb).powi(2) / eb
+        })
+        .sum();
+    let df = merged.len().saturating_sub(1).max(1);
+    let k = df as f64;
+    let z = 3.719; // the standard normal's 1 - 1e-4 quantile
+    let critical = k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3);
+    (chi2 > critical, chi2, df)
+}
+
+/// The speculative output follows the target's distribution: with independent seeds (so the
+/// RNG draws are not shared), the tokens at generated positions 1-3 (position 0 is sampled
+/// before any draft) of speculative runs with the model drafting for itself have the same
+/// distribution as plain sampling's, by a chi-square test at each position; the same test
+/// tells apart plain sampling at temperature 0.16 instead of 0.1 (it has the power to see a
+/// wrong acceptance rule, whose effect would be larger).
+fn stochastic_distribution(_: ()) {
+    const N: u32 = 1500;
+    const N_GEN: usize = 4;
+    let path = common::model(&ModelSpec::tiny_llama());
+    let model = Model::load(Backend::get().unwrap(), &path, &ModelOptions::default()).unwrap();
+    let mut dctx = ctx(&model);
+    let mut c = ctx(&model);
+    let prompt = model.tokenize("Once upon a time", true).unwrap();
+    let mut plain = vec![Vec::new(); N_GEN];
+    let mut spec = vec![Vec::new(); N_GEN];
+    let mut hotter = vec![Vec::new(); N_GEN];
+    let (mut drafted, mut accepted) = (0, 0);
+    let mut drafter = DraftModel::new(&mut dctx, &model, 3, 1, 0.0).unwrap();
+    for i in 0..N {
+        let (p, _) = sampled(&mut c, &chain(1 + i, 0.1), &prompt, N_GEN, None);
+        let (s, stats) = sampled(&mut c, &chain(1_000_001 + i, 0.1), &prompt, N_GEN, Some(&mut drafter));
+        let (h, _) = sampled(&mut c, &chain(2_000_001 + i, 0.16), &prompt, N_GEN, None);
+        let stats = stats.unwrap();
+        drafted += stats.drafted;
+        accepted += stats.accepted;
+        for (out, toks) in [(&mut plain, p), (&mut spec, s), (&mut hotter, h)] {
+            assert_eq!(toks.len(), N_GEN, "no end of generation at top-k 8 on this model");
+            toks.iter().zip(out.iter_mut()).for_each(|(&t, o)| o.push(t));
+        }
+    }
+    eprintln!("{N} runs each; speculative: drafted {drafted}, accepted {accepted}");
+    assert!(accepted > 0 && accepted < drafted, "both acceptance and rejection happen");
+    let mut power = 0;
+    for pos in 1..N_GEN {
+        let (rejects, chi2, df) = differ(&plain[pos], &spec[pos]);
+        let (seen, chi2_h, df_h) = differ(&plain[pos], &hotter[pos]);
+        eprintln!(
+            "position {pos}: speculative vs plain chi2 {chi2:.1} (df {df}); temperature 0.16 vs 0.1 chi2 {chi2_h:.1} (df {df_h})"
+        );
+        assert!(!rejects, "position {pos}: speculative sampling changed the distribution (chi2 {chi2:.1}, df {df})");
+        power += usize::from(seen);
+    }
+    assert!(power >= 2, "the test does not tell temperature 0.16 from 0.1: it has no power");
+}
+
+/// A speculative stream cancelled through the context's handle ends with `Aborted`, yields
+/// nothing after it, and leaves a cache that holds at most the prompt and what was emitted.
+fn cancelled_stream(_: ()) {
+    let model = Model::load(Backend::get().unwrap(), common::model(&ModelSpec::tiny_llama()), &ModelOptions::default())
+        .unwrap();
+    let mut c = ctx(&model);
+    let cancel = c.cancel_handle();
+    let prompt = model.tokenize(&prompts()[2], true).unwrap();
+    let mut sampler = Sampler::greedy(&model).unwrap();
+    let mut drafter = NgramDraft { ngram: 1, n_max: 4, n_min: 1 };
+    let mut stream =
+        c.stream_speculative(&mut sampler, &[], &prompt, StopConditions::max_tokens(64), &mut drafter).unwrap();
+    let mut seen = 0;
+    while seen < 3 {
+        if let Event::Token { .. } = stream.next().unwrap().unwrap() {
+            seen += 1;
+        }
+    }
+    cancel.cancel();
+    // Events of the batch already verified may still come; then the cancelled step.
+    let mut end = None;
+    for e in stream.by_ref() {
+        if let Err(e) = e {
+            end = Some(e);
+        }
+    }
+    assert!(matches!(end, Some(Error::Aborted)), "{end:?}");
+    assert!(stream.next().is_none());
+    let emitted = stream.tokens().len();
+    drop(stream);
+    assert!(c.n_past() <= prompt.len() + emitted, "{} > {} + {emitted}", c.n_past(), prompt.len());
+}
+
 fn main() {
     common::run_trials(vec![
         common::trial("generated/output_equals_plain_greedy", Prerequisite::Met(()), |()| {
@@ -296,5 +602,8 @@ fn main() {
             assert!(acceptance > 0.8, "the real model drafting for itself: {acceptance}");
         }),
         common::trial("bad_options_are_errors", Prerequisite::Met(()), bad_options_are_errors),
+        common::trial("generated/cancelled_stream", Prerequisite::Met(()), cancelled_stream),
+        common::trial("generated/stochastic_same_seed", Prerequisite::Met(()), stochastic_same_seed),
+        common::trial("generated/stochastic_distribution", Prerequisite::Met(()), stochastic_distribution),
     ])
 }

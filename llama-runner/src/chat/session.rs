@@ -5,6 +5,7 @@ use crate::context::{CancelHandle, Context, Generation};
 use crate::error::{Error, Result};
 use crate::model::Token;
 use crate::sampling::Sampler;
+use crate::speculative::{Drafter, SpecStats};
 use crate::stream::{Event, StopConditions, StopReason, Stream};
 
 use super::{ChatMessage, ChatTemplate, RenderOptions};
@@ -140,7 +141,24 @@ impl<'m> ChatSession<'m> {
         stop: StopConditions,
     ) -> Result<ChatStream<'s, 'm>> {
         self.messages.push(ChatMessage::user(text));
-        self.start(sampler, stop, true)
+        self.start(sampler, stop, true, None)
+    }
+
+    /// [`respond`](Self::respond) with speculative decoding
+    /// ([`Context::stream_speculative`]): `drafter` sees the whole conversation and the answer
+    /// so far; its statistics are in [`ChatStream::speculation`]. A [`DraftModel`] keeps its
+    /// cache across turns as the session does (the prefix it shares with the new turn).
+    ///
+    /// [`DraftModel`]: crate::speculative::DraftModel
+    pub fn respond_speculative<'s>(
+        &'s mut self,
+        text: impl Into<String>,
+        sampler: &'s mut Sampler<'_>,
+        stop: StopConditions,
+        drafter: &'s mut (dyn Drafter + 's),
+    ) -> Result<ChatStream<'s, 'm>> {
+        self.messages.push(ChatMessage::user(text));
+        self.start(sampler, stop, true, Some(drafter))
     }
 
     /// Streams the assistant's answer to the conversation as it stands: renders it (with the
@@ -153,7 +171,7 @@ impl<'m> ChatSession<'m> {
         sampler: &'s mut Sampler<'_>,
         stop: StopConditions,
     ) -> Result<ChatStream<'s, 'm>> {
-        self.start(sampler, stop, false)
+        self.start(sampler, stop, false, None)
     }
 
     /// [`respond`](Self::respond), run to the end.
@@ -215,6 +233,7 @@ impl<'m> ChatSession<'m> {
         sampler: &'s mut Sampler<'_>,
         stop: StopConditions,
         pop_on_error: bool,
+        drafter: Option<&'s mut (dyn Drafter + 's)>,
     ) -> Result<ChatStream<'s, 'm>> {
         let (tokens, stats) = match self.prepare() {
             Ok(p) => p,
@@ -226,7 +245,12 @@ impl<'m> ChatSession<'m> {
             }
         };
         let ChatSession { ctx, messages, cached, .. } = self;
-        match ctx.stream(sampler, &tokens[stats.n_reused..], stop) {
+        let (before, prompt) = tokens.split_at(stats.n_reused);
+        let stream = match drafter {
+            Some(d) => ctx.stream_speculative(sampler, before, prompt, stop, d),
+            None => ctx.stream(sampler, prompt, stop),
+        };
+        match stream {
             Ok(stream) => Ok(ChatStream { stream, messages, cached, tokens, stats, text: String::new() }),
             Err(e) => {
                 // The cache holds the reused prefix (a failed prompt decode is rolled back).
@@ -264,6 +288,12 @@ impl ChatStream<'_, '_> {
     pub fn text(&self) -> &str {
         &self.text
     }
+
+    /// What speculation did so far, for a turn from
+    /// [`respond_speculative`](ChatSession::respond_speculative).
+    pub fn speculation(&self) -> Option<&SpecStats> {
+        self.stream.speculation()
+    }
 }
 
 impl Iterator for ChatStream<'_, '_> {
@@ -286,6 +316,12 @@ impl std::iter::FusedIterator for ChatStream<'_, '_> {}
 impl Drop for ChatStream<'_, '_> {
     fn drop(&mut self) {
         self.messages.push(ChatMessage::assistant(std::mem::take(&mut self.text)));
+        let n_past = self.stream.n_past();
+        if n_past > self.tokens.len() {
+            // Tokens of a verification batch that were queued but not taken: the cache drops
+            // them, so that it holds what the conversation records.
+            self.stream.truncate_cache(self.tokens.len());
+        }
         let n_past = self.stream.n_past();
         self.tokens.truncate(n_past);
         *self.cached = std::mem::take(&mut self.tokens);
