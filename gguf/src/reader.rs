@@ -451,13 +451,17 @@ impl Source {
         let target = end.max(have.saturating_mul(2)).max(256 * 1024).min(self.len);
         let target = usize::try_from(target)
             .map_err(|_| Error::Format { offset: have, reason: "metadata larger than memory".into() })?;
-        let old = self.buf.len();
-        self.buf.resize(target, 0);
-        let chunk = self.buf.get_mut(old..).unwrap_or_default();
-        if let Err(source) = file.read_exact(chunk) {
-            return Err(Error::Io { action: "read", source });
+        // Read into the spare capacity: no zeroing of what the read overwrites anyway.
+        let want = target - self.buf.len();
+        self.buf.reserve_exact(want);
+        match file.take(want as u64).read_to_end(&mut self.buf) {
+            Ok(n) if n == want => Ok(()),
+            Ok(_) => Err(Error::Io {
+                action: "read",
+                source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while being read"),
+            }),
+            Err(source) => Err(Error::Io { action: "read", source }),
         }
-        Ok(())
     }
 }
 
@@ -520,6 +524,42 @@ impl Parser {
         self.take(n as u64)
     }
 
+    /// Skips `n` length-prefixed strings (the elements of a string array) with the checks of
+    /// [`string`](Self::string) on each, in one loop over the buffer: a vocabulary has hundreds
+    /// of thousands.
+    fn skip_strings(&mut self, n: usize) -> Result<(), Error> {
+        let len = self.src.len;
+        let mut pos = self.pos;
+        for _ in 0..n {
+            if len - pos < 8 {
+                self.pos = pos;
+                return Err(self.bad("unexpected end of file"));
+            }
+            if pos + 8 > self.src.buf.len() as u64 {
+                self.src.fill(pos + 8)?;
+            }
+            let at = pos as usize; // within the buffer, which fits in memory
+            let Some(&word) = self.src.buf.get(at..).and_then(|b| b.first_chunk::<8>()) else {
+                self.pos = pos;
+                return Err(self.bad("unexpected end of file"));
+            };
+            let n = u64::from_le_bytes(word);
+            pos += 8;
+            if n > len - pos {
+                return Err(Error::Format {
+                    offset: pos - 8,
+                    reason: format!("string length count {n} does not fit in the file ({} bytes left)", len - pos),
+                });
+            }
+            pos += n;
+        }
+        if pos > self.src.buf.len() as u64 {
+            self.src.fill(pos)?;
+        }
+        self.pos = pos;
+        Ok(())
+    }
+
     fn utf8(&mut self, what: &str) -> Result<String, Error> {
         let at = self.pos;
         let r = self.string(what)?;
@@ -556,9 +596,7 @@ impl Parser {
                         self.check_bools(key, start)?;
                     }
                 } else {
-                    for _ in 0..len {
-                        self.string("string length")?;
-                    }
+                    self.skip_strings(len)?;
                 }
                 Ok(Value::Array(Array { elem, len, bytes: start as usize..self.pos as usize }))
             }

@@ -416,6 +416,8 @@ fn unique_tokens(g: &Gguf, tokens: &Array) -> Result<(), Error> {
     let key = "tokenizer.ggml.tokens";
     let bytes = g.array_bytes(tokens);
     let mut hashes: Vec<u32> = Vec::with_capacity(tokens.len);
+    // Where each token's text is in `bytes`, for the few looked at again below.
+    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(tokens.len);
     let mut pos = 0usize;
     while let Some(len) = bytes.get(pos..pos + 8) {
         let len = u64::from_le_bytes([len[0], len[1], len[2], len[3], len[4], len[5], len[6], len[7]]);
@@ -427,6 +429,7 @@ fn unique_tokens(g: &Gguf, tokens: &Array) -> Result<(), Error> {
         } else {
             token_hash(bytes, start, len)
         });
+        spans.push((start, len));
         pos = start + len;
     }
     let mut sorted = hashes.clone();
@@ -442,9 +445,9 @@ fn unique_tokens(g: &Gguf, tokens: &Array) -> Result<(), Error> {
         filter[(h as usize >> 6) & 1023] |= 1 << (h & 63);
     }
     let mut suspects: Vec<(u32, Vec<u8>, usize)> = Vec::new();
-    for (id, s) in g.strings(tokens).enumerate() {
-        let Some(&h) = hashes.get(id) else { break };
+    for (id, (&h, &(start, len))) in hashes.iter().zip(&spans).enumerate() {
         if filter[(h as usize >> 6) & 1023] & (1 << (h & 63)) != 0 && shared.binary_search(&h).is_ok() {
+            let s = bytes.get(start..start + len).unwrap_or_default();
             let text = if s.is_empty() { format!("[EMPTY_{id}]").into_bytes() } else { s.to_vec() };
             suspects.push((h, text, id));
         }
