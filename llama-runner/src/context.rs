@@ -252,6 +252,7 @@ impl<'m> Context<'m> {
         let checked = crate::validate::context_options(model, options)?;
         crate::sequences::check_context_options(options)?;
         let params = crate::params::context_params(options)?;
+        crate::memory::check(model, params)?;
         let sampler = Sampler::greedy()?;
         crate::logging::clear_errors();
         let raw = {

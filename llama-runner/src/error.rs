@@ -45,6 +45,30 @@ pub enum Error {
         /// The errors llama.cpp logged.
         log: Vec<String>,
     },
+    /// llama.cpp's dry run of the context says its buffers would not fit where they go
+    /// ([`crate::memory`]); nothing was allocated.
+    #[error(
+        "the context needs {} MiB of {place} memory ({} MiB KV cache and outputs, {} MiB compute) but {} MiB are \
+         free (n_ctx {n_ctx}, {n_seq_max} sequence(s)): use a smaller -c, fewer sequences or a quantized KV cache \
+         (-ctk/-ctv q8_0)",
+        mib(*.needed), mib(*.context), mib(*.compute), mib(*.free)
+    )]
+    ContextMemory {
+        /// `host`, or the device's name.
+        place: String,
+        /// Bytes needed there.
+        needed: u64,
+        /// Of which the context's own buffers (KV cache, outputs).
+        context: u64,
+        /// Of which compute buffers.
+        compute: u64,
+        /// Bytes free there.
+        free: u64,
+        /// The context size asked for (0: the model's).
+        n_ctx: u32,
+        /// Sequences asked for.
+        n_seq_max: u32,
+    },
     /// An option value is invalid or cannot be combined with the others.
     #[error("invalid option `{option}`: {reason}")]
     InvalidOption {
@@ -498,3 +522,8 @@ fn fa_off(auto_off_at: Option<&str>) -> String {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Bytes in MiB, rounded up, for messages.
+fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}

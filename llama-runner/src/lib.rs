@@ -29,6 +29,7 @@ pub mod flags;
 pub mod gguf_check;
 pub mod knobs;
 pub mod logging;
+pub mod memory;
 pub mod model;
 pub mod options;
 pub mod parallel;

@@ -25,6 +25,26 @@ thread_local! {
     /// The first panic caught in the log callback on this thread, to be resumed when control is
     /// back in this crate's Rust code on the same thread (see [`resume_panic`]).
     static PANIC: RefCell<Option<Box<dyn std::any::Any + Send>>> = const { RefCell::new(None) };
+    /// This thread's llama.cpp lines are dropped while a [`Quiet`] lives (a dry run's lines
+    /// would read as the real context's to a [`Recorder`]).
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Drops the llama.cpp lines logged on this thread while it lives.
+pub(crate) struct Quiet {
+    was: bool,
+}
+
+impl Quiet {
+    pub(crate) fn new() -> Quiet {
+        Quiet { was: QUIET.replace(true) }
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        QUIET.set(self.was);
+    }
 }
 
 /// Panics caught in the log callback since the process started, on any thread.
@@ -113,7 +133,7 @@ pub(crate) fn install() {
 }
 
 extern "C" fn callback(level: sys::ggml_log_level, text: *const c_char, _: *mut c_void) {
-    if text.is_null() {
+    if text.is_null() || QUIET.try_with(Cell::get).unwrap_or(false) {
         return;
     }
     // SAFETY: llama.cpp passes a NUL-terminated string valid for the duration of the call.

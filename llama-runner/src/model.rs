@@ -25,6 +25,9 @@ pub struct Model {
     id: u64,
     // Owns every pointer inside the params handed to llama.cpp; lives as long as the model.
     _params: RawModelParams,
+    /// The same file loaded with `no_alloc`, for dry runs of contexts ([`crate::memory`]),
+    /// loaded on first use (`None`: llama.cpp refused it).
+    dry: std::sync::OnceLock<Option<crate::memory::DryModel>>,
 }
 
 // SAFETY: a llama_model is immutable after loading and has no thread affinity; llama.cpp
@@ -130,6 +133,16 @@ impl Model {
     /// Identifies this model among all models loaded by the process.
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The lowered parameters it was loaded with.
+    pub(crate) fn raw_params(&self) -> &RawModelParams {
+        &self._params
+    }
+
+    /// The model loaded again with `no_alloc` ([`crate::memory`]), once.
+    pub(crate) fn dry_model(&self) -> Option<&crate::memory::DryModel> {
+        self.dry.get_or_init(|| crate::memory::DryModel::load(self)).as_ref()
     }
 
     /// The file it was loaded from.
@@ -444,6 +457,7 @@ fn load_impl(
         options: options.clone(),
         id,
         _params: raw_params,
+        dry: std::sync::OnceLock::new(),
     });
     crate::logging::resume_panic();
     match state {

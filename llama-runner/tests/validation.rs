@@ -241,3 +241,72 @@ fn zero_threads_abort_ggml_but_not_the_runner() {
     let r = Context::new(&m, &ContextOptions { n_ctx: 256, n_threads: Some(0), ..Default::default() });
     assert_invalid(r, "n_threads (-t)", &["at least 1"]);
 }
+
+/// Bytes of memory the system has available (`MemAvailable` plus `SwapFree`).
+#[cfg(target_os = "linux")]
+fn available_bytes() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib = |name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+        line[name.len()..].trim().trim_end_matches("kB").trim().parse::<u64>().unwrap()
+    };
+    (kib("MemAvailable:") + kib("SwapFree:")) * 1024
+}
+
+/// A context whose KV cache alone exceeds the memory available is refused before anything is
+/// allocated, with llama.cpp's dry-run numbers in the error (on Linux an allocation that large
+/// can succeed and the process be killed when the pages are touched); so is one whose cell
+/// bookkeeping alone would not fit, without a dry run. The model stays usable.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_context_larger_than_memory_is_refused_before_allocating() {
+    // 8 layers x (K + V) x 8 KV heads x 64 dims in f16: 16 KiB a token. Ask for at least 1.5
+    // times the available memory in KV cache alone.
+    let per_token = 8 * 2 * 8 * 64 * 2;
+    let n_ctx = (available_bytes() / per_token * 3 / 2).next_power_of_two();
+    let n_ctx = u32::try_from(n_ctx).expect("available memory below 2^32 * 16 KiB");
+    let spec = ModelSpec {
+        n_embd: 512,
+        n_head: 8,
+        n_head_kv: 8,
+        n_layer: 8,
+        n_ff: 512,
+        context_length: n_ctx,
+        ..ModelSpec::tiny_llama()
+    };
+    let m = model(&spec);
+    let before = available_bytes();
+    let refused =
+        |n_ctx: u32| match Context::new(&m, &ContextOptions { n_ctx, n_threads: Some(2), ..Default::default() }) {
+            Err(e @ Error::ContextMemory { .. }) => e,
+            Err(e) => panic!("another error: {e}"),
+            Ok(_) => panic!("a context of {n_ctx} cells was created with {before} bytes available"),
+        };
+    let e = refused(n_ctx);
+    let Error::ContextMemory { ref place, needed, context, compute, free, n_ctx: asked, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!((place.as_str(), asked), ("host", n_ctx));
+    assert!(context >= u64::from(n_ctx) * per_token, "the KV cache: {context} bytes");
+    assert!(compute > 0, "the dry run's compute buffers");
+    assert!(needed > free, "{needed} > {free}");
+    assert!(e.to_string().contains("MiB of host memory"), "{e}");
+    eprintln!("{e}");
+    // The estimate of a small context: its KV cache, on the host, with what is free.
+    let small = ContextOptions { n_ctx: 256, n_threads: Some(2), ..Default::default() };
+    let needs = llama_runner::memory::estimate(&m, &small).unwrap().expect("the dry run at the pinned commit");
+    assert_eq!(needs[0].place, "host");
+    assert!(needs[0].context >= 256 * per_token && needs[0].free.is_some() && !needs[0].exceeds(), "{needs:?}");
+    // Nothing was kept: the memory is still there, and the model still makes contexts.
+    assert!(available_bytes() + (1 << 30) > before);
+    let mut c = Context::new(&m, &ContextOptions { n_ctx: 256, n_threads: Some(2), ..Default::default() }).unwrap();
+    assert_eq!(c.generate_greedy(&[1, 2, 3], 4).unwrap().tokens.len(), 4);
+    drop(c);
+    // Cells whose bookkeeping alone does not fit: refused before any dry run.
+    let huge = ModelSpec { context_length: u32::MAX / 2, ..ModelSpec::tiny_llama() };
+    let m = model(&huge);
+    let t = std::time::Instant::now();
+    let e = Context::new(&m, &ContextOptions { n_ctx: u32::MAX / 2, ..Default::default() }).map(|_| ()).unwrap_err();
+    assert!(matches!(e, Error::ContextMemory { compute: 0, .. }), "{e}");
+    assert!(t.elapsed().as_secs() < 5, "no dry run: {:?}", t.elapsed());
+}

@@ -18,6 +18,7 @@ mod env;
 mod link;
 mod options;
 mod probe;
+mod shim;
 mod source;
 
 use std::path::Path;
@@ -68,6 +69,10 @@ fn main() {
 
     let built = cmake::build(&src, &opts, toolkit.as_ref());
 
+    if shim::build(&src, &opts) {
+        // Before libllama, whose symbols it uses.
+        shim::link();
+    }
     link::emit(&built, &opts, toolkit.as_ref());
     build_facts(&src, &pin, &opts, &hash, provided.origin);
 

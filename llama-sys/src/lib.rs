@@ -29,6 +29,56 @@ mod bindings {
 
 pub use bindings::*;
 
+/// One buffer type's share of a context's memory, as the build's shim over llama.cpp's C++
+/// `llama_get_memory_breakdown` reports it ([`memory_breakdown`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct llama_sys_buft_memory {
+    /// 1 for host memory, 0 for a device's.
+    pub host: i32,
+    /// The device of a device buffer type (may be null).
+    pub device: ggml_backend_dev_t,
+    /// Bytes of model weights.
+    pub model: usize,
+    /// Bytes of the context's own buffers (KV cache, outputs).
+    pub context: usize,
+    /// Bytes of compute buffers.
+    pub compute: usize,
+}
+
+/// Whether [`memory_breakdown`] is available: this llama.cpp tree declares
+/// `llama_get_memory_breakdown` (in `src/llama-ext.h`), so the build compiled its shim.
+pub const HAS_MEMORY_BREAKDOWN: bool = cfg!(llama_memory_breakdown);
+
+#[cfg(llama_memory_breakdown)]
+unsafe extern "C" {
+    fn llama_sys_memory_breakdown(ctx: *const llama_context, out: *mut llama_sys_buft_memory, cap: usize) -> usize;
+}
+
+/// Writes up to `cap` entries of `ctx`'s memory breakdown (per buffer type) to `out`, and
+/// returns how many there are (more than `cap` when `out` is too short), `Some(usize::MAX)`
+/// if llama.cpp threw; `None` when this llama.cpp tree has no `llama_get_memory_breakdown`
+/// (its `src/llama-ext.h` predates it, so the build compiled no shim).
+///
+/// # Safety
+/// `ctx` is a valid context; `out` is valid for `cap` writes.
+pub unsafe fn memory_breakdown(
+    ctx: *const llama_context,
+    out: *mut llama_sys_buft_memory,
+    cap: usize,
+) -> Option<usize> {
+    #[cfg(llama_memory_breakdown)]
+    {
+        // SAFETY: the caller's contract; the shim catches every C++ exception.
+        Some(unsafe { llama_sys_memory_breakdown(ctx, out, cap) })
+    }
+    #[cfg(not(llama_memory_breakdown))]
+    {
+        let _ = (ctx, out, cap);
+        None
+    }
+}
+
 /// The llama.cpp libraries loaded in this process are not of the commit these bindings were
 /// compiled for (see [`check_library_commit`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
