@@ -158,6 +158,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A quality workload's measurement was refused or failed (a text too short for its
+    /// chunks, a base file that is malformed or of other tokens, a failed decode).
+    #[error("workload `{workload}`")]
+    Quality {
+        /// The workload.
+        workload: String,
+        /// What the library said.
+        #[source]
+        source: Box<llama_runner::QualityError>,
+    },
     /// A file could not be read or written.
     #[error("{}", .path.display())]
     Io {
@@ -185,7 +195,11 @@ impl Error {
             | Error::EnvFlagVars { path, .. }
             | Error::EnvKnob { path, .. }
             | Error::GeneratedModelPath { path, .. } => Some(path),
-            Error::Library(_) | Error::Serialize { .. } | Error::InvalidOption { .. } | Error::Io { .. } => None,
+            Error::Library(_)
+            | Error::Serialize { .. }
+            | Error::InvalidOption { .. }
+            | Error::Quality { .. }
+            | Error::Io { .. } => None,
         }
     }
 }
@@ -282,6 +296,37 @@ pub enum WorkloadProblem {
     ParallelWithTurnsOrDepth,
     /// A `decode_sizes` entry of 0.
     ZeroDecodeSize,
+    /// A quality workload that also sets speed fields (`n_prompt`, `n_gen`, `n_depth`,
+    /// `turns`, `parallel`, `decode_sizes`).
+    QualityWithSpeed,
+    /// A quality workload's `n_ctx` that is odd or below 4.
+    QualityNCtx(u32),
+    /// A quality workload's `chunks = 0`.
+    QualityNoChunks,
+    /// A quality workload's `compact_top_k = 0`.
+    QualityTopK,
+    /// A quality workload's text that is not a readable file.
+    QualityText {
+        /// The path (resolved against the configuration's directory).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A quality workload's base path that cannot be a file.
+    QualityBase {
+        /// The path (resolved).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An `n_batch` that is neither below the quality workload's `n_ctx` nor a multiple of it
+    /// (llama-perplexity asserts one of the two).
+    QualityBatch {
+        /// The context's `n_batch`.
+        n_batch: u32,
+        /// The workload's `n_ctx`.
+        n_ctx: u32,
+    },
     /// More KV cells than the context has.
     DoesNotFit(Misfit),
     /// No preset fits the context (none were named); the first one's misfit.
@@ -309,6 +354,20 @@ fn workload_message(name: &str, problem: &WorkloadProblem) -> String {
         }
         WorkloadProblem::ZeroDecodeSize => "decode_sizes entries must be at least 1".to_string(),
         WorkloadProblem::DepthWithTurns => "n_depth and several turns cannot be combined".to_string(),
+        WorkloadProblem::QualityWithSpeed => "a quality workload measures quality only: leave out n_prompt, n_gen, \
+                                              n_depth, turns, parallel and decode_sizes (add a speed workload beside it)"
+            .to_string(),
+        WorkloadProblem::QualityNCtx(n) => {
+            format!("quality n_ctx {n} must be even and at least 4 (the second half of each chunk is scored)")
+        }
+        WorkloadProblem::QualityNoChunks => "quality chunks must be at least 1".to_string(),
+        WorkloadProblem::QualityTopK => "quality compact_top_k must be at least 1".to_string(),
+        WorkloadProblem::QualityText { path, reason } => format!("quality text {}: {reason}", path.display()),
+        WorkloadProblem::QualityBase { path, reason } => format!("quality base {}: {reason}", path.display()),
+        WorkloadProblem::QualityBatch { n_batch, n_ctx } => format!(
+            "n_batch {n_batch} is neither smaller than the quality n_ctx {n_ctx} nor a multiple of it \
+             (llama-perplexity's rule; set -b to n_ctx or a multiple)"
+        ),
         WorkloadProblem::DoesNotFit(m) => m.to_string(),
         WorkloadProblem::NoPresetFits(m) => format!("{m} (no preset fits; name workloads that do)"),
     };

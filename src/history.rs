@@ -194,7 +194,8 @@ pub fn build(records: &[Record], snapshots: &[Snapshot], only: &[String]) -> Res
         }
         for w in &r.workloads {
             let name = &w.workload.name;
-            if !only.is_empty() && !only.contains(name) {
+            // Quality workloads have no speed to plot.
+            if w.workload.quality.is_some() || (!only.is_empty() && !only.contains(name)) {
                 continue;
             }
             if !workloads.contains(name) {
@@ -301,10 +302,12 @@ pub fn markdown(h: &History) -> String {
     out
 }
 
-/// Line colours for the workloads (colour-blind safe, Okabe–Ito).
-const COLOURS: &[&str] = &["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
+/// Line colours for the workloads (colour-blind safe, Okabe–Ito); the Pareto plot's too.
+pub(crate) const COLOURS: &[&str] =
+    &["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
 
-fn esc(s: &str) -> String {
+/// `s` escaped for SVG text and attributes.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -328,9 +331,10 @@ fn nice_step(range: f64, n: f64) -> f64 {
     m * mag
 }
 
-/// The y range and tick step of a panel: from 0 unless the values are all well above it, in
-/// which case the axis starts at a round value below the lowest error bar.
-fn y_range(lo: f64, hi: f64) -> (f64, f64, f64) {
+/// The range and tick step of an axis over values from `lo` to `hi`: from 0 unless the values
+/// are all well above it, in which case the axis starts at a round value below the lowest error
+/// bar.
+pub(crate) fn axis_range(lo: f64, hi: f64) -> (f64, f64, f64) {
     let (lo, hi) = if lo.is_finite() && hi.is_finite() { (lo.max(0.0), hi.max(lo)) } else { (0.0, 1.0) };
     let hi = if hi <= 0.0 { 1.0 } else { hi };
     let start = if lo < 0.5 * hi { 0.0 } else { lo - 0.1 * (hi - lo).max(hi * 0.02) };
@@ -341,9 +345,29 @@ fn y_range(lo: f64, hi: f64) -> (f64, f64, f64) {
     (y0, y1, step)
 }
 
-fn fmt_tick(v: f64, step: f64) -> String {
+/// A tick label with as many decimals as the step needs.
+pub(crate) fn fmt_tick(v: f64, step: f64) -> String {
     let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize };
     format!("{v:.decimals$}")
+}
+
+/// The start of an SVG document of `width` × `height` on white: the root element, the title
+/// and a grey subtitle under it, both centred on `centre_x`. The caller closes it (`</svg>`).
+pub(crate) fn svg_open(width: f64, height: f64, centre_x: f64, title: &str, subtitle: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{centre_x:.1}" y="24" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
+    let _ =
+        writeln!(s, r##"<text x="{centre_x:.1}" y="42" text-anchor="middle" fill="#555">{}</text>"##, esc(subtitle));
+    s
 }
 
 /// The history as an SVG document: prompt processing (top) and generation (bottom) against the
@@ -362,22 +386,12 @@ pub fn svg(h: &History, title: &str) -> String {
     let height = top + 2.0 * panel_h + gap + label_h + 20.0;
     let x_of = |i: usize| left + step_x * (i as f64 + 0.5);
 
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="24" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
+    let mut s = svg_open(
+        width,
+        height,
         left + plot_w / 2.0,
-        esc(title)
-    );
-    let _ = writeln!(
-        s,
-        r##"<text x="{:.1}" y="42" text-anchor="middle" fill="#555">mean ± 1 standard deviation over repetitions; x: llama.cpp commit (snapshot date), oldest first</text>"##,
-        left + plot_w / 2.0
+        title,
+        "mean ± 1 standard deviation over repetitions; x: llama.cpp commit (snapshot date), oldest first",
     );
 
     type Pick = fn(&Point) -> Option<&Stat>;
@@ -394,7 +408,7 @@ pub fn svg(h: &History, title: &str) -> String {
                 }
             }
         }
-        let (y0, y1, ystep) = y_range(lo, hi);
+        let (y0, y1, ystep) = axis_range(lo, hi);
         // Values outside the axis (an error bar reaching below 0) are drawn at its edge.
         let y_of = |v: f64| y_top + panel_h - (v.clamp(y0, y1) - y0) / (y1 - y0) * panel_h;
         // Frame, grid and y ticks.
@@ -555,10 +569,10 @@ mod tests {
     fn ranges_and_steps_are_round() {
         assert_eq!(nice_step(100.0, 5.0), 20.0);
         assert_eq!(nice_step(7.0, 5.0), 2.0);
-        let (y0, y1, st) = y_range(10.0, 95.0);
+        let (y0, y1, st) = axis_range(10.0, 95.0);
         assert_eq!((y0, y1, st), (0.0, 100.0, 20.0));
         // Values far from zero: the axis starts below the lowest one, on a tick.
-        let (y0, y1, st) = y_range(900.0, 1000.0);
+        let (y0, y1, st) = axis_range(900.0, 1000.0);
         assert!(y0 > 0.0 && y0 <= 890.0 && y1 >= 1000.0 && (y0 / st).fract() == 0.0, "{y0} {y1} {st}");
     }
 }

@@ -5,9 +5,9 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`measure`] | llama-bench's method: workloads, repetitions, per-repetition tokens/s |
+//! | [`measure`] | llama-bench's method: workloads, repetitions, per-repetition tokens/s; quality workloads (perplexity, KL divergence against a base) |
 //! | [`record`] | result records (JSON) with build, model, machine and memory, and llama-bench's JSONL |
-//! | [`compare`] | the comparison table and its verdicts (Welch's t-test plus a minimum effect) |
+//! | [`compare`] | the comparison table and its verdicts (Welch's t-test plus a minimum effect; mean KLD against its uncertainty), the Pareto plot |
 //! | [`config`] | configuration files (TOML and the legacy `.env` form) with workloads and generated models |
 //! | [`bisect`] | the judge of a `git bisect run` step |
 //! | [`history`] | performance across llama.cpp commits: table and SVG, the snapshot list |

@@ -11,7 +11,14 @@
 //! * prompt processing: random tokens (the first is BOS) in chunks of `n_batch`, one sync at the
 //!   end; generation: one token per `llama_decode`, a sync after each, no sampling;
 //! * per repetition tokens/s, their mean and sample (n-1) standard deviation, raw samples kept.
+//!
+//! A workload with a [`quality`](Workload::quality) table measures quality instead of speed:
+//! the perplexity of the configuration over a text and, against a base file of log-probabilities,
+//! its KL divergence, with llama-perplexity's method ([`llama_runner::quality`]; see
+//! [`run_workload`]). Its result sits in [`WorkloadResult::quality`], beside the speed workloads
+//! of the same record.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +27,7 @@ use crate::error::{Error, Result};
 use llama_runner::context::Context;
 use llama_runner::model::{Model, Token};
 use llama_runner::options::ContextOptions;
+use llama_runner::quality::{self, BaseFormat, BaseReader, KlDivergence, Perplexity, PerplexityOptions};
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,9 +344,11 @@ impl<'m> Bench<'m> {
 pub struct Workload {
     /// Name (`short`, `medium`, `long`, `multi-turn`, or any).
     pub name: String,
-    /// Prompt tokens (per turn for multi-turn).
+    /// Prompt tokens (per turn for multi-turn); 0 (the default) measures no prompt processing.
+    #[serde(default)]
     pub n_prompt: u32,
-    /// Generated tokens (per turn for multi-turn).
+    /// Generated tokens (per turn for multi-turn); 0 (the default) measures no generation.
+    #[serde(default)]
     pub n_gen: u32,
     /// Tokens already in the KV cache before the timed part.
     #[serde(default)]
@@ -359,6 +369,56 @@ pub struct Workload {
     /// token); recorded in [`WorkloadResult::cost`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decode_sizes: Vec<u32>,
+    /// A quality workload: the perplexity over a text and the KL divergence against a base
+    /// file, instead of speed (the speed fields then stay 0; `repetitions` does not apply, the
+    /// measurement is deterministic); recorded in [`WorkloadResult::quality`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualitySpec>,
+}
+
+/// What a quality workload measures (`quality = { text = "...", n_ctx = 512, chunks = 8, base = "..." }`):
+/// the configuration's perplexity over `text` in chunks of `n_ctx`, and its KL divergence
+/// against the log-probabilities in `base`.
+///
+/// When `base` does not exist, the workload writes it: this configuration *is* the base, and
+/// its result has the perplexity only. When it exists, the workload reads it (it must have been
+/// computed over the same tokens, `n_ctx`, number of chunks and format) and measures the KL
+/// divergence against it. Relative paths in a configuration file resolve against the file's
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualitySpec {
+    /// The text (a file, read whole; llama-perplexity's `-f`).
+    pub text: PathBuf,
+    /// Tokens per chunk (llama-perplexity's `-c`): even, at least 4; 512 by default.
+    #[serde(default = "default_quality_n_ctx")]
+    pub n_ctx: u32,
+    /// Score at most this many chunks (`--chunks`); all that fit the text when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<usize>,
+    /// The base file of log-probabilities (`--kl-divergence-base`): written when missing, read
+    /// when present.
+    pub base: PathBuf,
+    /// Write (and expect) the compact base of the `k` largest log-probabilities per position
+    /// instead of llama-perplexity's full format (`--compact-top-k`): a few KB instead of
+    /// 2 bytes per vocabulary entry and position, at the price of a KLD that is a lower bound
+    /// (see docs/quality.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_top_k: Option<usize>,
+}
+
+/// llama-perplexity's default chunk size.
+pub const DEFAULT_QUALITY_N_CTX: u32 = 512;
+
+fn default_quality_n_ctx() -> u32 {
+    DEFAULT_QUALITY_N_CTX
+}
+
+impl QualitySpec {
+    /// The base file's format this workload writes and expects.
+    pub fn base_format(&self) -> BaseFormat {
+        self.compact_top_k.map_or(BaseFormat::Full, |top_k| BaseFormat::Compact { top_k })
+    }
 }
 
 fn default_repetitions() -> u32 {
@@ -374,8 +434,11 @@ fn is_one(n: &u32) -> bool {
 }
 
 impl Workload {
-    /// KV cells the workload needs.
+    /// KV cells the workload needs (a quality workload: one chunk's, per sequence).
     pub fn n_cells(&self) -> u32 {
+        if let Some(q) = &self.quality {
+            return q.n_ctx;
+        }
         let per_turn = self.n_prompt.saturating_add(self.n_gen);
         let largest_decode = self.decode_sizes.iter().copied().max().unwrap_or(0);
         let per_seq = self.n_depth.saturating_add(self.turns.max(1).saturating_mul(per_turn));
@@ -396,6 +459,7 @@ impl Workload {
             turns: 1,
             parallel: 1,
             decode_sizes: Vec::new(),
+            quality: None,
         }
     }
 }
@@ -413,6 +477,115 @@ pub struct WorkloadResult {
     /// that many tokens after the prompt.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cost: Vec<CostPoint>,
+    /// What a quality workload measured ([`Workload::quality`]); absent for speed workloads
+    /// (and in records written before quality workloads existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityResult>,
+}
+
+/// A value and its uncertainty (one standard error), as llama-perplexity prints `v ± u`. A
+/// value that cannot be computed is NaN (llama-perplexity's `nan`, for the uncertainty of a
+/// PPL ratio of identical runs); JSON has no NaN, so records hold `null` and read it back as NaN.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Estimate {
+    /// The value.
+    #[serde(deserialize_with = "null_as_nan")]
+    pub value: f64,
+    /// Its uncertainty.
+    #[serde(deserialize_with = "null_as_nan")]
+    pub uncertainty: f64,
+}
+
+/// Reads `null` (what serde_json writes for a NaN) as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+impl From<quality::Estimate> for Estimate {
+    fn from(e: quality::Estimate) -> Self {
+        Estimate { value: e.value, uncertainty: e.uncertainty }
+    }
+}
+
+/// The result of a quality workload: the perplexity and, against an existing base, the KL
+/// divergence statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QualityResult {
+    /// The base file (canonical: records of one base name the same path).
+    pub base: PathBuf,
+    /// Whether this run wrote the base (this configuration is the base: [`kld`](Self::kld)
+    /// is absent, its KL divergence against itself is 0 by definition).
+    pub base_written: bool,
+    /// The base file's format: `full` (llama-perplexity's) or `compact-top-K`.
+    pub base_format: String,
+    /// Tokens per chunk.
+    pub n_ctx: u32,
+    /// Chunks scored.
+    pub n_chunk: usize,
+    /// Tokens of the text.
+    pub n_tokens: usize,
+    /// Positions scored (`n_chunk * (n_ctx - 1 - n_ctx / 2)`).
+    pub n_scored: usize,
+    /// Perplexity over the scored positions (llama-perplexity's `Final estimate`, or
+    /// `Mean PPL(Q)` against a base). The uncertainty is absent where the tool prints none.
+    pub ppl: f64,
+    /// The perplexity's uncertainty.
+    pub ppl_uncertainty: Option<f64>,
+    /// The KL divergence against the base (absent when this run wrote it).
+    pub kld: Option<KldResult>,
+    /// Wall time of the measurement (decodes and statistics, base file I/O included), seconds.
+    pub seconds: f64,
+}
+
+impl QualityResult {
+    /// The mean KLD against the base: the measured one, or 0 ± 0 when this run wrote the base.
+    pub fn mean_kld(&self) -> Estimate {
+        self.kld.as_ref().map_or_else(Estimate::default, |k| k.mean)
+    }
+}
+
+/// The KL divergence statistics of a quality workload, as `llama-perplexity --kl-divergence`
+/// prints them (probabilities and Δp as fractions, not percent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KldResult {
+    /// Mean KL divergence of the token distributions, base to this configuration.
+    pub mean: Estimate,
+    /// Its median.
+    pub median: f64,
+    /// Its 99th percentile.
+    pub p99: f64,
+    /// Its 99.9th percentile.
+    pub p999: f64,
+    /// Its maximum.
+    pub max: f64,
+    /// The fraction of positions where both have the same most probable token.
+    pub same_top: Estimate,
+    /// Root mean square of the change in the target token's probability.
+    pub delta_p_rms: Estimate,
+    /// The base's perplexity over the same positions.
+    pub ppl_base: Estimate,
+    /// PPL(Q) / PPL(base).
+    pub ppl_ratio: Estimate,
+    /// ln(PPL(Q) / PPL(base)).
+    pub log_ppl_ratio: Estimate,
+}
+
+impl From<&KlDivergence> for KldResult {
+    fn from(k: &KlDivergence) -> Self {
+        let d = &k.kld_values;
+        KldResult {
+            mean: k.kld.into(),
+            median: f64::from(d.median()),
+            p99: f64::from(d.percentile(0.99)),
+            p999: f64::from(d.percentile(0.999)),
+            max: f64::from(d.max()),
+            same_top: k.same_top.into(),
+            delta_p_rms: k.delta_p_rms.into(),
+            ppl_base: k.ppl_base.into(),
+            ppl_ratio: k.ppl_ratio.into(),
+            log_ppl_ratio: k.log_ppl_ratio.into(),
+        }
+    }
 }
 
 /// One point of a cost curve.
@@ -463,7 +636,18 @@ impl From<&Samples> for SampleStats {
 /// Runs one workload as llama-bench runs tests: the prompt test and the generation test each on
 /// a fresh context sized for that test alone (`n_ctx = depth + tokens`, unless the options ask
 /// for more), or for several turns one conversation on a context holding all of them.
+///
+/// A quality workload runs [`run_quality`] instead.
 pub fn run_workload(model: &Model, options: &ContextOptions, w: &Workload) -> Result<WorkloadResult> {
+    if let Some(q) = &w.quality {
+        return Ok(WorkloadResult {
+            workload: w.clone(),
+            pp: None,
+            tg: None,
+            cost: Vec::new(),
+            quality: Some(run_quality(model, options, &w.name, q)?),
+        });
+    }
     let mut result = run_throughput(model, options, w)?;
     if !w.decode_sizes.is_empty() {
         let mut sizes = w.decode_sizes.clone();
@@ -507,6 +691,7 @@ fn run_throughput(model: &Model, options: &ContextOptions, w: &Workload) -> Resu
             pp: stats(&pp, w.n_prompt),
             tg: stats(&tg, w.n_gen),
             cost: Vec::new(),
+            quality: None,
         });
     }
     if w.turns > 1 {
@@ -523,6 +708,7 @@ fn run_throughput(model: &Model, options: &ContextOptions, w: &Workload) -> Resu
             pp: Some((&pp).into()),
             tg: Some((&tg).into()),
             cost: Vec::new(),
+            quality: None,
         });
     }
     let test = |kind, n: u32| -> Result<Option<SampleStats>> {
@@ -537,5 +723,137 @@ fn run_throughput(model: &Model, options: &ContextOptions, w: &Workload) -> Resu
     };
     let pp = test(TestKind::Prompt, w.n_prompt)?;
     let tg = test(TestKind::Generation, w.n_gen)?;
-    Ok(WorkloadResult { workload: w.clone(), pp, tg, cost: Vec::new() })
+    Ok(WorkloadResult { workload: w.clone(), pp, tg, cost: Vec::new(), quality: None })
+}
+
+/// Runs a quality workload as `llama-runner perplexity` does, on a context of `options` shaped
+/// by [`PerplexityOptions::context_options`] (`n_batch` from the options: chunks of `n_ctx`
+/// share a decode when it is a multiple of `n_ctx`):
+///
+/// - no file at `q.base`: the perplexity over the text, writing the base as it goes (to a
+///   temporary file beside it, renamed when complete, so a failed run leaves no base);
+/// - a base file: its header is checked against the text's tokens, `n_ctx`, the number of
+///   chunks the workload scores and the format it names, then the KL divergence is measured
+///   against it (the perplexity is that pass's `Mean PPL(Q)`).
+///
+/// `name` (the workload's) goes into the error messages.
+pub fn run_quality(model: &Model, options: &ContextOptions, name: &str, q: &QualitySpec) -> Result<QualityResult> {
+    let failed = |source| Error::Quality { workload: name.to_string(), source: Box::new(source) };
+    let mismatch = |reason: String| Error::InvalidOption {
+        option: format!("workload {name}"),
+        reason: format!("{reason}; delete {} to write it again from this configuration", q.base.display()),
+    };
+    let text = std::fs::read_to_string(&q.text).map_err(|e| Error::Io { path: q.text.clone(), source: e })?;
+    let tokens = quality::tokenize(model, &text)?;
+    let popts = PerplexityOptions { n_ctx: q.n_ctx, n_chunks: q.chunks };
+    let mut ctx = Context::new(model, &popts.context_options(options))?;
+    let format = q.base_format();
+    let format_name = |f: BaseFormat| match f {
+        BaseFormat::Full => "full".to_string(),
+        BaseFormat::Compact { top_k } => format!("compact-top-{top_k}"),
+    };
+    let t = Instant::now();
+    if !q.base.exists() {
+        let ppl = write_base(&mut ctx, &tokens, &popts, format, &q.base, failed)?;
+        return Ok(QualityResult {
+            base: std::fs::canonicalize(&q.base).unwrap_or_else(|_| q.base.clone()),
+            base_written: true,
+            base_format: format_name(format),
+            n_ctx: ppl.n_ctx,
+            n_chunk: ppl.n_chunk,
+            n_tokens: tokens.len(),
+            n_scored: ppl.count,
+            ppl: ppl.ppl,
+            ppl_uncertainty: ppl.uncertainty,
+            kld: None,
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+    let mut base = BaseReader::open(&q.base).map_err(failed)?;
+    let header = base.header();
+    header.check_matches(Some(q.n_ctx), Some(&tokens)).map_err(failed)?;
+    let n_chunk = (tokens.len() / q.n_ctx.max(1) as usize).min(q.chunks.unwrap_or(usize::MAX));
+    if header.n_chunk as usize != n_chunk {
+        return Err(mismatch(format!(
+            "the base file {} holds {} chunks, the workload scores {n_chunk}",
+            q.base.display(),
+            header.n_chunk
+        )));
+    }
+    if header.format != format {
+        return Err(mismatch(format!(
+            "the base file {} is {}, the workload asks for {}",
+            q.base.display(),
+            format_name(header.format),
+            format_name(format)
+        )));
+    }
+    let kl = ctx.kl_divergence(&mut base).map_err(failed)?;
+    Ok(QualityResult {
+        base: std::fs::canonicalize(&q.base).unwrap_or_else(|_| q.base.clone()),
+        base_written: false,
+        base_format: format_name(format),
+        n_ctx: kl.n_ctx,
+        n_chunk: kl.n_chunk,
+        n_tokens: tokens.len(),
+        n_scored: kl.count,
+        ppl: kl.ppl.value,
+        ppl_uncertainty: Some(kl.ppl.uncertainty),
+        kld: Some((&kl).into()),
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// The perplexity pass writing the base into a temporary file beside `path`, renamed to it once
+/// complete: an interrupted or failed run leaves no base behind to be read as one.
+fn write_base(
+    ctx: &mut Context<'_>,
+    tokens: &[Token],
+    popts: &PerplexityOptions,
+    format: BaseFormat,
+    path: &Path,
+    failed: impl FnOnce(quality::QualityError) -> Error,
+) -> Result<Perplexity> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| Error::Io { path: p, source: e }
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        let out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let ppl = ctx.perplexity_writing_base(tokens, popts, format, out).map_err(failed)?;
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        Ok(ppl)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_that_cannot_be_computed_survive_a_record() {
+        let e = Estimate { value: 1.0, uncertainty: f64::NAN };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(json, r#"{"value":1.0,"uncertainty":null}"#);
+        let back: Estimate = serde_json::from_str(&json).unwrap();
+        assert!(back.value == 1.0 && back.uncertainty.is_nan());
+    }
+
+    #[test]
+    fn speed_results_are_written_and_read_without_quality_fields() {
+        let w =
+            WorkloadResult { workload: Workload::new("w", 8, 4), pp: None, tg: None, cost: Vec::new(), quality: None };
+        let json = serde_json::to_string(&w).unwrap();
+        assert!(!json.contains("quality"), "{json}");
+        assert_eq!(serde_json::from_str::<WorkloadResult>(&json).unwrap(), w);
+    }
 }

@@ -3,8 +3,10 @@
 //! A [`Record`] holds the configuration and resolved options (with the equivalent llama.cpp
 //! flags), the llama.cpp build, the model file, the state of the machine, memory per device at
 //! each stage, warnings about the machine's state, and per workload the raw samples with their
-//! statistics. It is written atomically as JSON, and can be rendered as JSONL lines with
-//! llama-bench's field names (`llama-bench -o jsonl`) so the two line up.
+//! statistics (for a quality workload its perplexity and KL divergence instead, which the
+//! JSONL leaves out). It is written atomically as JSON, and can be rendered as JSONL lines with
+//! llama-bench's field names (`llama-bench -o jsonl`) so the two line up. Fields added later
+//! are optional, so older records still read.
 
 use std::path::{Path, PathBuf};
 

@@ -51,13 +51,16 @@ enum Command {
     Chat(llama_workbench::chat::ChatArgs),
     /// Run a configuration's workloads and write a result record.
     Bench(BenchArgs),
-    /// Compare result records: markdown table, change against the first, verdicts.
+    /// Compare result records: markdown table, change against the first, verdicts (speed, and
+    /// quality for quality workloads); the exit status does not depend on the verdicts.
     Compare {
         /// Result records (JSON) written by `bench` or `sweep`; the first is the baseline.
         #[arg(required = true, num_args = 2..)]
         records: Vec<PathBuf>,
         #[command(flatten)]
         verdicts: VerdictArgs,
+        #[command(flatten)]
+        pareto: ParetoArgs,
     },
     /// Judge a record for `git bisect run`: one line, exit 0 (good) or 1 (bad).
     ///
@@ -146,6 +149,8 @@ enum Command {
         repetitions: Option<u32>,
         #[command(flatten)]
         verdicts: VerdictArgs,
+        #[command(flatten)]
+        pareto: ParetoArgs,
     },
 }
 
@@ -178,11 +183,53 @@ struct VerdictArgs {
     /// Significance level of Welch's t-test on the per-repetition samples.
     #[arg(long, default_value_t = 0.05, value_parser = parse_alpha)]
     alpha: f64,
+    /// Smallest difference of mean KLD called worse or better (quality workloads), besides
+    /// exceeding its uncertainty.
+    #[arg(long, default_value_t = llama_workbench::compare::MIN_KLD, value_parser = parse_min_kld)]
+    min_kld: f64,
 }
 
 impl VerdictArgs {
     fn thresholds(&self) -> Thresholds {
-        Thresholds { min_effect: self.min_effect / 100.0, alpha: self.alpha }
+        Thresholds { min_effect: self.min_effect / 100.0, alpha: self.alpha, min_kld: self.min_kld }
+    }
+}
+
+/// The Pareto view: each record's speed against the mean KLD of its quality workload.
+#[derive(clap::Args)]
+struct ParetoArgs {
+    /// Write an SVG plot of tokens/s against mean KLD here, one point per record, the Pareto
+    /// front marked.
+    #[arg(long, value_name = "SVG")]
+    pareto: Option<PathBuf>,
+    /// The speed workload of the plot (its tg, or pp when it generates nothing; default: the
+    /// first speed workload).
+    #[arg(long, value_name = "WORKLOAD", requires = "pareto")]
+    pareto_speed: Option<String>,
+    /// The quality workload of the plot (default: the first one).
+    #[arg(long, value_name = "WORKLOAD", requires = "pareto")]
+    pareto_quality: Option<String>,
+}
+
+impl ParetoArgs {
+    /// Writes the plot of `records` when one was asked for.
+    fn write(&self, records: &[Record]) -> Result<()> {
+        use llama_workbench::compare;
+        let Some(path) = &self.pareto else { return Ok(()) };
+        let p = compare::pareto(records, self.pareto_speed.as_deref(), self.pareto_quality.as_deref())?;
+        let title = format!("{} tokens/s against mean KLD", p.metric);
+        llama_workbench::record::write_atomic(path, compare::pareto_svg(&p, &title).as_bytes())?;
+        if !p.left_out.is_empty() {
+            eprintln!(
+                "pareto: left out {} (no `{}` or `{}`)",
+                p.left_out.join(", "),
+                p.speed_workload,
+                p.quality_workload
+            );
+        }
+        let front: Vec<&str> = p.points.iter().filter(|q| q.on_front).map(|q| q.config.as_str()).collect();
+        eprintln!("pareto: {} (front: {})", path.display(), front.join(", "));
+        Ok(())
     }
 }
 
@@ -319,9 +366,10 @@ fn run(command: Command) -> Result<ExitCode> {
             return Ok(llama_workbench::chat::run(&args, &options, backend)?);
         }
         Command::Bench(args) => bench(args)?,
-        Command::Compare { records, verdicts } => {
+        Command::Compare { records, verdicts, pareto } => {
             let records = records.iter().map(|p| Record::read_json(p)).collect::<Result<Vec<_>, _>>()?;
             print!("{}", markdown_table_with(&records, &verdicts.thresholds()));
+            pareto.write(&records)?;
         }
         Command::Judge(args) => return judge(args),
         Command::History { records, snapshots, workloads, md, svg, title } => {
@@ -377,8 +425,8 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             print!("{}", llama_workbench::peer::table(&all));
         }
-        Command::Sweep { configs, out, workloads, repetitions, verdicts } => {
-            return sweep(&configs, &out, &workloads, repetitions, &verdicts.thresholds());
+        Command::Sweep { configs, out, workloads, repetitions, verdicts, pareto } => {
+            return sweep(&configs, &out, &workloads, repetitions, &verdicts.thresholds(), &pareto);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -546,6 +594,7 @@ fn sweep(
     workloads: &[String],
     repetitions: Option<u32>,
     thresholds: &Thresholds,
+    pareto: &ParetoArgs,
 ) -> Result<ExitCode> {
     use indicatif::{ProgressBar, ProgressStyle};
     use std::sync::Arc;
@@ -621,6 +670,7 @@ fn sweep(
     if written.len() >= 2 {
         let records = written.iter().map(|p| Record::read_json(p)).collect::<Result<Vec<_>, _>>()?;
         print!("{}", markdown_table_with(&records, thresholds));
+        pareto.write(&records)?;
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -648,6 +698,12 @@ fn sweep_stems(configs: &[PathBuf]) -> Vec<String> {
 fn parse_percent(s: &str) -> std::result::Result<f64, String> {
     let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("`{s}` is not a number"))?;
     if (0.0..100.0).contains(&v) { Ok(v) } else { Err(format!("{v} is not a percentage in [0, 100)")) }
+}
+
+/// `--min-kld`: a non-negative number.
+fn parse_min_kld(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if v >= 0.0 && v.is_finite() { Ok(v) } else { Err(format!("{v} is not a KLD difference (0 or more)")) }
 }
 
 /// `--alpha`: a probability in (0, 1).

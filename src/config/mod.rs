@@ -31,6 +31,10 @@
 //! n_gen = 128
 //! n_depth = 8192
 //! repetitions = 3
+//!
+//! [[workload]]         # a quality workload: perplexity and KL divergence, no speed
+//! name = "kld"
+//! quality = { text = "wiki.test.raw", n_ctx = 512, chunks = 8, base = "base-f16.kld" }
 //! ```
 //!
 //! Every table refuses unknown keys, so a typo is an error naming the key, the line and the file.
@@ -53,6 +57,16 @@
 //!   (`n_depth + turns × (n_prompt + n_gen)` against `n_ctx`, or `n_ctx / n_seq_max` per
 //!   sequence without `kv_unified`; the model's training context for `n_ctx = 0` when it is
 //!   known, as for generated models) is an error naming the workload.
+//! - **Quality workloads**: a `[[workload]]` with a `quality` table ([`QualitySpec`]: `text`,
+//!   `n_ctx` (default 512), `chunks`, `base`, `compact_top_k`) measures the configuration's
+//!   perplexity over the text and its KL divergence against the base file of log-probabilities
+//!   (written by the first run when it does not exist) instead of speed; it sets none of the
+//!   speed fields. `text` and `base` resolve against the configuration file's directory when
+//!   relative (`LLAMA_MODELS_DIR` is for models only), when the file is loaded. Checked at
+//!   load: the text is an existing file, the base is not a directory, `n_ctx` is even and at
+//!   least 4, `chunks` and `compact_top_k` are not 0, and the context's `n_batch` is below
+//!   `n_ctx` or a multiple of it (llama-perplexity's rule); the context's own `n_ctx` does not
+//!   apply (the measurement sizes its context from the chunks).
 //!
 //! # Legacy `.env`
 //!
@@ -95,7 +109,7 @@ use crate::error::{Error, Result, WorkloadProblem};
 use llama_runner::options::RunOptions;
 pub use model::{GeneratedModel, MODELS_DIR_ENV, ModelSource};
 use workloads::Capacity;
-pub use workloads::{Misfit, WORKLOAD_PRESETS, Workload, default_workloads, preset_workload};
+pub use workloads::{Misfit, QualitySpec, WORKLOAD_PRESETS, Workload, default_workloads, preset_workload};
 
 /// A loaded, checked configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,7 +277,16 @@ impl Config {
         let capacity = Capacity::of(c, self.known_context_length());
         let workload_error =
             |workload: &str, problem| Error::ConfigWorkload { path: path(), workload: workload.to_string(), problem };
+        let dir = self.dir().to_path_buf();
         let mut workloads = std::mem::take(&mut self.workloads);
+        for q in workloads.iter_mut().filter_map(|w| w.quality.as_mut()) {
+            // As written when empty, so that the check below names the empty path.
+            for p in [&mut q.text, &mut q.base] {
+                if !p.as_os_str().is_empty() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
         if implicit_workloads {
             let (fit, dropped): (Vec<_>, Vec<_>) = workloads.into_iter().partition(|w| capacity.misfit(w).is_none());
             if fit.is_empty()
@@ -285,6 +308,8 @@ impl Config {
                 Some(WorkloadProblem::EmptyName)
             } else if names.contains(&w.name.as_str()) {
                 Some(WorkloadProblem::GivenTwice)
+            } else if let Some(q) = &w.quality {
+                quality_problem(w, q, c.n_batch)
             } else if w.n_prompt == 0 && w.n_gen == 0 {
                 Some(WorkloadProblem::NothingToRun)
             } else if w.repetitions == 0 {
@@ -315,6 +340,46 @@ impl Config {
         for w in &self.warnings {
             log::warn!("{}: {w}", self.origin.display());
         }
+    }
+}
+
+/// What is wrong with a quality workload, if anything (its paths already resolved).
+fn quality_problem(w: &Workload, q: &QualitySpec, n_batch: u32) -> Option<WorkloadProblem> {
+    let file_problem = |p: &Path, must_exist: bool| -> Option<&'static str> {
+        if p.as_os_str().is_empty() {
+            Some("the path is empty")
+        } else if p.is_dir() {
+            Some("is a directory")
+        } else if p.exists() && !p.is_file() {
+            Some("is not a regular file")
+        } else if must_exist && !p.exists() {
+            Some("does not exist")
+        } else {
+            None
+        }
+    };
+    if w.n_prompt != 0
+        || w.n_gen != 0
+        || w.n_depth != 0
+        || w.turns != 1
+        || w.parallel != 1
+        || !w.decode_sizes.is_empty()
+    {
+        Some(WorkloadProblem::QualityWithSpeed)
+    } else if q.n_ctx % 2 == 1 || q.n_ctx < 4 {
+        Some(WorkloadProblem::QualityNCtx(q.n_ctx))
+    } else if q.chunks == Some(0) {
+        Some(WorkloadProblem::QualityNoChunks)
+    } else if q.compact_top_k == Some(0) {
+        Some(WorkloadProblem::QualityTopK)
+    } else if let Some(reason) = file_problem(&q.text, true) {
+        Some(WorkloadProblem::QualityText { path: q.text.clone(), reason })
+    } else if let Some(reason) = file_problem(&q.base, false) {
+        Some(WorkloadProblem::QualityBase { path: q.base.clone(), reason })
+    } else if n_batch >= q.n_ctx && !n_batch.is_multiple_of(q.n_ctx) {
+        Some(WorkloadProblem::QualityBatch { n_batch, n_ctx: q.n_ctx })
+    } else {
+        None
     }
 }
 

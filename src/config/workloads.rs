@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-pub use crate::measure::Workload;
+pub use crate::measure::{QualitySpec, Workload};
 use llama_runner::options::ContextOptions;
 
 /// The names of the workload presets, in their usual order.
