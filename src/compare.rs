@@ -184,6 +184,9 @@ pub fn compare_samples_with(base: &[f64], new: &[f64], t: &Thresholds) -> Change
     Change { relative, p_value, verdict }
 }
 
+/// The first or second sample set of a workload's row.
+type Pick = dyn Fn(&WorkloadResult) -> Option<SampleStats>;
+
 fn cell(s: &Option<SampleStats>) -> String {
     s.as_ref().map_or("–".into(), |s| format!("{:.2} ± {:.2}", s.avg_ts, s.stddev_ts))
 }
@@ -218,12 +221,15 @@ pub fn markdown_table_with(records: &[Record], t: &Thresholds) -> String {
         }
     }
     let quality = |n: &str| records.iter().filter_map(|r| find(r, n)).any(|w| w.workload.quality.is_some());
+    let speculative = |n: &str| records.iter().filter_map(|r| find(r, n)).any(|w| w.workload.speculative.is_some());
     let mut out = String::new();
     let _ = write!(out, "| configuration | llama.cpp |");
     for n in &names {
         let parallel = records.iter().find_map(|r| find(r, n)).map_or(1, |w| w.workload.parallel);
         if quality(n) {
             let _ = write!(out, " {n} PPL | {n} mean KLD | {n} same top |");
+        } else if speculative(n) {
+            let _ = write!(out, " {n} plain tg t/s | {n} speculative tg t/s |");
         } else if parallel > 1 {
             let _ = write!(out, " {n} pp t/s ({parallel} seqs, total) | {n} tg t/s ({parallel} seqs, total) |");
         } else {
@@ -247,7 +253,12 @@ pub fn markdown_table_with(records: &[Record], t: &Thresholds) -> String {
                 }
                 continue;
             }
-            for pick in [|w: &WorkloadResult| w.pp.clone(), |w: &WorkloadResult| w.tg.clone()] {
+            let spec = speculative(n);
+            let first = move |w: &WorkloadResult| {
+                if spec { w.speculative.as_ref().map(|s| s.plain.clone()) } else { w.pp.clone() }
+            };
+            let second = |w: &WorkloadResult| w.tg.clone();
+            for pick in [&first as &Pick, &second] {
                 let stats = w.map(pick).unwrap_or(None);
                 let mut text = cell(&stats);
                 if i > 0 {
@@ -275,7 +286,59 @@ pub fn markdown_table_with(records: &[Record], t: &Thresholds) -> String {
         );
     }
     cost_tables(records, &names, &mut out);
+    spec_tables(records, &names, &mut out);
     out
+}
+
+/// One table per speculative workload: plain and speculative generation speed, the speed-up
+/// with its verdict, and the drafter's acceptance, per record.
+fn spec_tables(records: &[Record], names: &[String], out: &mut String) {
+    for n in names {
+        let rows: Vec<(&Record, &crate::speculate::SpecResult)> =
+            records.iter().filter_map(|r| find(r, n).and_then(|w| w.speculative.as_ref()).map(|s| (r, s))).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let _ =
+            writeln!(out, "\nSpeculative decoding, `{n}` (plain and speculative interleaved in each repetition):\n");
+        let _ = writeln!(
+            out,
+            "| configuration | drafter | plain t/s | speculative t/s | speed-up | accepted / drafted | per verification | \
+             acceptance by draft position | same tokens |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|---|");
+        for (r, s) in rows {
+            let st = &s.stats;
+            let by_position: Vec<String> = st
+                .accepted_at
+                .iter()
+                .zip(&st.drafted_at)
+                .map(|(&a, &d)| if d == 0 { "–".into() } else { format!("{:.0}%", 100.0 * a as f64 / d as f64) })
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} ± {:.2} | {:.2} ± {:.2} | **{:.2}x** {} | {} / {} ({:.1}%) | {:.2} | {} | {} |",
+                r.config,
+                st.drafter,
+                s.plain.avg_ts,
+                s.plain.stddev_ts,
+                s.speculative.avg_ts,
+                s.speculative.stddev_ts,
+                s.speedup,
+                s.verdict,
+                st.accepted,
+                st.drafted,
+                100.0 * st.acceptance,
+                st.mean_accepted,
+                by_position.join(" "),
+                match (s.exact, s.first_difference) {
+                    (true, _) => "yes".to_string(),
+                    (false, Some(k)) => format!("**no**, from token {k}"),
+                    (false, None) => "**no**".to_string(),
+                }
+            );
+        }
+    }
 }
 
 /// The PPL, mean KLD and same-top cells of a quality workload's result `q`; for a row after

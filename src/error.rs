@@ -327,6 +327,21 @@ pub enum WorkloadProblem {
         /// The workload's `n_ctx`.
         n_ctx: u32,
     },
+    /// A speculative workload that also sets `n_prompt`, `n_depth`, `turns`, `parallel` or
+    /// `decode_sizes` (its prompt is built in).
+    SpeculativeWithSpeed,
+    /// A speculative workload's `text` that is no built-in prompt.
+    SpeculativeText {
+        /// The text given.
+        text: String,
+    },
+    /// A speculative workload's `flags` that do not parse or ask for no speculation.
+    SpeculativeFlags {
+        /// The flags given.
+        flags: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// More KV cells than the context has.
     DoesNotFit(Misfit),
     /// No preset fits the context (none were named); the first one's misfit.
@@ -368,6 +383,14 @@ fn workload_message(name: &str, problem: &WorkloadProblem) -> String {
             "n_batch {n_batch} is neither smaller than the quality n_ctx {n_ctx} nor a multiple of it \
              (llama-perplexity's rule; set -b to n_ctx or a multiple)"
         ),
+        WorkloadProblem::SpeculativeWithSpeed => "a speculative workload has a built-in prompt and sets only n_gen and \
+                                                  repetitions (not n_prompt, n_depth, turns, parallel, decode_sizes)"
+            .to_string(),
+        WorkloadProblem::SpeculativeText { text } => format!(
+            "speculative text `{text}` is no built-in prompt (texts: {})",
+            crate::speculate::SPEC_TEXTS.join(", ")
+        ),
+        WorkloadProblem::SpeculativeFlags { flags, reason } => format!("speculative flags `{flags}`: {reason}"),
         WorkloadProblem::DoesNotFit(m) => m.to_string(),
         WorkloadProblem::NoPresetFits(m) => format!("{m} (no preset fits; name workloads that do)"),
     };

@@ -374,6 +374,12 @@ pub struct Workload {
     /// measurement is deterministic); recorded in [`WorkloadResult::quality`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualitySpec>,
+    /// A speculative workload (`speculative = { text = "quote", flags = "--spec-type ..." }`):
+    /// `n_gen` tokens after a built-in real prompt, greedily, plain and speculative interleaved
+    /// in each repetition ([`crate::speculate::run_workload`]); `tg` records the speculative
+    /// (effective) tokens/s, [`WorkloadResult::speculative`] both and the drafter's statistics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speculative: Option<crate::speculate::SpecWorkload>,
 }
 
 /// What a quality workload measures (`quality = { text = "...", n_ctx = 512, chunks = 8, base = "..." }`):
@@ -439,6 +445,10 @@ impl Workload {
         if let Some(q) = &self.quality {
             return q.n_ctx;
         }
+        if self.speculative.is_some() {
+            // The built-in prompts are under 256 tokens; the workload sizes its own context.
+            return self.n_gen.saturating_add(256);
+        }
         let per_turn = self.n_prompt.saturating_add(self.n_gen);
         let largest_decode = self.decode_sizes.iter().copied().max().unwrap_or(0);
         let per_seq = self.n_depth.saturating_add(self.turns.max(1).saturating_mul(per_turn));
@@ -460,6 +470,7 @@ impl Workload {
             parallel: 1,
             decode_sizes: Vec::new(),
             quality: None,
+            speculative: None,
         }
     }
 }
@@ -481,6 +492,9 @@ pub struct WorkloadResult {
     /// (and in records written before quality workloads existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualityResult>,
+    /// What a speculative workload measured ([`Workload::speculative`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speculative: Option<crate::speculate::SpecResult>,
 }
 
 /// A value and its uncertainty (one standard error), as llama-perplexity prints `v ± u`. A
@@ -646,6 +660,18 @@ pub fn run_workload(model: &Model, options: &ContextOptions, w: &Workload) -> Re
             tg: None,
             cost: Vec::new(),
             quality: Some(run_quality(model, options, &w.name, q)?),
+            speculative: None,
+        });
+    }
+    if let Some(spec) = &w.speculative {
+        let result = crate::speculate::run_workload(model, options, spec, w.n_gen, w.repetitions)?;
+        return Ok(WorkloadResult {
+            workload: w.clone(),
+            pp: None,
+            tg: Some(result.speculative.clone()),
+            cost: Vec::new(),
+            quality: None,
+            speculative: Some(result),
         });
     }
     let mut result = run_throughput(model, options, w)?;
@@ -692,6 +718,7 @@ fn run_throughput(model: &Model, options: &ContextOptions, w: &Workload) -> Resu
             tg: stats(&tg, w.n_gen),
             cost: Vec::new(),
             quality: None,
+            speculative: None,
         });
     }
     if w.turns > 1 {
@@ -709,6 +736,7 @@ fn run_throughput(model: &Model, options: &ContextOptions, w: &Workload) -> Resu
             tg: Some((&tg).into()),
             cost: Vec::new(),
             quality: None,
+            speculative: None,
         });
     }
     let test = |kind, n: u32| -> Result<Option<SampleStats>> {
@@ -723,7 +751,7 @@ fn run_throughput(model: &Model, options: &ContextOptions, w: &Workload) -> Resu
     };
     let pp = test(TestKind::Prompt, w.n_prompt)?;
     let tg = test(TestKind::Generation, w.n_gen)?;
-    Ok(WorkloadResult { workload: w.clone(), pp, tg, cost: Vec::new(), quality: None })
+    Ok(WorkloadResult { workload: w.clone(), pp, tg, cost: Vec::new(), quality: None, speculative: None })
 }
 
 /// Runs a quality workload as `llama-runner perplexity` does, on a context of `options` shaped
@@ -850,8 +878,14 @@ mod tests {
 
     #[test]
     fn speed_results_are_written_and_read_without_quality_fields() {
-        let w =
-            WorkloadResult { workload: Workload::new("w", 8, 4), pp: None, tg: None, cost: Vec::new(), quality: None };
+        let w = WorkloadResult {
+            workload: Workload::new("w", 8, 4),
+            pp: None,
+            tg: None,
+            cost: Vec::new(),
+            quality: None,
+            speculative: None,
+        };
         let json = serde_json::to_string(&w).unwrap();
         assert!(!json.contains("quality"), "{json}");
         assert_eq!(serde_json::from_str::<WorkloadResult>(&json).unwrap(), w);

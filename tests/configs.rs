@@ -192,6 +192,34 @@ fn unknown_keys_are_errors_naming_the_key() {
     }
 }
 
+/// Speculative workloads: a built-in text and flags that ask for a drafter, nothing but
+/// `n_gen` and `repetitions` besides.
+#[test]
+fn speculative_workloads_are_checked_at_load() {
+    let head = "model_path = \"m.gguf\"\n[[workload]]\nname = \"s\"\n";
+    let flags = "--spec-type ngram-simple";
+    let c = ok(&format!("{head}n_gen = 32\nspeculative = {{ text = \"quote\", flags = \"{flags}\" }}\n"));
+    assert_eq!(c.workloads()[0].speculative.as_ref().unwrap().text, "quote");
+    toml_error(
+        &format!("{head}n_gen = 32\nspeculative = {{ text = \"poem\", flags = \"{flags}\" }}\n"),
+        &["`s`", "poem", "quote, free"],
+    );
+    toml_error(
+        &format!("{head}n_gen = 32\nspeculative = {{ text = \"quote\", flags = \"--temp 0\" }}\n"),
+        &["no speculative decoding"],
+    );
+    toml_error(
+        &format!("{head}n_gen = 32\nspeculative = {{ text = \"quote\", flags = \"--spec-type eagle\" }}\n"),
+        &["eagle"],
+    );
+    toml_error(
+        &format!("{head}n_gen = 32\nn_prompt = 8\nspeculative = {{ text = \"quote\", flags = \"{flags}\" }}\n"),
+        &["built-in prompt"],
+    );
+    toml_error(&format!("{head}speculative = {{ text = \"quote\", flags = \"{flags}\" }}\n"), &["both 0"]);
+    toml_error(&format!("{head}n_gen = 8\nspeculative = {{ text = \"quote\" }}\n"), &["flags"]);
+}
+
 #[test]
 fn bad_values_are_errors() {
     let base = "model_path = \"m.gguf\"\n";

@@ -56,3 +56,49 @@ fn parallel_and_cost_curve_workloads() {
     let bad = Workload { parallel: 2, turns: 2, ..Workload::new("bad", 8, 4) };
     assert!(run_workload(&model, &options, &bad).unwrap_err().to_string().contains("parallel"));
 }
+
+/// A speculative workload interleaves plain and speculative greedy generation of `n_gen`
+/// tokens after its built-in prompt: both sample sets in the result, tg holding the
+/// speculative one, the drafter's counts adding up; a model drafting for itself (`-md`) is
+/// accepted throughout and gives the plain tokens.
+#[test]
+fn speculative_workload() {
+    use llama_workbench::measure::{Workload, run_workload};
+    use llama_workbench::speculate::SpecWorkload;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("measure-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = tiny_gguf::cached(&ModelSpec::tiny_llama(), &dir).unwrap();
+    let model = Model::load(Backend::get().unwrap(), &path, &ModelOptions::default()).unwrap();
+    let options = ContextOptions { n_threads: Some(2), ..Default::default() };
+    for (text, flags) in [
+        ("quote", "--spec-type ngram-simple --spec-ngram-simple-size-n 1 --spec-ngram-simple-size-m 4".to_string()),
+        ("free", format!("-md {} --spec-draft-n-max 3", path.display())),
+    ] {
+        let w = Workload {
+            repetitions: 2,
+            speculative: Some(SpecWorkload { text: text.into(), flags: flags.clone() }),
+            ..Workload::new("spec", 0, 24)
+        };
+        let r = run_workload(&model, &options, &w).unwrap();
+        let s = r.speculative.as_ref().unwrap();
+        assert_eq!(r.tg.as_ref(), Some(&s.speculative), "{flags}");
+        assert!(r.pp.is_none());
+        assert_eq!((s.plain.samples_ns.len(), s.speculative.samples_ns.len()), (2, 2));
+        assert_eq!((s.plain.n_tokens, s.speculative.n_tokens), (24, 24));
+        assert!(s.plain.avg_ts > 0.0 && s.speculative.avg_ts > 0.0 && s.speedup > 0.0);
+        let st = &s.stats;
+        assert!(st.accepted <= st.drafted, "{st:?}");
+        assert_eq!(st.accepted_at.iter().sum::<usize>(), st.accepted);
+        assert_eq!(st.drafted_at.iter().sum::<usize>(), st.drafted);
+        if flags.starts_with("-md") {
+            assert_eq!(st.drafter, "draft-simple");
+            assert!(st.drafted > 0 && st.accepted == st.drafted, "a model drafting for itself: {st:?}");
+            assert!(s.exact, "{s:?}");
+        }
+    }
+    let bad = Workload {
+        speculative: Some(SpecWorkload { text: "quote".into(), flags: "--temp 0".into() }),
+        ..Workload::new("spec", 0, 8)
+    };
+    assert!(run_workload(&model, &options, &bad).unwrap_err().to_string().contains("no speculative decoding"));
+}

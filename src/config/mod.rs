@@ -310,6 +310,8 @@ impl Config {
                 Some(WorkloadProblem::GivenTwice)
             } else if let Some(q) = &w.quality {
                 quality_problem(w, q, c.n_batch)
+            } else if let Some(sp) = &w.speculative {
+                speculative_problem(w, sp)
             } else if w.n_prompt == 0 && w.n_gen == 0 {
                 Some(WorkloadProblem::NothingToRun)
             } else if w.repetitions == 0 {
@@ -341,6 +343,33 @@ impl Config {
             log::warn!("{}: {w}", self.origin.display());
         }
     }
+}
+
+/// What is wrong with a speculative workload, if anything.
+fn speculative_problem(w: &Workload, sp: &crate::speculate::SpecWorkload) -> Option<WorkloadProblem> {
+    if w.n_prompt != 0 || w.n_depth != 0 || w.turns != 1 || w.parallel != 1 || !w.decode_sizes.is_empty() {
+        return Some(WorkloadProblem::SpeculativeWithSpeed);
+    }
+    if w.n_gen == 0 {
+        return Some(WorkloadProblem::NothingToRun);
+    }
+    if w.repetitions == 0 {
+        return Some(WorkloadProblem::NoRepetitions);
+    }
+    if crate::speculate::spec_prompt(&sp.text).is_none() {
+        return Some(WorkloadProblem::SpeculativeText { text: sp.text.clone() });
+    }
+    let parsed =
+        llama_runner::flags::split(&sp.flags).and_then(|a| llama_runner::flags::parse_quietly::<String>(&[], &a));
+    let reason = match parsed {
+        Err(e) => e.to_string(),
+        Ok(p) => match p.options.speculative.drafter() {
+            Err(e) => e.to_string(),
+            Ok(None) => "they ask for no speculative decoding (give --spec-type or -md)".to_string(),
+            Ok(Some(_)) => return None,
+        },
+    };
+    Some(WorkloadProblem::SpeculativeFlags { flags: sp.flags.clone(), reason })
 }
 
 /// What is wrong with a quality workload, if anything (its paths already resolved).
