@@ -400,6 +400,7 @@ fn every_command_refuses_bad_input_with_exit_2() {
         format!("-m {m} --spec-type draft-simple --temp 0"),
         format!("-m {m} --spec-type ngram-simple --spec-draft-n-min 5 --spec-ngram-simple-size-m 4"),
         format!("-m {m} -md {m} --spec-draft-n-min 5 --spec-draft-n-max 2"),
+        format!("-m {m} --spec-type ngram-simple --spec-draft-n-min 5 --spec-draft-n-max 2"),
         format!("-m {m} --spec-type eagle"),
         format!("-m {m} -md {d}/none.gguf --temp 0"),
         format!("-m {m} --spec-draft-n-max -3"),

@@ -363,9 +363,16 @@ impl Default for SpeculativeOptions {
 impl SpeculativeOptions {
     /// The drafter these options ask for: a draft model (`draft-simple`, or `-md` alone),
     /// n-gram lookup (`ngram-simple`), or none. Both at once is an error (one drafter at a
-    /// time here), as is `draft-simple` without a draft model.
+    /// time here), as is `draft-simple` without a draft model, and a draft minimum above the
+    /// maximum (`--spec-draft-n-min` > `--spec-draft-n-max`) whatever the drafter.
     pub fn drafter(&self) -> crate::Result<Option<SpecType>> {
         let bad = |problem: &str| crate::Error::Speculative { problem: problem.to_string() };
+        if self.n_min > self.n_max {
+            return Err(bad(&format!(
+                "n_min {} (--spec-draft-n-min) is above n_max {} (--spec-draft-n-max)",
+                self.n_min, self.n_max
+            )));
+        }
         let wants = |t: SpecType| self.types.contains(&t);
         let draft = wants(SpecType::DraftSimple) || (self.draft_model.is_some() && !wants(SpecType::None));
         let ngram = wants(SpecType::NgramSimple);
