@@ -4,8 +4,8 @@
 # batch holding the next token of every sequence), the two tools interleaved in rounds (the order
 # rotated each round). Prints a markdown table: S_PP and S_TG (aggregate tokens/s over all
 # sequences, as llama-batched-bench names them), mean ± n-1 standard deviation over every
-# repetition of every round, the ratios llama-runner / llama-batched-bench (of the pooled means,
-# and the range of the per-round ratios), and NPL-vs-1 for each tool.
+# repetition of every round, and the ratios llama-runner / llama-batched-bench (of the pooled
+# means, and the mean ± standard error of the per-round ratios), from `llama-runner peer-table`.
 #
 #   LLAMA_BATCHED_BENCH_SRC=/path/to/batched-bench.cpp scripts/batched-bench-compare.sh [MODEL]
 #   LLAMA_CPP_GIT=/path/to/llama.cpp/.git scripts/batched-bench-compare.sh   # source from git at the pin
@@ -17,6 +17,9 @@
 #   THREADS=2 ROUNDS=3 REPS=3   threads (-t), interleaved rounds, timed repetitions per tool per round
 #   N_PROMPT=128 N_GEN=64 NPL=8 prompt and generated tokens per sequence, sequences of the parallel case
 #   N_CTX=2048 N_BATCH=512 N_UBATCH=512   -c -b -ub (those of configs/cpu-gemma-throughput.toml)
+#   RUNNER_KVU=1               1: the runner's configuration has -kvu (one unified KV cache, as the
+#                              -kvu column); 0: without, one KV stream per sequence, as the
+#                              default column (the runner follows the configuration's -kvu)
 #   BB_DEFAULT_KV=1            1: also run llama-batched-bench as it runs by default at the pin,
 #                              without -kvu (one KV stream per sequence), as a third column
 #   LLAMA_BATCHED_BENCH_SRC    llama.cpp's tools/batched-bench/batched-bench.cpp at the workspace's
@@ -38,8 +41,8 @@
 # workload, src/measure.rs run_parallel, and its one-sequence llama-bench tests):
 #   same:   -t 2 for n_threads and n_threads_batch; n_ctx 2048 (-c; the runner keeps the larger of
 #           -c and what the workload needs); n_batch 512, n_ubatch 512; flash attention auto (-1,
-#           both); f16 K and V; mmap, no mlock; kv_unified on (-kvu here; the runner's parallel
-#           workload forces it); n_seq_max NPL for the parallel case; random token ids; for pp
+#           both); f16 K and V; mmap, no mlock; kv_unified on (-kvu for both with RUNNER_KVU=1;
+#           off for the runner with RUNNER_KVU=0, to match the default column); n_seq_max NPL for the parallel case; random token ids; for pp
 #           logits for the last token of each sequence, for tg logits for every token; the tg
 #           step is one batch of one token per sequence at position N_PROMPT + i, timed over
 #           all N_GEN steps after the prompts; S_PP = npl*pp/t_pp, S_TG = npl*tg/t_tg.
@@ -77,6 +80,9 @@ N_CTX="${N_CTX:-2048}"
 N_BATCH="${N_BATCH:-512}"
 N_UBATCH="${N_UBATCH:-512}"
 BB_DEFAULT_KV="${BB_DEFAULT_KV:-1}"
+RUNNER_KVU="${RUNNER_KVU:-1}"
+RUNNER_KV_FLAG=""
+[ "$RUNNER_KVU" = 1 ] && RUNNER_KV_FLAG=" -kvu"
 BUILD="${BUILD:-1}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 OUT="${OUT:-.cache/batched-bench-compare/$(date -u +%Y%m%dT%H%M%SZ)}"
@@ -84,89 +90,18 @@ OUT="${OUT:-.cache/batched-bench-compare/$(date -u +%Y%m%dT%H%M%SZ)}"
 log() { printf '%s\n' "$*" >&2; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
-command -v jq >/dev/null || { log "error: jq is needed (apt-get install jq)"; exit 1; }
-
-# --- the table ---------------------------------------------------------------------------------
-# samples.tsv lines: tool<TAB>npl<TAB>metric (pp|tg)<TAB>tokens/s<TAB>round
-table() {
-    awk -F'\t' -v npl_hi="$NPL" '
-    function fmt(x) { return sprintf("%.2f", x) }
-    function ratio_cell(a, b, n_per, lo, hi, k, key, r) {
-        if (!((a SUBSEP b) in okpair)) return "–"
-        lo = ""; hi = ""
-        for (k in rounds) {
-            if (!((a SUBSEP k) in rsum) || !((b SUBSEP k) in rsum)) continue
-            r = (rsum[a, k] / rcnt[a, k]) / (rsum[b, k] / rcnt[b, k])
-            if (lo == "" || r < lo) lo = r
-            if (hi == "" || r > hi) hi = r
-        }
-        return sprintf("**%.3f**, medians %.3f (rounds %.3f-%.3f)", mean[a] / mean[b], med[a] / med[b], lo, hi)
-    }
-    function median(key, m, i, j, t, v) {
-        m = n[key]
-        for (i = 1; i <= m; i++) v[i] = val[key, i]
-        for (i = 2; i <= m; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
-        return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
-    }
-    {
-        key = $1 SUBSEP $2 SUBSEP $3
-        n[key]++; s[key] += $4; ss[key] += $4 * $4; val[key, n[key]] = $4
-        rd = FILENAME ":" $5   # rounds of different runs (--table A B) stay apart
-        rsum[key, rd] += $4; rcnt[key, rd]++
-        rounds[rd] = 1
-        if (!($1 in order)) { order[$1] = ++ntools; names[ntools] = $1 }
-    }
-    END {
-        for (key in n) {
-            mean[key] = s[key] / n[key]
-            var = n[key] > 1 ? (ss[key] - n[key] * mean[key] ^ 2) / (n[key] - 1) : 0
-            sd[key] = var > 0 ? sqrt(var) : 0
-            med[key] = median(key)
-        }
-        hdr = "| npl | metric |"; sep = "|---:|---|"
-        for (i = 1; i <= ntools; i++) { hdr = hdr " " names[i] " |"; sep = sep "---:|" }
-        for (i = 1; i <= ntools; i++) if (names[i] != "llama-runner") {
-            hdr = hdr " runner / " names[i] " |"; sep = sep "---:|"
-        }
-        print hdr; print sep
-        split("1 " npl_hi, npls, " ")
-        split("pp tg", metrics, " ")
-        for (a = 1; a <= 2; a++) for (m = 1; m <= 2; m++) {
-            row = "| " npls[a] " | " (metrics[m] == "pp" ? "S_PP t/s" : "S_TG t/s") " |"
-            for (i = 1; i <= ntools; i++) {
-                key = names[i] SUBSEP npls[a] SUBSEP metrics[m]
-                row = row ((key in n) ? " " fmt(mean[key]) " ± " fmt(sd[key]) " |" : " – |")
-            }
-            for (i = 1; i <= ntools; i++) if (names[i] != "llama-runner") {
-                ka = "llama-runner" SUBSEP npls[a] SUBSEP metrics[m]
-                kb = names[i] SUBSEP npls[a] SUBSEP metrics[m]
-                if ((ka in n) && (kb in n)) okpair[ka, kb] = 1
-                row = row " " ratio_cell(ka, kb) " |"
-            }
-            print row
-        }
-        # per sequence, and NPL against 1, for generation
-        row = "| " npl_hi " | S_TG per sequence |"
-        for (i = 1; i <= ntools; i++) {
-            key = names[i] SUBSEP npl_hi SUBSEP "tg"
-            row = row ((key in n) ? " " fmt(mean[key] / npl_hi) " |" : " – |")
-        }
-        for (i = 1; i <= ntools; i++) if (names[i] != "llama-runner") row = row " |"
-        print row
-        for (m = 1; m <= 2; m++) {
-            row = "| " npl_hi " vs 1 | " (metrics[m] == "pp" ? "S_PP" : "S_TG") " |"
-            for (i = 1; i <= ntools; i++) {
-                ka = names[i] SUBSEP npl_hi SUBSEP metrics[m]; kb = names[i] SUBSEP 1 SUBSEP metrics[m]
-                if ((ka in n) && (kb in n)) { okpair[ka, kb] = 1; row = row " " ratio_cell(ka, kb) " |" }
-                else row = row " – |"
-            }
-            for (i = 1; i <= ntools; i++) if (names[i] != "llama-runner") row = row " |"
-            print row
-        }
-        nr = 0; for (k in rounds) nr++
-        printf "\nmean ± n-1 sd over all repetitions of %d round(s); ratios: of the pooled means (bold), of the pooled medians, and the range of the per-round ratios of means\n", nr
-    }' "$@"
+# The numbers come from the llama-runner command (src/peer.rs), not from this script:
+# `llama-runner peer-samples --format record|batched-bench` turns a runner's output into sample
+# lines (model, runner, test `S_PP npl<N>` / `S_TG npl<N>`, tokens/s per repetition, round; the
+# first llama-batched-bench line of each npl is its warm-up and dropped), and `llama-runner
+# peer-table` pools them: mean ± n-1 sd per tool and test, and llama-runner's ratio to each
+# other tool (of the pooled means, and the mean ± standard error of the per-round ratios).
+runner_cmd() {
+    local bin="${LLAMA_RUNNER:-$TARGET/release/llama-runner}"
+    if [ -x "$bin" ]; then "$bin" "$@"; else cargo run -q --release -p llama-workbench --bin llama-runner -- "$@"; fi
 }
+
+table() { runner_cmd peer-table "$@"; }
 
 if [ "${1:-}" = "--table" ]; then
     shift
@@ -249,7 +184,7 @@ cat > "$CONFIG" <<EOF
 # written by scripts/batched-bench-compare.sh: llama-batched-bench -npp $N_PROMPT -ntg $N_GEN -npl 1,$NPL
 name = "batched-bench-compare"
 model_path = "$MODEL"
-flags = "-t $THREADS -c $N_CTX -b $N_BATCH -ub $N_UBATCH"
+flags = "-t $THREADS -c $N_CTX -b $N_BATCH -ub $N_UBATCH$RUNNER_KV_FLAG"
 
 # npl 1: the prompt from an empty cache, generation after the prompt's $N_PROMPT tokens
 [[workload]]
@@ -282,11 +217,6 @@ SAMPLES="$OUT/samples.tsv"
 LOADS="$OUT/load.txt"
 : > "$LOADS"
 
-bb_samples() { # label file round: drop the first of each npl (the warm-up), speed_pp/speed_tg
-    grep '^{' "$2" | jq -r '[.pl, .speed_pp, .speed_tg] | @tsv' |
-        awk -F'\t' -v t="$1" -v r="$3" '{ if (seen[$1]++) { printf "%s\t%s\tpp\t%s\t%s\n%s\t%s\ttg\t%s\t%s\n", t, $1, $2, r, t, $1, $3, r } }'
-}
-
 run_one() { # tool round
     local t="$1" k="$2" tag
     tag="$(echo "$t" | tr -c 'A-Za-z0-9_.\n-' '_')-$k"
@@ -295,19 +225,18 @@ run_one() { # tool round
     case "$t" in
         llama-runner)
             "$RUNNER" bench --config "$CONFIG" --record "$OUT/$tag.json" > "$OUT/$tag.out" 2>&1
-            jq -r --arg r "$k" --arg npl "$NPL" '.workloads[] |
-                (if .workload.name == "pp1" or .workload.name == "tg1" then "1" else $npl end) as $n |
-                ((.pp // empty | .samples_ts[] | ["llama-runner", $n, "pp", (. | tostring), $r]),
-                 (.tg // empty | .samples_ts[] | ["llama-runner", $n, "tg", (. | tostring), $r])) | @tsv' \
+            "$RUNNER" peer-samples --format record --model "$MODEL" --runner llama-runner --round "$k" \
                 "$OUT/$tag.json" >> "$SAMPLES"
             ;;
         "llama-batched-bench -kvu")
             "$BB" "${BB_ARGS[@]}" -kvu > "$OUT/$tag.jsonl" 2> "$OUT/$tag.err"
-            bb_samples "$t" "$OUT/$tag.jsonl" "$k" >> "$SAMPLES"
+            "$RUNNER" peer-samples --format batched-bench --model "$MODEL" --runner "$t" --round "$k" \
+                "$OUT/$tag.jsonl" >> "$SAMPLES"
             ;;
         "llama-batched-bench")
             "$BB" "${BB_ARGS[@]}" > "$OUT/$tag.jsonl" 2> "$OUT/$tag.err"
-            bb_samples "$t" "$OUT/$tag.jsonl" "$k" >> "$SAMPLES"
+            "$RUNNER" peer-samples --format batched-bench --model "$MODEL" --runner "$t" --round "$k" \
+                "$OUT/$tag.jsonl" >> "$SAMPLES"
             ;;
     esac
     printf '%s\t%s\tafter\t%s\n' "$t" "$k" "$(load)" >> "$LOADS"

@@ -361,7 +361,9 @@ pub struct Workload {
     pub turns: u32,
     /// Sequences decoded together (llama-batched-bench's `-npl`): more than 1 processes a
     /// prompt of `n_prompt` for each sequence, then generates `n_gen` tokens for all of them
-    /// in one batch per step; pp and tg then report aggregate tokens/s over all sequences.
+    /// in one batch per step; pp and tg then report aggregate tokens/s over all sequences. The
+    /// KV cache is one unified buffer with the configuration's `-kvu` (`kv_unified`), else one
+    /// stream per sequence, as llama-batched-bench does by default.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub parallel: u32,
     /// The cost curve: the time of one decode of each of these numbers of tokens, after the
@@ -706,9 +708,10 @@ fn run_throughput(model: &Model, options: &ContextOptions, w: &Workload) -> Resu
                 reason: "parallel sequences cannot be combined with depth or turns".into(),
             });
         }
+        // The configuration's -kvu decides the cache's layout, as for llama-batched-bench (off by
+        // default: one KV stream per sequence).
         let mut o = options.clone();
         o.n_seq_max = w.parallel;
-        o.kv_unified = true;
         let mut bench = Bench::new(model, &o, w.n_cells())?;
         let (pp, tg) = bench.run_parallel(w.parallel, w.n_prompt, w.n_gen, w.repetitions)?;
         let stats = |s: &Samples, n: u32| (n > 0).then(|| s.into());

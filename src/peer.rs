@@ -34,6 +34,15 @@ pub enum SampleFormat {
     LlamaBench,
     /// The `llama-cpp-2` peer's JSON lines: `test` (`pp512`) and `samples_ns` per line.
     Peer,
+    /// llama-batched-bench's JSONL (`--output-format jsonl`): one line per run of one `-npl`
+    /// value, `pl`, `speed_pp` and `speed_tg`; tests `S_PP npl<N>` and `S_TG npl<N>`. The
+    /// first line of each `pl` is a warm-up and dropped (as llama-runner drops its first
+    /// repetition).
+    BatchedBench,
+    /// A `llama-runner bench` record (JSON): each workload's pp and tg samples as tests
+    /// `S_PP npl<N>` and `S_TG npl<N>`, N its `parallel` (llama-batched-bench's names, for
+    /// comparing the two).
+    Record,
 }
 
 fn invalid(what: &str, reason: String) -> Error {
@@ -50,7 +59,31 @@ pub fn samples_from(
     what: &str,
 ) -> Result<Vec<Sample>> {
     let mut out = Vec::new();
+    let sample = |test: String, tps: f64| Sample {
+        model: model.to_string(),
+        runner: runner.to_string(),
+        test,
+        tps,
+        round: round.map(str::to_string),
+    };
+    if format == SampleFormat::Record {
+        let record: crate::record::Record =
+            serde_json::from_str(text).map_err(|e| invalid(what, format!("not a record: {e}")))?;
+        for w in &record.workloads {
+            let n = w.workload.parallel;
+            for (name, stats) in [("S_PP", &w.pp), ("S_TG", &w.tg)] {
+                for &tps in stats.iter().flat_map(|s| &s.samples_ts) {
+                    out.push(sample(format!("{name} npl{n}"), tps));
+                }
+            }
+        }
+        return Ok(out);
+    }
+    let mut warmed: Vec<u64> = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        if format == SampleFormat::BatchedBench && !line.trim_start().starts_with('{') {
+            continue; // its table and log lines
+        }
         let bad = |reason: String| invalid(what, format!("line {}: {reason}", i + 1));
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
         let numbers = |key: &str| -> Result<Vec<f64>> {
@@ -68,6 +101,19 @@ pub fn samples_from(
                 let test = if n_prompt > 0 { format!("pp{n_prompt}") } else { format!("tg{n_gen}") };
                 (test, numbers("samples_ts")?)
             }
+            SampleFormat::BatchedBench => {
+                let field = |key: &str| v.get(key).and_then(|x| x.as_f64()).ok_or_else(|| bad(format!("no `{key}`")));
+                let pl = v.get("pl").and_then(|x| x.as_u64()).ok_or_else(|| bad("no `pl`".into()))?;
+                let (pp, tg) = (field("speed_pp")?, field("speed_tg")?);
+                if !warmed.contains(&pl) {
+                    warmed.push(pl);
+                    continue;
+                }
+                out.push(sample(format!("S_PP npl{pl}"), pp));
+                out.push(sample(format!("S_TG npl{pl}"), tg));
+                continue;
+            }
+            SampleFormat::Record => unreachable!("read above"),
             SampleFormat::Peer => {
                 // Lines without a test (progress, notes) are not samples.
                 let Some(test) = v.get("test").and_then(|t| t.as_str()) else { continue };
@@ -79,13 +125,7 @@ pub fn samples_from(
                 (test.to_string(), tps)
             }
         };
-        out.extend(tps.into_iter().map(|tps| Sample {
-            model: model.to_string(),
-            runner: runner.to_string(),
-            test: test.clone(),
-            tps,
-            round: round.map(str::to_string),
-        }));
+        out.extend(tps.into_iter().map(|tps| sample(test.clone(), tps)));
     }
     Ok(out)
 }
@@ -160,7 +200,17 @@ pub fn table(samples: &[Sample]) -> String {
             .collect()
     };
     let file_name = |m: &str| m.rsplit('/').next().unwrap_or(m).to_string();
-    let mut out = String::from("| model | runner | pp512 t/s | tg128 t/s | tg RSD |\n|---|---|---:|---:|---:|\n");
+    // llama-bench's two tests with tg's relative deviation, or whatever tests the samples hold.
+    let found = ordered(samples.iter().map(|s| s.test.as_str()));
+    let classic = found.iter().all(|t| TESTS.contains(t));
+    let tests: Vec<&str> = if classic { TESTS.to_vec() } else { found };
+    let mut out = String::from("| model | runner |");
+    for t in &tests {
+        let _ = write!(out, " {t} t/s |");
+    }
+    out.push_str(if classic { " tg RSD |\n|---|---|" } else { "\n|---|---|" });
+    out.push_str(&"---:|".repeat(tests.len() + usize::from(classic)));
+    out.push('\n');
     for m in &models {
         for r in &runners {
             let cell = |v: &[f64]| {
@@ -170,12 +220,26 @@ pub fn table(samples: &[Sample]) -> String {
                     format!("{:.2} ± {:.2} (n={})", mean(v), stddev(v), v.len())
                 }
             };
-            let (pp, tg) = (select(m, r, TESTS[0], None), select(m, r, TESTS[1], None));
-            let rsd = if tg.is_empty() { "-".to_string() } else { format!("{:.1}%", 100.0 * stddev(&tg) / mean(&tg)) };
-            let _ = writeln!(out, "| {} | {r} | {} | {} | {rsd} |", file_name(m), cell(&pp), cell(&tg));
+            let _ = write!(out, "| {} | {r} |", file_name(m));
+            for t in &tests {
+                let _ = write!(out, " {} |", cell(&select(m, r, t, None)));
+            }
+            if classic {
+                let tg = select(m, r, TESTS[1], None);
+                let rsd =
+                    if tg.is_empty() { "-".to_string() } else { format!("{:.1}%", 100.0 * stddev(&tg) / mean(&tg)) };
+                let _ = write!(out, " {rsd} |");
+            }
+            out.push('\n');
         }
     }
-    out.push_str("\n| model | ratio | pp512 | tg128 |\n|---|---|---:|---:|\n");
+    out.push_str("\n| model | ratio |");
+    for t in &tests {
+        let _ = write!(out, " {t} |");
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---:|".repeat(tests.len()));
+    out.push('\n');
     for m in &models {
         for peer in runners.iter().filter(|r| **r != OURS) {
             let ratio = |test: &str| {
@@ -197,7 +261,11 @@ pub fn table(samples: &[Sample]) -> String {
                 let se = stddev(&per_round) / (per_round.len() as f64).sqrt();
                 format!("{pooled:.3} ({:.3} ± {se:.3}, {} rounds)", mean(&per_round), per_round.len())
             };
-            let _ = writeln!(out, "| {} | {OURS} / {peer} | {} | {} |", file_name(m), ratio(TESTS[0]), ratio(TESTS[1]));
+            let _ = write!(out, "| {} | {OURS} / {peer} |", file_name(m));
+            for t in &tests {
+                let _ = write!(out, " {} |", ratio(t));
+            }
+            out.push('\n');
         }
     }
     out
@@ -237,6 +305,56 @@ mod tests {
         let err = samples_from("{\"n_prompt\": 1}", SampleFormat::LlamaBench, "m", "r", None, "f.jsonl").unwrap_err();
         assert!(err.to_string().contains("f.jsonl: line 1: no `n_gen`"), "{err}");
         assert!(parse_tsv("a\tb\tc\tfast\n", "s.tsv").unwrap_err().to_string().contains("not a number"));
+    }
+
+    #[test]
+    fn batched_bench_lines_and_records_become_samples_by_sequence_count() {
+        let line = |pl: u32, pp: f64, tg: f64| {
+            format!("{{\"pp\": 128, \"tg\": 64, \"pl\": {pl}, \"speed_pp\": {pp}, \"speed_tg\": {tg}}}")
+        };
+        let text = [
+            "main: n_kv_max = 2048".to_string(),
+            line(1, 9.0, 9.0),
+            line(1, 500.0, 60.0),
+            line(8, 9.0, 9.0),
+            line(8, 520.0, 130.0),
+        ]
+        .join("\n");
+        let got = samples_from(&text, SampleFormat::BatchedBench, "m", "bb", Some("1"), "x").unwrap();
+        assert_eq!(
+            got,
+            [
+                s("m", "bb", "S_PP npl1", 500.0, "1"),
+                s("m", "bb", "S_TG npl1", 60.0, "1"),
+                s("m", "bb", "S_PP npl8", 520.0, "1"),
+                s("m", "bb", "S_TG npl8", 130.0, "1")
+            ],
+            "the first line of each npl is the warm-up"
+        );
+        assert!(
+            samples_from(
+                &line(1, 1.0, 1.0).replace("\"pl\"", "\"p\""),
+                SampleFormat::BatchedBench,
+                "m",
+                "b",
+                None,
+                "f"
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("no `pl`")
+        );
+        let t = table(&got);
+        assert!(
+            t.starts_with("| model | runner | S_PP npl1 t/s | S_TG npl1 t/s | S_PP npl8 t/s | S_TG npl8 t/s |"),
+            "{t}"
+        );
+        let record =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/gpu-record/bench-gpu.json")).unwrap();
+        let got = samples_from(&record, SampleFormat::Record, "m", "llama-runner", None, "rec").unwrap();
+        assert!(got.iter().any(|x| x.test == "S_PP npl1") && got.iter().any(|x| x.test == "S_TG npl1"), "{got:?}");
+        let bad = samples_from("{}", SampleFormat::Record, "m", "r", None, "rec.json").unwrap_err();
+        assert!(bad.to_string().contains("rec.json: not a record"), "{bad}");
     }
 
     #[test]
