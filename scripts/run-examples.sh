@@ -25,6 +25,7 @@ example() {
 example generate "$MODEL" "Once upon a time" 16
 example stream "$MODEL" "Once upon a time" 32 "e"
 example cancel "$MODEL" "$(printf 'a long prompt %.0s' $(seq 1 100))" 5
+example speculative "$MODEL" "abc abc abc abc abc abc" 24 0
 for extra in json_schema chat parallel; do
     [ -f "llama-runner/examples/$extra.rs" ] || continue
     case $extra in

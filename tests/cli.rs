@@ -437,6 +437,15 @@ fn every_command_refuses_bad_input_with_exit_2() {
         "--kl-divergence".into(),
     ]);
     cases.push(vec!["bench".into(), "--config".into(), bad_config.display().to_string()]);
+    // A model trained for 2^30 tokens asked for all of them: a KV cache larger than any memory,
+    // refused before it is allocated (the process is not killed later).
+    let long = tiny_gguf::cached(
+        &tiny_gguf::ModelSpec { context_length: 1 << 30, ..tiny_gguf::ModelSpec::tiny_llama() },
+        &models_dir(),
+    )
+    .unwrap();
+    let long_flags = format!("-m {} -c {}", long.display(), 1u32 << 30);
+    cases.push(vec!["generate".into(), "--flags".into(), long_flags, "-p".into(), "x".into(), "-n".into(), "2".into()]);
     cases.push(vec!["compare".into(), bad_record.display().to_string(), bad_record.display().to_string()]);
     cases.push(vec!["history".into(), bad_record.display().to_string()]);
     for args in &cases {

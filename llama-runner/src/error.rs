@@ -45,13 +45,19 @@ pub enum Error {
         /// The errors llama.cpp logged.
         log: Vec<String>,
     },
-    /// llama.cpp's dry run of the context says its buffers would not fit where they go
-    /// ([`crate::memory`]); nothing was allocated.
+    /// The context would not fit in memory ([`crate::memory`]): by llama.cpp's dry run of its
+    /// buffers, or (`dry_run` false, `compute` 0) already by the bookkeeping its KV cache keeps
+    /// per cell; nothing was allocated.
     #[error(
-        "the context needs {} MiB of {place} memory ({} MiB KV cache and outputs, {} MiB compute) but {} MiB are \
-         free (n_ctx {n_ctx}, {n_seq_max} sequence(s)): use a smaller -c, fewer sequences or a quantized KV cache \
-         (-ctk/-ctv q8_0)",
-        mib(*.needed), mib(*.context), mib(*.compute), mib(*.free)
+        "the context needs {} MiB of {place} memory ({}) but {} MiB are free (n_ctx {n_ctx}, {n_seq_max} \
+         sequence(s)): use a smaller -c, fewer sequences or a quantized KV cache (-ctk/-ctv q8_0)",
+        mib(*.needed),
+        if *.dry_run {
+            format!("llama.cpp's dry run: {} MiB KV cache and outputs, {} MiB compute", mib(*.context), mib(*.compute))
+        } else {
+            "at least, for the KV cache's bookkeeping of its cells alone".to_string()
+        },
+        mib(*.free)
     )]
     ContextMemory {
         /// `host`, or the device's name.
@@ -68,6 +74,9 @@ pub enum Error {
         n_ctx: u32,
         /// Sequences asked for.
         n_seq_max: u32,
+        /// Whether the numbers come from llama.cpp's dry run (else from the cell bookkeeping
+        /// bound, before any dry run).
+        dry_run: bool,
     },
     /// An option value is invalid or cannot be combined with the others.
     #[error("invalid option `{option}`: {reason}")]

@@ -242,6 +242,7 @@ pub(crate) fn check(model: &Model, params: sys::llama_context_params) -> Result<
             free,
             n_ctx: params.n_ctx,
             n_seq_max: params.n_seq_max,
+            dry_run: false,
         });
     }
     let Some(needs) = estimate_raw(model, params) else { return Ok(()) };
@@ -254,6 +255,7 @@ pub(crate) fn check(model: &Model, params: sys::llama_context_params) -> Result<
             free: need.free.unwrap_or(0),
             n_ctx: params.n_ctx,
             n_seq_max: params.n_seq_max,
+            dry_run: true,
         });
     }
     Ok(())
