@@ -50,11 +50,10 @@
 #           default; -kvu turns it on): the matched run passes -kvu, the BB_DEFAULT_KV column
 #           shows the default (one 256-cell stream per sequence instead of one shared 2048-cell
 #           stream).
-#           (2) The prompts of the parallel case: llama-batched-bench puts all npl prompts in one
-#           batch and decodes it in views of n_batch (8 x 128 = 1024 tokens: 2 decodes of 512,
-#           4 sequences each); the runner decodes each sequence's prompt on its own (8 decodes
-#           of 128). Same tokens and positions, one sync at the end in both, but different
-#           ubatch sizes: S_PP of npl 8 is not measured the same way. S_TG is.
+#           (2) The prompts of the parallel case: both put all npl prompts in one batch and
+#           decode it in views of n_batch (8 x 128 = 1024 tokens: 2 decodes of 512, 4 sequences
+#           each), one sync at the end (the runner decoded one sequence's prompt at a time
+#           before 2026-12-03).
 #           (3) npl 1: llama-batched-bench's context has n_seq_max = max(npl) = NPL, pp then tg
 #           on one context; the runner's one-sequence figures are two llama-bench tests, pp of
 #           N_PROMPT at depth 0 and tg of N_GEN at depth N_PROMPT, each on a fresh context with

@@ -227,8 +227,8 @@ impl<'m> Bench<'m> {
     }
 
     /// `parallel` sequences at once, as llama-batched-bench measures them: each repetition
-    /// from an empty cache decodes a prompt of `n_prompt` tokens for every sequence (one batch
-    /// per sequence, timed together as pp), then `n_gen` steps of one batch holding the next
+    /// from an empty cache decodes a prompt of `n_prompt` tokens for every sequence (all of them
+    /// in one batch, decoded in views of `n_batch` tokens, timed as pp), then `n_gen` steps of one batch holding the next
     /// token of every sequence (tg). Returns the prompt and generation samples (aggregate).
     pub fn run_parallel(
         &mut self,
@@ -244,22 +244,23 @@ impl<'m> Bench<'m> {
         let mut batch = llama_runner::Batch::new(chunk.max(n), 1)?;
         for rep in 0..=repetitions {
             self.ctx.clear();
+            let prompts: Vec<Vec<Token>> = (0..n).map(|_| self.tokens.prompt(n_prompt as usize)).collect();
             let t = Instant::now();
-            for seq in 0..n {
-                let prompt = self.tokens.prompt(n_prompt as usize);
-                for (c, part) in prompt.chunks(chunk).enumerate() {
-                    batch.clear();
-                    for (i, &tok) in part.iter().enumerate() {
-                        let pos = c * chunk + i;
-                        batch.add(
-                            tok,
-                            pos as llama_runner::Pos,
-                            &[seq as llama_runner::SeqId],
-                            pos + 1 == prompt.len(),
-                        )?;
+            // As llama-batched-bench: every sequence's prompt in one batch, decoded in views of
+            // n_batch tokens (a view may hold the end of one prompt and the start of the next).
+            batch.clear();
+            for (seq, prompt) in prompts.iter().enumerate() {
+                for (pos, &tok) in prompt.iter().enumerate() {
+                    if batch.len() == chunk {
+                        self.ctx.decode_batch(&batch)?;
+                        batch.clear();
                     }
-                    self.ctx.decode_batch(&batch)?;
+                    let last = pos + 1 == prompt.len();
+                    batch.add(tok, pos as llama_runner::Pos, &[seq as llama_runner::SeqId], last)?;
                 }
+            }
+            if !batch.is_empty() {
+                self.ctx.decode_batch(&batch)?;
             }
             self.ctx.synchronize();
             let p_ns = t.elapsed().as_nanos() as u64;
