@@ -567,19 +567,7 @@ pub fn pareto_svg(p: &Pareto, title: &str) -> String {
     let mut s = svg_open(width, height, left + plot_w / 2.0, title, &subtitle);
     let _ =
         writeln!(s, r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##);
-    let mut v = y0;
-    while v <= y1 + ystep * 1e-6 {
-        let y = y_of(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            left + plot_w,
-            left - 6.0,
-            y + 4.0,
-            fmt_tick(v, ystep)
-        );
-        v += ystep;
-    }
+    crate::history::y_grid(&mut s, left, plot_w, (y0, y1, ystep), y_of);
     let mut v = x0;
     while v <= x1 + xstep * 1e-6 {
         let x = x_of(v);

@@ -352,6 +352,25 @@ pub(crate) fn fmt_tick(v: f64, step: f64) -> String {
 }
 
 /// The start of an SVG document of `width` × `height` on white: the root element, the title
+/// Horizontal grid lines with their tick labels left of the plot, from `y0` to `y1` every
+/// `step` (`axis`), placed by `y_of`.
+pub(crate) fn y_grid(s: &mut String, left: f64, plot_w: f64, axis: (f64, f64, f64), y_of: impl Fn(f64) -> f64) {
+    let (y0, y1, step) = axis;
+    let mut v = y0;
+    while v <= y1 + step * 1e-6 {
+        let y = y_of(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            left + plot_w,
+            left - 6.0,
+            y + 4.0,
+            fmt_tick(v, step)
+        );
+        v += step;
+    }
+}
+
 /// and a grey subtitle under it, both centred on `centre_x`. The caller closes it (`</svg>`).
 pub(crate) fn svg_open(width: f64, height: f64, centre_x: f64, title: &str, subtitle: &str) -> String {
     let mut s = String::new();
@@ -416,19 +435,7 @@ pub fn svg(h: &History, title: &str) -> String {
             s,
             r##"<rect x="{left}" y="{y_top}" width="{plot_w:.1}" height="{panel_h}" fill="none" stroke="#333"/>"##
         );
-        let mut v = y0;
-        while v <= y1 + ystep * 1e-6 {
-            let y = y_of(v);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                left + plot_w,
-                left - 6.0,
-                y + 4.0,
-                fmt_tick(v, ystep)
-            );
-            v += ystep;
-        }
+        y_grid(&mut s, left, plot_w, (y0, y1, ystep), y_of);
         for i in 0..h.entries.len() {
             let x = x_of(i);
             let _ = writeln!(

@@ -77,11 +77,12 @@ impl Drafting {
     }
 }
 
-/// What speculative decoding did, in a command's JSON report.
-#[derive(Debug, Clone, Serialize)]
+/// What speculative decoding did, in a command's JSON report and a speculative workload's
+/// record.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SpecReport {
     /// `draft-simple` or `ngram-simple`.
-    pub drafter: &'static str,
+    pub drafter: String,
     /// Draft tokens proposed.
     pub drafted: usize,
     /// Draft tokens accepted.
@@ -108,7 +109,7 @@ impl SpecReport {
     /// The report of `stats` from the drafter `name`.
     pub fn new(name: &'static str, st: &SpecStats) -> SpecReport {
         SpecReport {
-            drafter: name,
+            drafter: name.to_string(),
             drafted: st.drafted,
             accepted: st.accepted,
             acceptance: st.acceptance(),
@@ -205,30 +206,7 @@ pub struct SpecResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_difference: Option<usize>,
     /// The drafter's statistics over all repetitions.
-    pub stats: SpecSummary,
-}
-
-/// [`SpecReport`]'s counts, in a record.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct SpecSummary {
-    /// `draft-simple` or `ngram-simple`.
-    pub drafter: String,
-    /// Draft tokens proposed.
-    pub drafted: usize,
-    /// Draft tokens accepted.
-    pub accepted: usize,
-    /// Accepted over drafted.
-    pub acceptance: f64,
-    /// Mean draft tokens accepted per verification batch.
-    pub mean_accepted: f64,
-    /// Per draft position: drafts that reached it.
-    pub drafted_at: Vec<usize>,
-    /// Per draft position: drafts accepted up to it.
-    pub accepted_at: Vec<usize>,
-    /// Seconds spent drafting.
-    pub draft_s: f64,
-    /// Seconds spent decoding with the target.
-    pub decode_s: f64,
+    pub stats: SpecReport,
 }
 
 /// Runs a speculative workload on `model`: after an untimed warm-up of each, `repetitions`
@@ -315,7 +293,6 @@ pub fn run_workload(
     };
     let (plain, speculative) = (samples(plain_ns), samples(spec_ns));
     let change = crate::compare::compare_samples(&plain.samples_ts, &speculative.samples_ts);
-    let report = SpecReport::new(drafting.name, &totals);
     Ok(SpecResult {
         speedup: if plain.avg_ts > 0.0 { speculative.avg_ts / plain.avg_ts } else { 0.0 },
         verdict: change.verdict.to_string(),
@@ -323,17 +300,7 @@ pub fn run_workload(
         speculative,
         exact: first_difference.is_none(),
         first_difference,
-        stats: SpecSummary {
-            drafter: report.drafter.to_string(),
-            drafted: report.drafted,
-            accepted: report.accepted,
-            acceptance: report.acceptance,
-            mean_accepted: report.mean_accepted,
-            drafted_at: report.drafted_at,
-            accepted_at: report.accepted_at,
-            draft_s: report.draft_s,
-            decode_s: report.decode_s,
-        },
+        stats: SpecReport::new(drafting.name, &totals),
     })
 }
 

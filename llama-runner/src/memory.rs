@@ -183,6 +183,16 @@ fn host_free() -> Option<u64> {
 /// sets, shifts: about 94 measured at the pinned commit, so a lower bound).
 const CELL_BYTES: u64 = 64;
 
+/// The KV cells `params` ask for: `n_ctx`, or the model's training context for 0.
+fn cells_asked(model: &Model, params: &sys::llama_context_params) -> u64 {
+    if params.n_ctx == 0 {
+        // SAFETY: a valid model; a plain getter.
+        u64::try_from(unsafe { sys::llama_model_n_ctx_train(model.raw().as_ptr()) }).unwrap_or(0)
+    } else {
+        u64::from(params.n_ctx)
+    }
+}
+
 /// A generous upper bound of a context's host bytes, from the model's sizes alone: K and V of
 /// every layer in f32 with a head width of at most `n_embd` for each KV head, attention scores
 /// of one micro-batch against the whole cache for every head, and a batch of logits. Real
@@ -190,17 +200,16 @@ const CELL_BYTES: u64 = 64;
 fn upper_bound(model: &Model, params: &sys::llama_context_params) -> u64 {
     let m = model.raw().as_ptr();
     // SAFETY: a valid model; plain getters.
-    let (n_layer, n_head, n_head_kv, n_embd, n_ctx_train) = unsafe {
+    let (n_layer, n_head, n_head_kv, n_embd) = unsafe {
         (
             sys::llama_model_n_layer(m),
             sys::llama_model_n_head(m),
             sys::llama_model_n_head_kv(m),
             sys::llama_model_n_embd(m),
-            sys::llama_model_n_ctx_train(m),
         )
     };
     let u = |v: i32| u64::try_from(v.max(1)).unwrap_or(1);
-    let n_ctx = u64::from(if params.n_ctx == 0 { n_ctx_train.max(1) as u32 } else { params.n_ctx });
+    let n_ctx = cells_asked(model, params).max(1);
     let kv = u(n_layer) * n_ctx * 2 * u(n_head_kv) * u(n_embd) * 4;
     let scores = u64::from(params.n_ubatch.max(1)) * n_ctx * u(n_head) * 4;
     let logits = u64::from(params.n_batch.max(1)) * u64::from(model.n_vocab()) * 4;
@@ -224,13 +233,7 @@ pub(crate) fn check(model: &Model, params: sys::llama_context_params) -> Result<
     // The dry run allocates the cache's cell bookkeeping for real (about 90 bytes a cell at the
     // pinned commit); where that alone would take half of what is free, the context cannot fit
     // either, and the dry run is not risked.
-    let n_ctx = if params.n_ctx == 0 {
-        // SAFETY: a valid model; a plain getter.
-        u64::try_from(unsafe { sys::llama_model_n_ctx_train(model.raw().as_ptr()) }).unwrap_or(0)
-    } else {
-        u64::from(params.n_ctx)
-    };
-    let cells = n_ctx.saturating_mul(CELL_BYTES);
+    let cells = cells_asked(model, &params).saturating_mul(CELL_BYTES);
     if let Some(free) = free
         && cells.saturating_mul(2) > free
     {
