@@ -23,11 +23,12 @@ pub struct Model {
     options: ModelOptions,
     /// Unique in the process (never reused, unlike the pointer): ties saved states to it.
     id: u64,
+    /// The same file loaded with `no_alloc`, for dry runs of contexts ([`crate::memory`]),
+    /// loaded on first use (`None`: llama.cpp refused it). Declared before `_params`, whose
+    /// pointers it was loaded with, so that it is freed first.
+    dry: std::sync::OnceLock<Option<crate::memory::DryModel>>,
     // Owns every pointer inside the params handed to llama.cpp; lives as long as the model.
     _params: RawModelParams,
-    /// The same file loaded with `no_alloc`, for dry runs of contexts ([`crate::memory`]),
-    /// loaded on first use (`None`: llama.cpp refused it).
-    dry: std::sync::OnceLock<Option<crate::memory::DryModel>>,
 }
 
 // SAFETY: a llama_model is immutable after loading and has no thread affinity; llama.cpp
