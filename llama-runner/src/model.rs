@@ -13,6 +13,10 @@ use crate::gguf_check::LoadOptions;
 use crate::options::ModelOptions;
 use crate::params::{self, RawModelParams};
 
+/// What a tokenizer call reports when llama.cpp threw (the shim caught it).
+pub(crate) const THREW: &str =
+    "llama.cpp's tokenizer failed on this text (the vocabulary lacks a token it needs, e.g. a byte token)";
+
 /// A token id.
 pub type Token = sys::llama_token;
 
@@ -214,17 +218,30 @@ impl Model {
         self.tokenize_with(text, add_special, true)
     }
 
+    /// Refuses text work on a model without a vocabulary (`tokenizer.ggml.model` `no_vocab`):
+    /// llama.cpp builds no tokenizer for it and asserts (a process abort) when asked to use one.
+    pub(crate) fn check_vocab(&self) -> Result<()> {
+        // SAFETY: valid vocabulary of the live model; the call only reads it.
+        if unsafe { sys::llama_vocab_type(self.vocab()) } == sys::LLAMA_VOCAB_TYPE_NONE {
+            return Err(Error::Tokenize(
+                "the model has no vocabulary (tokenizer.ggml.model is no_vocab): it takes token ids, not text".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// `llama_tokenize` with both of its flags: `parse_special` reads special tokens written in
     /// the text (`<s>`) as such.
     pub(crate) fn tokenize_with(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
         let too_long = || Error::Tokenize("text longer than 2 GiB".into());
         let len = i32::try_from(text.len()).map_err(|_| too_long())?;
         let cap = i32::try_from(text.len() + 2).map_err(|_| too_long())?;
+        self.check_vocab()?;
         let mut tokens: Vec<Token> = vec![0; cap as usize];
         for _ in 0..2 {
             // SAFETY: text is valid for `len` bytes, `tokens` for its length (at most i32::MAX).
             let n = unsafe {
-                sys::llama_tokenize(
+                sys::tokenize_nothrow(
                     self.vocab(),
                     text.as_ptr().cast(),
                     len,
@@ -233,7 +250,8 @@ impl Model {
                     add_special,
                     parse_special,
                 )
-            };
+            }
+            .map_err(|_| Error::Tokenize(THREW.into()))?;
             if n >= 0 {
                 tokens.truncate(n as usize);
                 return Ok(tokens);
@@ -249,11 +267,12 @@ impl Model {
     /// The text of one token.
     pub fn token_piece(&self, token: Token) -> Result<String> {
         self.check_token(token)?;
+        self.check_vocab()?;
         let mut buf = vec![0u8; 64];
         loop {
             // SAFETY: the buffer is valid for its length; the token is in range.
             let n = unsafe {
-                sys::llama_token_to_piece(
+                sys::token_to_piece_nothrow(
                     self.vocab(),
                     token,
                     buf.as_mut_ptr().cast::<c_char>(),
@@ -261,7 +280,8 @@ impl Model {
                     0,
                     true,
                 )
-            };
+            }
+            .map_err(|_| Error::Tokenize(THREW.into()))?;
             if n >= 0 {
                 buf.truncate(n as usize);
                 return Ok(String::from_utf8_lossy(&buf).into_owned());
@@ -275,11 +295,12 @@ impl Model {
         for &t in tokens {
             self.check_token(t)?;
         }
+        self.check_vocab()?;
         let mut buf = vec![0u8; tokens.len() * 8 + 16];
         loop {
             // SAFETY: tokens and buffer valid for the given lengths; tokens are in range.
             let n = unsafe {
-                sys::llama_detokenize(
+                sys::detokenize_nothrow(
                     self.vocab(),
                     tokens.as_ptr(),
                     tokens.len() as i32,
@@ -288,7 +309,8 @@ impl Model {
                     true,
                     false,
                 )
-            };
+            }
+            .map_err(|_| Error::Tokenize(THREW.into()))?;
             if n >= 0 {
                 buf.truncate(n as usize);
                 return Ok(String::from_utf8_lossy(&buf).into_owned());

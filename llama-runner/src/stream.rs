@@ -525,14 +525,16 @@ fn token_bytes(model: &Model, token: Token, buf: &mut Vec<u8>) -> Result<()> {
     if token < 0 || token as u32 >= n_vocab {
         return Err(Error::InvalidToken { token, n_vocab });
     }
+    model.check_vocab()?;
     buf.resize(buf.capacity().max(64), 0);
     for _ in 0..2 {
         let len = i32::try_from(buf.len()).unwrap_or(i32::MAX);
         // SAFETY: the vocab belongs to the live model; the buffer is valid for `len` bytes;
         // the token is in the vocabulary.
         let n = unsafe {
-            sys::llama_token_to_piece(model.vocab(), token, buf.as_mut_ptr().cast::<c_char>(), len, 0, false)
-        };
+            sys::token_to_piece_nothrow(model.vocab(), token, buf.as_mut_ptr().cast::<c_char>(), len, 0, false)
+        }
+        .map_err(|_| Error::Tokenize(crate::model::THREW.into()))?;
         if n >= 0 {
             buf.truncate(n as usize);
             return Ok(());

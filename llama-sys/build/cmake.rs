@@ -33,6 +33,11 @@ pub fn tree_key(src: &Path) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether the target's C compiler is MSVC (which has no `-m` switches).
+fn msvc() -> bool {
+    std::env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|e| e == "msvc")
+}
+
 /// Runs CMake configure + build + install.
 pub fn build(src: &Source, opts: &Options, toolkit: Option<&Toolkit>) -> Built {
     let on = |b: bool| if b { "ON" } else { "OFF" };
@@ -68,6 +73,15 @@ pub fn build(src: &Source, opts: &Options, toolkit: Option<&Toolkit>) -> Built {
         // ggml runs `git rev-parse` itself when it finds git; a found-but-false value stops it
         // from overwriting the commit passed down from LLAMA_BUILD_COMMIT.
         .define("GIT_EXE", "OFF");
+    if opts.native && !opts.amx && ["x86_64", "x86"].contains(&opts.target_arch.as_str()) && !msvc() {
+        // -march=native turns AMX on where the CPU has it, and the pinned AMX kernels crash
+        // (SIGILL at the first tile instruction: see Options::amx). GCC and Clang let an
+        // explicit -mno-* win over -march whatever the order, so ggml-cpu's own -march=native
+        // (a target option, after these) keeps everything else.
+        for flag in ["-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"] {
+            cfg.cflag(flag).cxxflag(flag);
+        }
+    }
     if has_option(&src.dir, "LLAMA_CURL") {
         // Older trees (2025) default to linking libcurl for model downloads.
         cfg.define("LLAMA_CURL", "OFF");

@@ -69,10 +69,9 @@ fn main() {
 
     let built = cmake::build(&src, &opts, toolkit.as_ref());
 
-    if shim::build(&src, &opts) {
-        // Before libllama, whose symbols it uses.
-        shim::link();
-    }
+    shim::build(&src, &opts);
+    // Before libllama, whose symbols it uses.
+    shim::link();
     link::emit(&built, &opts, toolkit.as_ref());
     build_facts(&src, &pin, &opts, &hash, provided.origin);
 
@@ -96,6 +95,7 @@ fn build_facts(src: &source::Source, pin: &source::Pin, opts: &Options, hash: &s
     let mut features = Vec::new();
     for (on, name) in [
         (opts.native, "native"),
+        (opts.native && opts.amx, "amx"),
         (opts.cuda_on(), "cuda"),
         (opts.shared, "dynamic-link"),
         (origin == "bindgen", "bindgen"),

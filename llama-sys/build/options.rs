@@ -67,6 +67,11 @@ pub struct Options {
     pub native_feature: bool,
     /// `LLAMA_SYS_NO_NATIVE`: native code generation off whatever the features say.
     pub no_native: bool,
+    /// `LLAMA_SYS_AMX`: keep Intel AMX in a native x86 build. Off by default: the pinned
+    /// llama.cpp's AMX kernels die by SIGILL on AMX machines (their tile configuration lives
+    /// on the stack, and GCC drops it; llama.cpp pull request 26954), so a native build compiles
+    /// with `-mno-amx-*` unless this is set.
+    pub amx: bool,
     /// Feature `dynamic-link`: shared libraries found at run time.
     pub shared: bool,
     /// Feature `bindgen`: bindings generated at build time.
@@ -164,6 +169,7 @@ impl Options {
         let build_number = text("LLAMA_SYS_BUILD_NUMBER");
         let profile = text("LLAMA_SYS_PROFILE");
         let no_native = text("LLAMA_SYS_NO_NATIVE");
+        let amx = text("LLAMA_SYS_AMX");
         let build_common = text("LLAMA_SYS_BUILD_COMMON");
         let defines = text("LLAMA_SYS_CMAKE_DEFINES");
         let cuda_on = feature("cuda");
@@ -200,6 +206,7 @@ impl Options {
             ));
         }
         let no_native = flag("LLAMA_SYS_NO_NATIVE", no_native, &mut errors).unwrap_or(false);
+        let amx = flag("LLAMA_SYS_AMX", amx, &mut errors).unwrap_or(false);
         let build_common = flag("LLAMA_SYS_BUILD_COMMON", build_common, &mut errors).unwrap_or(false);
         let cmake_defines = match defines {
             Some(d) => parse_defines(&d).unwrap_or_else(|e| {
@@ -284,6 +291,7 @@ impl Options {
             native,
             native_feature,
             no_native,
+            amx,
             shared,
             bindgen: feature("bindgen"),
             build_common,

@@ -50,6 +50,110 @@ pub struct llama_sys_buft_memory {
 /// `llama_get_memory_breakdown` (in `src/llama-ext.h`), so the build compiled its shim.
 pub const HAS_MEMORY_BREAKDOWN: bool = cfg!(llama_memory_breakdown);
 
+unsafe extern "C" {
+    fn llama_sys_tokenize(
+        vocab: *const llama_vocab,
+        text: *const std::ffi::c_char,
+        text_len: i32,
+        tokens: *mut llama_token,
+        n_tokens_max: i32,
+        add_special: bool,
+        parse_special: bool,
+        threw: *mut i32,
+    ) -> i32;
+    fn llama_sys_token_to_piece(
+        vocab: *const llama_vocab,
+        token: llama_token,
+        buf: *mut std::ffi::c_char,
+        length: i32,
+        lstrip: i32,
+        special: bool,
+        threw: *mut i32,
+    ) -> i32;
+    fn llama_sys_detokenize(
+        vocab: *const llama_vocab,
+        tokens: *const llama_token,
+        n_tokens: i32,
+        text: *mut std::ffi::c_char,
+        text_len_max: i32,
+        remove_special: bool,
+        unparse_special: bool,
+        threw: *mut i32,
+    ) -> i32;
+}
+
+/// llama.cpp threw a C++ exception through a C function (caught by the build's shim, so that it
+/// does not unwind into Rust, which would abort the process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CppException;
+
+/// `llama_tokenize`, with any C++ exception caught: llama.cpp's tokenizers look byte tokens up
+/// with `std::unordered_map::at` (`llama_vocab::byte_to_token`), which throws for a vocabulary
+/// that lacks one.
+///
+/// # Safety
+/// As `llama_tokenize`: a valid vocabulary, `text` valid for `text_len` bytes, `tokens` for
+/// `n_tokens_max` writes.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn tokenize_nothrow(
+    vocab: *const llama_vocab,
+    text: *const std::ffi::c_char,
+    text_len: i32,
+    tokens: *mut llama_token,
+    n_tokens_max: i32,
+    add_special: bool,
+    parse_special: bool,
+) -> Result<i32, CppException> {
+    let mut threw = 0;
+    // SAFETY: the caller's contract; the shim catches every C++ exception.
+    let n = unsafe {
+        llama_sys_tokenize(vocab, text, text_len, tokens, n_tokens_max, add_special, parse_special, &mut threw)
+    };
+    if threw == 0 { Ok(n) } else { Err(CppException) }
+}
+
+/// `llama_token_to_piece`, with any C++ exception caught (it reads the token table with
+/// `std::vector::at`).
+///
+/// # Safety
+/// As `llama_token_to_piece`: a valid vocabulary, `buf` valid for `length` writes.
+pub unsafe fn token_to_piece_nothrow(
+    vocab: *const llama_vocab,
+    token: llama_token,
+    buf: *mut std::ffi::c_char,
+    length: i32,
+    lstrip: i32,
+    special: bool,
+) -> Result<i32, CppException> {
+    let mut threw = 0;
+    // SAFETY: the caller's contract; the shim catches every C++ exception.
+    let n = unsafe { llama_sys_token_to_piece(vocab, token, buf, length, lstrip, special, &mut threw) };
+    if threw == 0 { Ok(n) } else { Err(CppException) }
+}
+
+/// `llama_detokenize`, with any C++ exception caught.
+///
+/// # Safety
+/// As `llama_detokenize`: a valid vocabulary, `tokens` valid for `n_tokens` reads, `text` for
+/// `text_len_max` writes.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn detokenize_nothrow(
+    vocab: *const llama_vocab,
+    tokens: *const llama_token,
+    n_tokens: i32,
+    text: *mut std::ffi::c_char,
+    text_len_max: i32,
+    remove_special: bool,
+    unparse_special: bool,
+) -> Result<i32, CppException> {
+    let mut threw = 0;
+    // SAFETY: the caller's contract; the shim catches every C++ exception.
+    let n = unsafe {
+        llama_sys_detokenize(vocab, tokens, n_tokens, text, text_len_max, remove_special, unparse_special, &mut threw)
+    };
+    if threw == 0 { Ok(n) } else { Err(CppException) }
+}
+
 #[cfg(llama_memory_breakdown)]
 unsafe extern "C" {
     fn llama_sys_memory_breakdown(ctx: *const llama_context, out: *mut llama_sys_buft_memory, cap: usize) -> usize;
@@ -168,7 +272,8 @@ pub mod build_info {
     /// llama-sys features that shaped the build, comma-separated (`native`, `cuda`, ...).
     ///
     /// `native` is listed only when code for the build machine's CPU was generated: the feature
-    /// was on and `LLAMA_SYS_NO_NATIVE` did not turn it off.
+    /// was on and `LLAMA_SYS_NO_NATIVE` did not turn it off. `amx` is listed when a native x86
+    /// build kept Intel AMX (`LLAMA_SYS_AMX=1`; off by default, as the pinned AMX kernels crash).
     pub const FEATURES: &str = env!("LLAMA_SYS_FEATURES");
     /// CMake build type of the C++ code (`Release` unless `LLAMA_SYS_PROFILE` says otherwise).
     pub const PROFILE: &str = env!("LLAMA_SYS_PROFILE");

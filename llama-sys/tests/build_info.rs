@@ -125,3 +125,13 @@ fn build_tree_is_named_by_a_stable_hash_and_holds_what_build_info_says() {
     assert!(has("libllama"), "no libllama in {}", lib.display());
     assert_eq!(has("libllama-common"), build_info::COMMON_BUILT, "COMMON_BUILT disagrees with {}", lib.display());
 }
+
+#[test]
+fn amx_is_compiled_in_only_when_asked() {
+    // A native x86 build leaves AMX out unless LLAMA_SYS_AMX=1 (build/cmake.rs): ggml lists
+    // AMX_INT8 among the CPU backend's features exactly when its AMX kernels were compiled.
+    // SAFETY: no arguments; returns a static NUL-terminated string owned by llama.cpp.
+    let info = unsafe { std::ffi::CStr::from_ptr(llama_sys::llama_print_system_info()) }.to_string_lossy();
+    let asked = build_info::FEATURES.split(',').any(|f| f == "amx");
+    assert_eq!(info.contains("AMX_INT8 = 1"), asked, "FEATURES {:?}, system info: {info}", build_info::FEATURES);
+}
