@@ -44,6 +44,100 @@ const ATTENTION_ARCHS: &[&str] = &[
 /// Architectures whose `load_arch_hparams` requires `attention.layer_norm_rms_epsilon`.
 const RMS_EPS_ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3"];
 
+/// `TENSOR_ALIGNMENT` (ggml/src/ggml-impl.h): tensor data is used in place at this alignment.
+const TENSOR_ALIGNMENT: u64 = 32;
+
+/// Types a tensor in a model file must not have (see `tensors`).
+const NOT_WEIGHT_TYPES: &[&str] = &["i8", "i16", "i32", "i64", "f64", "q8_1", "q8_K"];
+
+/// Architectures whose graph builders assert `n_embd_head == n_rot` (src/models/*.cpp; llama,
+/// deci and falcon refuse it cleanly in load_hparams, the others abort at the first decode).
+const FULL_ROPE_ARCHS: &[&str] = &[
+    "apertus",
+    "arcee",
+    "arctic",
+    "baichuan",
+    "chameleon",
+    "codeshell",
+    "cogvlm",
+    "cohere2moe",
+    "dbrx",
+    "deci",
+    "deepseek",
+    "dots1",
+    "dream",
+    "ernie4_5-moe",
+    "ernie4_5",
+    "exaone-moe",
+    "exaone",
+    "exaone4",
+    "falcon",
+    "granite",
+    "grok",
+    "grovemoe",
+    "hunyuan-moe",
+    "hunyuan_vl",
+    "hy_v3",
+    "internlm2",
+    "jais2",
+    "llada-moe",
+    "llada",
+    "llama",
+    "llama4",
+    "maincoder",
+    "mellum",
+    "minimax-m2",
+    "minimax-m3",
+    "mistral3",
+    "nemotron",
+    "olmo",
+    "olmo2",
+    "olmoe",
+    "orion",
+    "paddleocr",
+    "pangu-embedded",
+    "plamo",
+    "qwen2",
+    "qwen2moe",
+    "qwen2vl",
+    "qwen3",
+    "qwen3moe",
+    "qwen3vl",
+    "qwen3vlmoe",
+    "rnd1",
+    "seed_oss",
+    "smallthinker",
+    "smollm3",
+    "talkie",
+    "xverse",
+];
+
+/// Architectures that read `attention.sliding_window_pattern` as one u32 (`get_key_or_arr`
+/// into a scalar, which skips an array without a word) and pass it to `set_swa_pattern`.
+const SCALAR_SWA_PATTERN_ARCHS: &[&str] = &[
+    "afmoe",
+    "cohere2",
+    "exaone-moe",
+    "exaone4",
+    "gemma-embedding",
+    "gemma2",
+    "gemma3",
+    "gemma3n",
+    "laguna",
+    "llama4",
+    "modern-bert",
+    "olmo2",
+    "gpt-oss",
+    "plamo3",
+    "smallthinker",
+];
+
+/// Architectures whose per-layer attention tensors are plain `attn_q` / `attn_k` / `attn_v`
+/// of `heads * head size` rows, created with the first layer's head counts: a per-layer head
+/// count that differs from the tensors is an assertion at the first decode.
+const PLAIN_ATTENTION_ARCHS: &[&str] =
+    &["llama", "qwen2", "qwen3", "qwen3moe", "gemma", "gemma2", "gemma3", "mistral3", "granite", "smollm3", "olmo2"];
+
 /// `llama_rope_scaling_type_from_string` (src/llama-model.cpp): any other name is an abort.
 const ROPE_SCALING_TYPES: &[&str] = &["none", "linear", "yarn", "longrope"];
 
@@ -87,6 +181,14 @@ fn tensors(g: &Gguf) -> Result<(), Error> {
         let Some(ty) = ggml_type(t.ggml_type) else {
             return Err(Error::tensor(name, format!("has unknown ggml type {}", t.ggml_type)));
         };
+        // abort: ggml's CPU kernels have no matrix product or row lookup for the integer and
+        // f64 types, nor for the intermediate q8_1 / q8_K (fatal errors or null kernels).
+        if NOT_WEIGHT_TYPES.contains(&ty.name) {
+            return Err(Error::tensor(
+                name,
+                format!("has type {}, which llama.cpp cannot compute with (a process abort in ggml)", ty.name),
+            ));
+        }
         for (d, &ne) in t.dims.iter().enumerate() {
             // gguf.cpp reads ne as int64 and divides INT64_MAX by ne[1..3] (a division by zero,
             // SIGFPE, for a zero); llama_model_loader asserts ne >= 1.
@@ -122,6 +224,20 @@ fn tensors(g: &Gguf) -> Result<(), Error> {
                 ),
             )
         })?;
+        // abort: tensors are used in place in the mapped file, and ggml asserts that a buffer
+        // pointer is aligned to TENSOR_ALIGNMENT (32) bytes; a smaller general.alignment lets a
+        // tensor start elsewhere.
+        let at = g.data_offset().saturating_add(t.offset);
+        if at % TENSOR_ALIGNMENT != 0 {
+            return Err(Error::tensor(
+                name,
+                format!(
+                    "data starts at file offset {at}, not a multiple of {TENSOR_ALIGNMENT} (general.alignment {}); \
+                     ggml asserts tensor data is {TENSOR_ALIGNMENT}-byte aligned",
+                    g.alignment()
+                ),
+            ));
+        }
         spans.push((t.offset, end, i));
     }
     spans.sort_unstable();
@@ -221,6 +337,148 @@ fn hparams(g: &Gguf, arch: &str) -> Result<(), Error> {
     if arch == "gemma3" {
         opt_u32(g, &k("attention.sliding_window"))?;
     }
+    let n_embd = req_u32(g, &k("embedding_length"))?;
+    let head0 = n_head.as_ref().and_then(|h| h.first().copied()).unwrap_or(0);
+    rope_dims(g, arch, u64::from(n_embd), head0)?;
+    swa_pattern(g, arch)?;
+    if PLAIN_ATTENTION_ARCHS.contains(&arch)
+        && let (Some(heads), Some(kv_heads)) = (&n_head, &n_head_kv)
+    {
+        layer_heads(g, arch, u64::from(n_embd), heads, kv_heads)?;
+    }
+
+    // abort: load_hparams reads the labels with get_arr into strings, which asserts that a
+    // u32, i32 or f32 array is read as its own type (other element types are refused cleanly).
+    let key = k("classifier.output_labels");
+    match g.get(&key) {
+        None => {}
+        Some(Value::Array(a)) if a.elem == ValueType::String => {}
+        Some(Value::Array(a)) if matches!(a.elem, ValueType::U32 | ValueType::I32 | ValueType::F32) => {
+            return Err(Error::key(
+                &key,
+                format!(
+                    "is an array of {}; llama.cpp reads strings and asserts on this type (a process abort)",
+                    a.elem
+                ),
+            ));
+        }
+        // get_arr skips a key that is not an array: the labels would be silently lost.
+        Some(v) => {
+            return Err(Error::key(&key, format!("has type {}; llama.cpp reads an array of strings", v.type_name())));
+        }
+    }
+    // abort: a context in embedding mode pools with the model's type, and build_pooling aborts
+    // on a type it does not know (LLAMA_POOLING_TYPE_RANK = 4 is the last).
+    let key = k("pooling_type");
+    if let Some(p) = opt_u32(g, &key)?
+        && p > 4
+    {
+        return Err(Error::key(
+            &key,
+            format!(
+                "is {p}, not a pooling type (0 none, 1 mean, 2 cls, 3 last, 4 rank); llama.cpp aborts pooling with it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rotary dimensions (`rope.dimension_count`, default the key head size, and
+/// `rope.dimension_count_swa`, default the former): ggml's rope asserts `n_dims <= ne0` (the head
+/// size) and an even `n_dims`, and many graphs assert `n_rot == n_embd_head` ([`FULL_ROPE_ARCHS`]):
+/// each a process abort at the first decode.
+fn rope_dims(g: &Gguf, arch: &str, n_embd: u64, n_head: u64) -> Result<(), Error> {
+    if n_head == 0 {
+        return Ok(()); // no attention: llama.cpp sets n_rot to 0
+    }
+    let k = |s: &str| format!("{arch}.{s}");
+    let head = match opt_u32(g, &k("attention.key_length"))? {
+        Some(h) => u64::from(h),
+        None => n_embd / n_head,
+    };
+    let head_swa = opt_u32(g, &k("attention.key_length_swa"))?.map_or(head, u64::from);
+    let key = k("rope.dimension_count");
+    let n_rot = opt_u32(g, &key)?.map_or(head, u64::from);
+    let key_swa = k("rope.dimension_count_swa");
+    let n_rot_swa = opt_u32(g, &key_swa)?.map_or(n_rot, u64::from);
+    for (key, n, head, what) in [(&key, n_rot, head, "head size"), (&key_swa, n_rot_swa, head_swa, "SWA head size")] {
+        if n > head {
+            return Err(Error::key(
+                key,
+                format!(
+                    "{n} is more than the {what} {head}; ggml's rope asserts n_dims <= head size (a process abort)"
+                ),
+            ));
+        }
+        if n % 2 != 0 {
+            return Err(Error::key(
+                key,
+                format!("{n} is odd; ggml's rope rotates pairs and asserts it (a process abort)"),
+            ));
+        }
+    }
+    if FULL_ROPE_ARCHS.contains(&arch) && n_rot != head {
+        return Err(Error::key(
+            &key,
+            format!(
+                "is {n_rot}; {arch} rotates the whole head ({head}) and asserts n_rot == head size (a process abort)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `attention.sliding_window_pattern` of the architectures that read it as one u32
+/// ([`SCALAR_SWA_PATTERN_ARCHS`]): an array is skipped without a word (the default pattern is
+/// used: a silent load of a wrongly typed key), and a pattern of 1 makes no layer use the
+/// window while the cache is built for one (`GGML_ASSERT(hparams.is_swa_any())`, an abort).
+fn swa_pattern(g: &Gguf, arch: &str) -> Result<(), Error> {
+    if !SCALAR_SWA_PATTERN_ARCHS.contains(&arch) {
+        return Ok(());
+    }
+    let key = format!("{arch}.attention.sliding_window_pattern");
+    let window = opt_u32(g, &format!("{arch}.attention.sliding_window"))?;
+    if opt_u32(g, &key)? == Some(1) && window != Some(0) {
+        return Err(Error::key(
+            &key,
+            "is 1: no layer would use the sliding window the cache is built for (llama.cpp asserts; a process abort)",
+        ));
+    }
+    Ok(())
+}
+
+/// Per-layer head counts against each layer's attention tensors ([`PLAIN_ATTENTION_ARCHS`]):
+/// llama.cpp checks the tensors' shapes with the first layer's counts and sizes the cache with
+/// each layer's, so a count that differs from a later layer's tensors aborts in ggml.
+fn layer_heads(g: &Gguf, arch: &str, n_embd: u64, heads: &[u64], kv_heads: &[u64]) -> Result<(), Error> {
+    let k = |s: &str| format!("{arch}.{s}");
+    let Some(&h0) = heads.first() else { return Ok(()) };
+    if h0 == 0 {
+        return Ok(());
+    }
+    let head_k = opt_u32(g, &k("attention.key_length"))?.map_or(n_embd / h0, u64::from);
+    let head_v = opt_u32(g, &k("attention.value_length"))?.map_or(n_embd / h0, u64::from);
+    for (il, (&h, &kv)) in heads.iter().zip(kv_heads).enumerate() {
+        for (tensor, count, size, which) in [
+            ("attn_q", h, head_k, "attention.head_count"),
+            ("attn_k", kv, head_k, "attention.head_count_kv"),
+            ("attn_v", kv, head_v, "attention.head_count_kv"),
+        ] {
+            let name = format!("blk.{il}.{tensor}.weight");
+            let Some(t) = g.tensors().iter().find(|t| t.name == name) else { continue };
+            if let [_, rows] = t.dims[..]
+                && rows != count.saturating_mul(size)
+            {
+                return Err(Error::key(
+                    &k(which),
+                    format!(
+                        "is {count} for layer {il}, but `{name}` has {rows} rows, not {count} x {size} (ggml asserts \
+                         at the first decode)"
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -233,7 +491,7 @@ fn experts(g: &Gguf, arch: &str) -> Result<(), Error> {
     let mut n_used = opt_u32(g, &ku)?.unwrap_or(0);
     let mut n_groups = opt_u32(g, &kg)?.unwrap_or(0);
     let n_group_used = opt_u32(g, &kgu)?.unwrap_or(0);
-    let n_expert = if (arch == "hunyuan-vl" || arch == "hunyuan-dense") && n_expert <= 1 {
+    let n_expert = if (arch == "hunyuan_vl" || arch == "hunyuan-dense") && n_expert <= 1 {
         // load_hparams zeroes both for these.
         n_used = 0;
         n_groups = 0;
@@ -352,6 +610,13 @@ fn vocab(g: &Gguf) -> Result<(), Error> {
     let model = req_str(g, "tokenizer.ggml.model")?;
     opt_str(g, "tokenizer.ggml.pre")?;
     for (key, value) in g.kvs().iter().map(|kv| (kv.key.as_str(), &kv.value)) {
+        // llama.cpp turns every key into text when it loads; a template of another type would
+        // be used as that text.
+        if (key == "tokenizer.chat_template" || key.starts_with("tokenizer.chat_template."))
+            && value.value_type() != ValueType::String
+        {
+            return Err(Error::key(key, format!("has type {}; a chat template is a string", value.type_name())));
+        }
         if let Some(rest) = key.strip_prefix("tokenizer.ggml.") {
             let want = if rest.ends_with("_token_id") || rest == "token_type_count" {
                 ValueType::U32
@@ -389,7 +654,21 @@ fn vocab(g: &Gguf) -> Result<(), Error> {
     unique_tokens(g, tokens)?;
 
     typed_array(g, "tokenizer.ggml.scores", &[ValueType::F32], Some(n_tokens))?;
-    typed_array(g, "tokenizer.ggml.token_type", &[ValueType::I32, ValueType::U32], Some(n_tokens))?;
+    // Read through an int32_t pointer; a u32 array has the same bits but is not what the
+    // format says (GGUF writers give it i32).
+    let types = typed_array(g, "tokenizer.ggml.token_type", &[ValueType::I32], Some(n_tokens))?;
+    // abort: WordPiece has no byte tokens; llama_vocab::token_to_byte aborts for one.
+    if model == "bert"
+        && let Some(types) = types
+        && let Some(i) = g.ints(types).position(|t| t == 6)
+    {
+        return Err(Error::key(
+            "tokenizer.ggml.token_type",
+            format!(
+                "token {i} is a byte token (type 6), which a bert (WordPiece) vocabulary cannot have (llama.cpp aborts)"
+            ),
+        ));
+    }
     typed_array(g, "tokenizer.ggml.suppress_tokens", &[ValueType::I32, ValueType::U32], None)?;
     typed_array(g, "tokenizer.ggml.precompiled_charsmap", &[ValueType::U8, ValueType::I8], None)?;
     let merges = typed_array(g, "tokenizer.ggml.merges", &[ValueType::String], None)?;

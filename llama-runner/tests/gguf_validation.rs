@@ -15,7 +15,7 @@ use std::process::Command;
 
 use llama_runner::gguf::{Gguf, TensorInfo};
 use llama_runner::{Backend, Context, ContextOptions, Error, LoadOptions, Model, ModelOptions};
-use tiny_gguf::ModelSpec;
+use tiny_gguf::{Arch, ModelSpec};
 
 const SIGABRT: i32 = 6;
 const SIGFPE: i32 = 8;
@@ -330,6 +330,70 @@ fn corpus(spec: &ModelSpec) -> Vec<Variant> {
         SIGABRT,
     ));
     out.push(any(tag("rope-scaling-none"), base.clone().set(&rope, strv("none")).encode().bytes));
+    let labels = a("classifier.output_labels");
+    out.push(aborting(
+        v(
+            tag("labels-u32"),
+            base.clone().set(&labels, arr_fixed(4, [1u32.to_le_bytes(), 2u32.to_le_bytes()])).encode().bytes,
+            &[&labels, "u32"],
+        ),
+        SIGABRT,
+    ));
+    out.push(any(tag("labels-strings"), base.clone().set(&labels, arr(8, 1, &enc_str(b"yes"))).encode().bytes));
+    // Found by an independent corpus (2026-12-04): rotary sizes, the SWA pattern, per-layer
+    // head counts against the tensors, loosely typed keys, tensor types and alignment.
+    let head = spec.head_dim();
+    let rope = a("rope.dimension_count");
+    out.push(v(tag("rope-odd"), base.clone().set(&rope, u32v(head - 1)).encode().bytes, &[&rope, "odd"]));
+    out.push(v(tag("rope-over-head"), base.clone().set(&rope, u32v(head + 2)).encode().bytes, &[&rope, "more than"]));
+    let short = base.clone().set(&rope, u32v(head - 2)).encode().bytes;
+    match spec.arch {
+        // llama refuses it itself (invalid n_rot); qwen3moe asserts at the first decode.
+        Arch::Llama => out.push(v(tag("rope-short"), short, &[&rope, "whole head"])),
+        Arch::Qwen3Moe | Arch::Qwen3 => {
+            out.push(aborting(v(tag("rope-short"), short, &[&rope, "whole head"]), SIGABRT))
+        }
+        Arch::Gemma3 => out.push(any(tag("rope-short"), short)),
+    }
+    if spec.arch == Arch::Gemma3 {
+        let pattern = a("attention.sliding_window_pattern");
+        out.push(v(tag("swa-pattern-1"), base.clone().set(&pattern, u32v(1)).encode().bytes, &[&pattern, "is 1"]));
+        out.push(v(
+            tag("swa-pattern-array"),
+            base.clone().set(&pattern, arr_fixed(4, [2u32.to_le_bytes(); 4])).encode().bytes,
+            &[&pattern, "arr"],
+        ));
+    }
+    let kv = a("attention.head_count_kv");
+    let mut kv_per_layer = vec![spec.n_head_kv; spec.n_layer as usize];
+    *kv_per_layer.last_mut().unwrap() *= 2;
+    out.push(aborting(
+        v(
+            tag("kv-heads-per-layer"),
+            base.clone().set(&kv, arr_fixed(4, kv_per_layer.iter().map(|h| h.to_le_bytes()))).encode().bytes,
+            &[&kv, "rows"],
+        ),
+        SIGABRT,
+    ));
+    let types_key = "tokenizer.ggml.token_type";
+    let mut types_u32 = base.kvs.iter().find(|(k, _)| k == types_key).unwrap().1.clone();
+    types_u32[4..8].copy_from_slice(&4u32.to_le_bytes()); // element type i32 -> u32, same bits
+    out.push(v(tag("token-type-u32"), base.clone().set(types_key, types_u32).encode().bytes, &[types_key, "u32"]));
+    let template = "tokenizer.chat_template";
+    out.push(v(tag("template-u32"), base.clone().set(template, u32v(5)).encode().bytes, &[template, "string"]));
+    out.push(v(tag("labels-scalar"), base.clone().set(&labels, strv("pos")).encode().bytes, &[&labels, "str"]));
+    let name0 = base.tensors[0].name.clone();
+    let mut i16 = base.clone();
+    i16.tensors[0].ggml_type = 25; // i16: as many bytes as f16
+    if spec.weight_type == tiny_gguf::WeightType::F16 {
+        out.push(aborting(v(tag("tensor-i16"), i16.encode().bytes, &[&name0, "i16"]), SIGABRT));
+    }
+    let mut shifted = base.clone().set("general.alignment", u32v(16)).clone();
+    shifted.tensors[0].offset += 16;
+    out.push(v(tag("tensor-16-aligned"), shifted.encode().bytes, &["not a multiple of 32", "32-byte aligned"]));
+    let pooling = a("pooling_type");
+    out.push(v(tag("pooling-type-99"), base.clone().set(&pooling, u32v(99)).encode().bytes, &[&pooling, "99"]));
+    out.push(any(tag("pooling-type-mean"), base.clone().set(&pooling, u32v(1)).encode().bytes));
     out.push(v(
         tag("context_length-u64"),
         base.clone().set(&a("context_length"), scalar(10, &2048u64.to_le_bytes())).encode().bytes,
@@ -562,4 +626,36 @@ fn without_the_check_llama_cpp_aborts() {
         }
     }
     eprintln!("{} variants abort llama.cpp without the check: {}", proved.len(), proved.join(", "));
+}
+
+/// Text work on a vocabulary that cannot do it is an error, not an abort: a `no_vocab` model
+/// (llama.cpp builds no tokenizer and asserts when asked for one) and a vocabulary without byte
+/// tokens (llama.cpp's tokenizer throws a C++ exception through `llama_tokenize` for a byte it
+/// cannot map; the shim catches it). Both still take token ids.
+#[test]
+fn text_on_a_vocabulary_that_cannot_do_it_is_an_error() {
+    let backend = Backend::get().unwrap();
+    let base = Parts::from_file(&common::model(&ModelSpec::tiny_llama()));
+    let no_vocab = write(
+        "no-vocab",
+        &base.clone().set("tokenizer.ggml.model", strv("no_vocab")).set("llama.vocab_size", u32v(260)).encode().bytes,
+    );
+    let mut renamed = token_array(&base);
+    for t in renamed.iter_mut().filter(|t| t.starts_with(b"<0x")) {
+        t.splice(0..1, *b"byte"); // `byte0x41>`: unique, and no longer a byte token's text
+    }
+    let no_bytes =
+        write("no-byte-tokens", &base.clone().set("tokenizer.ggml.tokens", tokens_value(&renamed)).encode().bytes);
+    for (path, words) in [(&no_vocab, "no vocabulary"), (&no_bytes, "tokenizer failed")] {
+        let model = Model::load(backend, path, &ModelOptions::default()).unwrap();
+        let e = model.tokenize("Hello", true).unwrap_err();
+        assert!(matches!(e, Error::Tokenize(_)) && e.to_string().contains(words), "{}: {e}", path.display());
+        let mut ctx =
+            Context::new(&model, &ContextOptions { n_ctx: 64, n_threads: Some(1), ..Default::default() }).unwrap();
+        // Token ids still decode; the pieces of the generated tokens are the text's problem.
+        match ctx.generate_greedy(&[1, 70, 71], 2) {
+            Ok(out) => assert_eq!(out.tokens.len(), 2),
+            Err(e) => assert!(matches!(e, Error::Tokenize(_)), "{}: {e}", path.display()),
+        }
+    }
 }
