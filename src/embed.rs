@@ -1,6 +1,8 @@
 //! The `embed` command: one embedding per input line (standard input or `-f FILE`), printed as
 //! JSON, with llama.cpp's context flags (`--pooling`, `-c`, `-ub`, ...) and normalisation
-//! (`--embd-normalize`, as llama-embedding's flag).
+//! (`--embd-normalize`, as llama-embedding's flag). With rank pooling (`--rerank`), a line
+//! `query<TAB>document` is scored as a reranking pair: the classifier's outputs for the prompt
+//! llama-server's `/rerank` builds.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -47,8 +49,12 @@ pub struct EmbedReport {
     pub model: String,
     /// The pooling the context used.
     pub pooling: String,
-    /// The embedding width.
+    /// The embedding width (for rank pooling, the classifier's number of outputs).
     pub n_embd: usize,
+    /// Rank pooling: the classifier outputs' labels (an output's index where the model names
+    /// none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
     /// One item per non-empty input line, in order.
     pub data: Vec<EmbedItem>,
 }
@@ -90,13 +96,29 @@ pub fn run(args: &EmbedArgs, options: &RunOptions, backend: &'static Backend) ->
     }
     let model = crate::progress::load_model(backend, &path, &options.model)?;
     let mut ctx = Context::new(&model, &options.context)?;
-    let tokens: Vec<Vec<i32>> = texts.iter().map(|t| model.tokenize(t, true)).collect::<llama_runner::Result<_>>()?;
+    let rank = ctx.pooling() == llama_runner::Pooling::Rank;
+    let tokens: Vec<Vec<i32>> = texts
+        .iter()
+        .map(|t| match t.split_once('\t') {
+            // A reranking pair, as llama-embedding reads them (its --cls-separator default),
+            // in the prompt llama-server's /rerank builds.
+            Some((query, document)) if rank => llama_runner::embeddings::rerank_prompt(&model, query, document),
+            _ => model.tokenize(t, true),
+        })
+        .collect::<llama_runner::Result<_>>()?;
     let refs: Vec<&[i32]> = tokens.iter().map(Vec::as_slice).collect();
     let vectors = ctx.embed(&refs, normalize)?;
     let report = EmbedReport {
         model: path.display().to_string(),
         pooling: format!("{:?}", ctx.pooling()).to_lowercase(),
         n_embd: ctx.embedding_width(),
+        labels: rank.then(|| {
+            llama_runner::embeddings::classifier_labels(&model)
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| l.unwrap_or_else(|| i.to_string()))
+                .collect()
+        }),
         data: texts
             .into_iter()
             .zip(vectors)

@@ -22,7 +22,10 @@ fn embed(flags: &str, extra: &[&str], stdin: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    // A command that refuses its flags exits without reading: a broken pipe is its answer.
+    if let Err(e) = child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     child.wait_with_output().unwrap()
 }
 
@@ -79,4 +82,41 @@ fn bad_input_is_an_error() {
         assert_eq!(out.status.code(), Some(2), "{flags} {extra:?}: {err}");
         assert!(err.contains(needle), "{flags} {extra:?}: {err}");
     }
+}
+
+/// With rank pooling a `query<TAB>document` line is a reranking pair: the JSON's first output
+/// is the library's `Context::rerank` score, the labels are the model's.
+#[test]
+fn rank_pairs_are_the_library_rerank_scores() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("embed-cli-models");
+    let m = tiny_gguf::cached(&tiny_gguf::ModelSpec::tiny_rerank(), &dir).expect("generated model");
+    let flags = format!("-m {} --rerank -c 256 -t 2", m.display());
+    let docs = ["the quick brown fox", "hello world"];
+    let input: String = docs.iter().map(|d| format!("where is the fox?\t{d}\n")).collect();
+    let out = embed(&flags, &["--embd-normalize", "-1"], &input);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pooling"], "rank");
+    assert_eq!(v["labels"], serde_json::json!(["yes", "no"]));
+    let model = Model::load(Backend::get().unwrap(), &m, &ModelOptions::default()).unwrap();
+    let o = ContextOptions {
+        n_ctx: 256,
+        n_threads: Some(2),
+        embeddings: true,
+        pooling: Pooling::Rank,
+        ..Default::default()
+    };
+    let scores = Context::new(&model, &o).unwrap().rerank("where is the fox?", &docs).unwrap();
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), docs.len());
+    for (item, want) in data.iter().zip(&scores) {
+        let got = item["embedding"][0].as_f64().unwrap() as f32;
+        assert_eq!(got, *want, "the first output is the rerank score");
+    }
+    // Without rank pooling the same lines are plain texts: no labels.
+    let out = embed(&format!("-m {} --pooling mean -c 256 -t 2", m.display()), &[], &input);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.get("labels").is_none());
+    assert_eq!(v["n_embd"], 128);
 }

@@ -237,6 +237,25 @@ pub fn has_classifier_head(model: &Model) -> bool {
     }
 }
 
+/// The labels of the outputs of a model's classifier head (`{arch}.classifier.output_labels`,
+/// as `llama_model_cls_label` returns them), one per output (`llama_model_n_cls_out`): `None`
+/// where the file names none. A model without a head reports one unnamed output; the scores of
+/// [`Context::rerank`] are the first output.
+pub fn classifier_labels(model: &Model) -> Vec<Option<String>> {
+    let m = model.raw().as_ptr();
+    // SAFETY: valid model; the call only reads it.
+    let n = unsafe { sys::llama_model_n_cls_out(m) };
+    (0..n)
+        .map(|i| {
+            // SAFETY: valid model, i < n_cls_out; the result is null or a C string owned by the
+            // model (its classifier_labels vector, never changed after loading).
+            let p = unsafe { sys::llama_model_cls_label(m, i) };
+            // SAFETY: non-null: a NUL-terminated string that lives as long as the model.
+            (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
 /// The pooling llama.cpp uses for a model when a context leaves it unspecified: the model's
 /// `{arch}.pooling_type`, or none.
 pub fn model_pooling(model: &Model) -> Pooling {

@@ -169,6 +169,73 @@ fn parity_trials() -> Vec<Trial> {
     trials
 }
 
+/// The rows of a generated F32 reranker's classifier head (`cls.output.weight`, {n_embd,
+/// n_out}): row j is output j's weights, read from the file by hand.
+fn classifier_rows(path: &Path) -> Vec<Vec<f32>> {
+    let h = tiny_gguf::read_header(path).unwrap();
+    let t = h.tensors.iter().find(|t| t.name == "cls.output.weight").expect("a classifier head");
+    assert_eq!(t.ggml_type, 0, "an F32 head");
+    let (n_embd, n_out) = (t.dims[0] as usize, t.dims[1] as usize);
+    let bytes = std::fs::read(path).unwrap();
+    let start = (h.data_offset + t.offset) as usize;
+    let values: Vec<f32> = bytes[start..start + 4 * n_embd * n_out]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    values.chunks(n_embd).map(<[f32]>::to_vec).collect()
+}
+
+/// Reranking on a generated Qwen3 reranker: each score equals, computed by hand from the last
+/// token's hidden state (a last-pooling context) and the head's weights read from the file,
+/// softmax(W h)[0] (llama.cpp's qwen3 rank pooling), for prompts built as llama-server's
+/// /rerank builds them; the labels are the file's.
+fn rerank_by_hand(spec: &ModelSpec, template: Option<&str>) {
+    let path = common::model(spec);
+    let model = load(&path);
+    assert_eq!(
+        llama_runner::embeddings::classifier_labels(&model),
+        vec![Some("yes".to_string()), Some("no".to_string())]
+    );
+    let query = "Where is the fox?";
+    let docs = ["The quick brown fox jumps over the lazy dog.", "Hello world", "fox"];
+    let mut rank = Context::new(&model, &opts(Pooling::Unspecified, 256, 96, 1)).unwrap();
+    assert_eq!(rank.pooling(), Pooling::Rank, "the model's own pooling type");
+    assert_eq!(rank.embedding_width(), 2);
+    let scores = rank.rerank(query, &docs).unwrap();
+
+    let rows = classifier_rows(&path);
+    let mut last = Context::new(&model, &opts(Pooling::Last, 256, 96, 1)).unwrap();
+    for (doc, &score) in docs.iter().zip(&scores) {
+        let prompt = llama_runner::embeddings::rerank_prompt(&model, query, doc).unwrap();
+        let expected_prompt = match template {
+            Some(t) => model.tokenize(&t.replace("{query}", query).replace("{document}", doc), false),
+            // BOS query doc: the generated vocabulary adds BOS only (no EOS, no SEP).
+            None => Ok([vec![1], model.tokenize(query, false).unwrap(), model.tokenize(doc, false).unwrap()].concat()),
+        }
+        .unwrap();
+        assert_eq!(prompt, expected_prompt, "the rerank prompt for {doc:?}");
+        let h = last.embed(&[&prompt], Normalize::None).unwrap().remove(0);
+        let logits: Vec<f64> =
+            rows.iter().map(|w| w.iter().zip(&h).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()).collect();
+        let by_hand = 1.0 / (1.0 + (logits[1] - logits[0]).exp());
+        assert!(
+            (f64::from(score) - by_hand).abs() < 1e-5,
+            "{doc:?}: rerank score {score}, by hand softmax(W h)[0] = {by_hand} (logits {logits:?})"
+        );
+        // Both outputs, as embed returns them, sum to one.
+        let both = rank.embed(&[&prompt], Normalize::None).unwrap().remove(0);
+        assert_eq!(both[0], score, "rerank returns the first output of embed");
+        assert!((both[0] + both[1] - 1.0).abs() < 1e-6, "softmax outputs {both:?}");
+    }
+    assert!(scores.windows(2).any(|w| (w[0] - w[1]).abs() > 1e-4), "the documents score differently: {scores:?}");
+    // Batched: several documents in one call with more sequences give the same scores.
+    let mut wide = Context::new(&model, &opts(Pooling::Rank, 256, 96, 3)).unwrap();
+    let batched = wide.rerank(query, &docs).unwrap();
+    for (a, b) in batched.iter().zip(&scores) {
+        assert!((a - b).abs() < 1e-5, "batched {batched:?} vs one by one {scores:?}");
+    }
+}
+
 fn tiny() -> Model {
     load(&common::model(&ModelSpec::tiny_llama()))
 }
@@ -400,6 +467,31 @@ fn main() {
     }));
     trials.push(Trial::test("flag_round_trip", || {
         flag_round_trip();
+        Ok(())
+    }));
+    trials.push(Trial::test("parity::tiny_rerank::rank", || {
+        // The classifier outputs against llama.cpp's rank pooling, raw and normalised.
+        for norm in [Normalize::None, Normalize::Euclidean] {
+            check_parity(&common::model(&ModelSpec::tiny_rerank()), Pooling::Rank, norm, 256, 96);
+        }
+        Ok(())
+    }));
+    trials.push(Trial::test("rerank::by_hand", || {
+        rerank_by_hand(&ModelSpec::tiny_rerank(), None);
+        Ok(())
+    }));
+    trials.push(Trial::test("rerank::by_hand_with_template", || {
+        // A model with a rerank prompt template (`tokenizer.chat_template.rerank`, as llama.cpp's
+        // conversion writes for Qwen3 rerankers): the prompt is the template filled in.
+        let template = "<s>Query: {query}\nDocument: {document}\nRelevant:";
+        let spec = ModelSpec {
+            extra_metadata: vec![(
+                "tokenizer.chat_template.rerank".to_string(),
+                tiny_gguf::ExtraValue::String(template.to_string()),
+            )],
+            ..ModelSpec::tiny_rerank()
+        };
+        rerank_by_hand(&spec, Some(template));
         Ok(())
     }));
     trials.push(trial("real_model::rerank_refused", real_model(), |path| {

@@ -26,11 +26,14 @@ pub enum Arch {
     Qwen3Moe,
     /// Sliding-window attention (`gemma3`): interleaved SWA and full-attention layers, GELU FFN.
     Gemma3,
+    /// Dense decoder with Q/K norms (`qwen3`): the generated architecture that can carry a
+    /// classifier head ([`ModelSpec::classifier_labels`]), as Qwen3 rerankers do.
+    Qwen3,
 }
 
 impl Arch {
     /// All architectures, in declaration order.
-    pub const ALL: [Arch; 3] = [Arch::Llama, Arch::Qwen3Moe, Arch::Gemma3];
+    pub const ALL: [Arch; 4] = [Arch::Llama, Arch::Qwen3Moe, Arch::Gemma3, Arch::Qwen3];
 
     /// The llama.cpp architecture name, also the prefix of the architecture's metadata keys.
     pub fn name(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen3Moe => "qwen3moe",
             Arch::Gemma3 => "gemma3",
+            Arch::Qwen3 => "qwen3",
         }
     }
 
@@ -45,7 +49,7 @@ impl Arch {
     pub(crate) fn rms_eps(self) -> f32 {
         match self {
             Arch::Llama => 1e-5,
-            Arch::Qwen3Moe | Arch::Gemma3 => 1e-6,
+            Arch::Qwen3Moe | Arch::Gemma3 | Arch::Qwen3 => 1e-6,
         }
     }
 }
@@ -61,7 +65,7 @@ impl FromStr for Arch {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         Arch::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(s)).ok_or_else(|| {
-            Error::invalid("arch", format!("unknown architecture {s:?}; expected llama, qwen3moe or gemma3"))
+            Error::invalid("arch", format!("unknown architecture {s:?}; expected llama, qwen3moe, gemma3 or qwen3"))
         })
     }
 }
@@ -166,7 +170,7 @@ impl FromStr for WeightType {
 /// Everything that determines a generated model file.
 ///
 /// Fields that an architecture does not use are ignored: they neither change the file nor
-/// appear in [`ModelSpec::file_stem`]. `n_ff` is used by `llama` and `gemma3`; `n_expert`,
+/// appear in [`ModelSpec::file_stem`]. `n_ff` is used by `llama`, `gemma3` and `qwen3`; `n_expert`,
 /// `n_expert_used` and `n_ff_exp` by `qwen3moe`; `sliding_window` and `sliding_window_pattern`
 /// by `gemma3`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -185,7 +189,7 @@ pub struct ModelSpec {
     pub n_head: u32,
     /// Number of key/value heads (grouped-query attention when smaller than `n_head`).
     pub n_head_kv: u32,
-    /// Dense feed-forward width (`llama`, `gemma3`).
+    /// Dense feed-forward width (`llama`, `gemma3`, `qwen3`).
     pub n_ff: u32,
     /// Number of experts per layer (`qwen3moe`).
     pub n_expert: u32,
@@ -209,6 +213,12 @@ pub struct ModelSpec {
     /// the sampling defaults llama.cpp's tools take from a model). Extra keys change the file
     /// name ([`ModelSpec::file_stem`] ends with `-m` and a hash of them).
     pub extra_metadata: Vec<(String, ExtraValue)>,
+    /// The labels of a classifier head (`qwen3` only): a `cls.output.weight` tensor of shape
+    /// {n_embd, labels} and `<arch>.classifier.output_labels`, with `<arch>.pooling_type` set to
+    /// rank (4), as llama.cpp's conversion writes a Qwen3 reranker (labels `yes`, `no`: the
+    /// score is the softmax probability of the first). Empty writes none. Labels change the
+    /// file name ([`ModelSpec::file_stem`] ends with `-r` and a hash of them).
+    pub classifier_labels: Vec<String>,
 }
 
 /// The value of an [`ModelSpec::extra_metadata`] key.
@@ -232,7 +242,7 @@ impl ExtraValue {
 
 /// The names of the presets ([`ModelSpec::preset`]), as the `tiny-gguf --preset` option and
 /// configuration files spell them.
-pub const PRESETS: [&str; 5] = ["tiny-llama", "tiny-moe", "tiny-swa", "bench-moe", "large-moe"];
+pub const PRESETS: [&str; 6] = ["tiny-llama", "tiny-moe", "tiny-swa", "tiny-rerank", "bench-moe", "large-moe"];
 
 impl ModelSpec {
     /// The preset called `name` (one of [`PRESETS`]), or `None` for any other name.
@@ -241,6 +251,7 @@ impl ModelSpec {
             "tiny-llama" => Self::tiny_llama(),
             "tiny-moe" => Self::tiny_moe(),
             "tiny-swa" => Self::tiny_swa(),
+            "tiny-rerank" => Self::tiny_rerank(),
             "bench-moe" => Self::bench_moe(),
             "large-moe" => Self::large_moe(),
             _ => return None,
@@ -267,6 +278,7 @@ impl ModelSpec {
             sliding_window_pattern: 0,
             chat_template: None,
             extra_metadata: Vec::new(),
+            classifier_labels: Vec::new(),
         }
     }
 
@@ -298,6 +310,17 @@ impl ModelSpec {
         }
     }
 
+    /// A reranker: `qwen3`, F32, n_embd 128, 4 heads, 2 KV heads, 2 layers, n_ff 256, with a
+    /// classifier head of two labels (`yes`, `no`) and rank pooling (about 1.5 MB).
+    pub fn tiny_rerank() -> Self {
+        ModelSpec {
+            arch: Arch::Qwen3,
+            weight_type: WeightType::F32,
+            classifier_labels: vec!["yes".to_string(), "no".to_string()],
+            ..ModelSpec::tiny_llama()
+        }
+    }
+
     /// Benchmark MoE: `qwen3moe`, Q8_0, n_embd 512, 8 heads, 4 KV heads (head dim 64), 6 layers,
     /// 8 experts of width 768 with 2 used, context 4096 (about 65 MB, 61 M parameters).
     pub fn bench_moe() -> Self {
@@ -318,6 +341,7 @@ impl ModelSpec {
             sliding_window_pattern: 0,
             chat_template: None,
             extra_metadata: Vec::new(),
+            classifier_labels: Vec::new(),
         }
     }
 
@@ -393,7 +417,7 @@ impl ModelSpec {
         positive("context_length", self.context_length)?;
 
         match self.arch {
-            Arch::Llama | Arch::Gemma3 => {
+            Arch::Llama | Arch::Gemma3 | Arch::Qwen3 => {
                 positive("n_ff", self.n_ff)?;
                 need_quant_multiple("n_ff", self.n_ff)?;
             }
@@ -422,6 +446,12 @@ impl ModelSpec {
                 "sliding_window_pattern must be at least 1 when sliding_window > 0".to_string(),
             ));
         }
+        if !self.classifier_labels.is_empty() && self.arch != Arch::Qwen3 {
+            return Err(Error::invalid(
+                "classifier_labels",
+                format!("a classifier head needs the qwen3 architecture (llama.cpp's {} loads none)", self.arch),
+            ));
+        }
         // Every size must be representable: the plan computes byte sizes with checked arithmetic.
         crate::writer::plan_size(self)?;
         Ok(())
@@ -432,12 +462,13 @@ impl ModelSpec {
     ///
     /// Layout: `<arch>-<type>-e<n_embd>-l<n_layer>-h<n_head>-kv<n_head_kv>-<ffn>-c<context>-s<seed>`
     /// where `<ffn>` is `f<n_ff>` for `llama`, `x<n_expert>u<n_expert_used>-f<n_ff_exp>` for
-    /// `qwen3moe` and `f<n_ff>-w<sliding_window>p<pattern>` for `gemma3`; a chat template adds
-    /// `-t<16 hex digits>`, the FNV-1a hash of its text (stable across platforms and versions),
-    /// and extra metadata `-m<16 hex digits>`.
+    /// `qwen3moe`, `f<n_ff>-w<sliding_window>p<pattern>` for `gemma3` and `f<n_ff>` for `qwen3`;
+    /// a chat template adds `-t<16 hex digits>`, the FNV-1a hash of its text (stable across
+    /// platforms and versions), extra metadata `-m<16 hex digits>` and classifier labels
+    /// `-r<16 hex digits>`.
     pub fn file_stem(&self) -> String {
         let ffn = match self.arch {
-            Arch::Llama => format!("f{}", self.n_ff),
+            Arch::Llama | Arch::Qwen3 => format!("f{}", self.n_ff),
             Arch::Qwen3Moe => format!("x{}u{}-f{}", self.n_expert, self.n_expert_used, self.n_ff_exp),
             Arch::Gemma3 => format!("f{}-w{}p{}", self.n_ff, self.sliding_window, self.sliding_window_pattern),
         };
@@ -449,8 +480,13 @@ impl ModelSpec {
         } else {
             format!("-m{:016x}", fnv1a(format!("{:?}", self.extra_metadata).as_bytes()))
         };
+        let labels = if self.classifier_labels.is_empty() {
+            String::new()
+        } else {
+            format!("-r{:016x}", fnv1a(format!("{:?}", self.classifier_labels).as_bytes()))
+        };
         format!(
-            "{}-{}-e{}-l{}-h{}-kv{}-{}-c{}-s{}{}{}",
+            "{}-{}-e{}-l{}-h{}-kv{}-{}-c{}-s{}{}{}{}",
             self.arch,
             self.weight_type,
             self.n_embd,
@@ -461,7 +497,8 @@ impl ModelSpec {
             self.context_length,
             self.seed,
             template,
-            extra
+            extra,
+            labels
         )
     }
 

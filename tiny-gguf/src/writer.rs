@@ -67,6 +67,9 @@ pub(crate) fn tensor_plan(spec: &ModelSpec) -> Result<Vec<PlannedTensor>, Error>
         ("output_norm.weight".into(), vec![e], F32, ONES),
         ("output.weight".into(), vec![e, vocab], wt, normal),
     ];
+    if !spec.classifier_labels.is_empty() {
+        list.push(("cls.output.weight".into(), vec![e, spec.classifier_labels.len() as u64], wt, normal));
+    }
     for il in 0..spec.n_layer {
         let mut add = |name: &str, ne: Vec<u64>, ty: WeightType, init: Init| {
             list.push((format!("blk.{il}.{name}"), ne, ty, init));
@@ -76,7 +79,7 @@ pub(crate) fn tensor_plan(spec: &ModelSpec) -> Result<Vec<PlannedTensor>, Error>
         add("attn_k.weight", vec![e, kv_dim], wt, normal);
         add("attn_v.weight", vec![e, kv_dim], wt, normal);
         add("attn_output.weight", vec![q_dim, e], wt, normal);
-        if matches!(spec.arch, Arch::Qwen3Moe | Arch::Gemma3) {
+        if matches!(spec.arch, Arch::Qwen3Moe | Arch::Gemma3 | Arch::Qwen3) {
             add("attn_q_norm.weight", vec![hd], F32, ONES);
             add("attn_k_norm.weight", vec![hd], F32, ONES);
         }
@@ -85,7 +88,7 @@ pub(crate) fn tensor_plan(spec: &ModelSpec) -> Result<Vec<PlannedTensor>, Error>
         }
         add("ffn_norm.weight", vec![e], F32, ONES);
         match spec.arch {
-            Arch::Llama | Arch::Gemma3 => {
+            Arch::Llama | Arch::Gemma3 | Arch::Qwen3 => {
                 let ff = u64::from(spec.n_ff);
                 add("ffn_gate.weight", vec![e, ff], wt, normal);
                 add("ffn_up.weight", vec![e, ff], wt, normal);
@@ -256,6 +259,11 @@ fn encode_metadata(spec: &ModelSpec) -> Meta {
             m.u32(&format!("{a}.expert_used_count"), spec.n_expert_used);
             m.u32(&format!("{a}.expert_feed_forward_length"), spec.n_ff_exp);
         }
+        Arch::Qwen3 => {
+            m.f32(&format!("{a}.rope.freq_base"), 1_000_000.0);
+            m.u32(&format!("{a}.attention.key_length"), hd);
+            m.u32(&format!("{a}.attention.value_length"), hd);
+        }
         Arch::Gemma3 => {
             m.f32(&format!("{a}.rope.freq_base"), 1_000_000.0);
             m.f32(&format!("{a}.rope.freq_base_swa"), 10_000.0);
@@ -264,6 +272,11 @@ fn encode_metadata(spec: &ModelSpec) -> Meta {
             m.u32(&format!("{a}.attention.sliding_window"), spec.sliding_window);
             m.u32(&format!("{a}.attention.sliding_window_pattern"), spec.sliding_window_pattern);
         }
+    }
+
+    if !spec.classifier_labels.is_empty() {
+        m.u32(&format!("{a}.pooling_type"), 4); // LLAMA_POOLING_TYPE_RANK
+        m.strings(&format!("{a}.classifier.output_labels"), &spec.classifier_labels);
     }
 
     let tokens = vocab_tokens();

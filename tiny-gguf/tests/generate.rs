@@ -32,7 +32,7 @@ fn generate(spec: &ModelSpec, dir: &Path, name: &str) -> Vec<u8> {
 
 fn tiny_specs() -> Vec<ModelSpec> {
     let mut specs = Vec::new();
-    for base in [ModelSpec::tiny_llama(), ModelSpec::tiny_moe(), ModelSpec::tiny_swa()] {
+    for base in [ModelSpec::tiny_llama(), ModelSpec::tiny_moe(), ModelSpec::tiny_swa(), ModelSpec::tiny_rerank()] {
         for weight_type in WeightType::ALL {
             specs.push(ModelSpec { weight_type, ..base.clone() });
         }
@@ -50,6 +50,9 @@ fn expected_tensors(s: &ModelSpec) -> Vec<(String, u32, Vec<u64>)> {
         ("output_norm.weight".to_string(), 0, vec![e]),
         ("output.weight".to_string(), w, vec![e, v]),
     ];
+    if !s.classifier_labels.is_empty() {
+        t.push(("cls.output.weight".to_string(), w, vec![e, s.classifier_labels.len() as u64]));
+    }
     for il in 0..s.n_layer {
         let mut add = |name: &str, ty: u32, ne: Vec<u64>| t.push((format!("blk.{il}.{name}"), ty, ne));
         add("attn_norm.weight", 0, vec![e]);
@@ -128,6 +131,7 @@ fn expected_keys(s: &ModelSpec) -> BTreeMap<String, u32> {
             ("expert_used_count", 4),
             ("expert_feed_forward_length", 4),
         ]),
+        Arch::Qwen3 => arch_keys.extend([("attention.key_length", 4), ("attention.value_length", 4)]),
         Arch::Gemma3 => arch_keys.extend([
             ("attention.key_length", 4),
             ("attention.value_length", 4),
@@ -135,6 +139,9 @@ fn expected_keys(s: &ModelSpec) -> BTreeMap<String, u32> {
             ("attention.sliding_window_pattern", 4),
             ("rope.freq_base_swa", 6),
         ]),
+    }
+    if !s.classifier_labels.is_empty() {
+        arch_keys.extend([("pooling_type", 4), ("classifier.output_labels", 9)]);
     }
     k.extend(arch_keys.into_iter().map(|(n, t)| (format!("{a}.{n}"), t)));
     k
@@ -217,6 +224,12 @@ fn metadata_values_match_the_spec() {
                 assert_eq!(u("gemma3.feed_forward_length"), spec.n_ff);
             }
             Arch::Llama => assert_eq!(u("llama.feed_forward_length"), spec.n_ff),
+            Arch::Qwen3 => assert_eq!(u("qwen3.feed_forward_length"), spec.n_ff),
+        }
+        if !spec.classifier_labels.is_empty() {
+            assert_eq!(u(&format!("{a}.pooling_type")), 4);
+            let labels: Vec<MetaValue> = spec.classifier_labels.iter().map(|l| MetaValue::String(l.clone())).collect();
+            assert_eq!(h.get(&format!("{a}.classifier.output_labels")), Some(&MetaValue::Array(8, labels)));
         }
 
         // Vocabulary.
