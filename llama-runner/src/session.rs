@@ -182,6 +182,14 @@ impl Context<'_> {
         if let Some(t) = tokens.iter().find(|&&t| t < 0 || t as u32 >= n_vocab) {
             return Err(session_error(path, format!("token {t} is outside the vocabulary (0..{n_vocab})")));
         }
+        // SAFETY: valid model; both only read it.
+        let plain_cache = unsafe {
+            !sys::llama_model_is_recurrent(self.model().raw().as_ptr())
+                && !sys::llama_model_is_hybrid(self.model().raw().as_ptr())
+        };
+        if plain_cache && !state.is_empty() {
+            check_state_head(state, self.n_ctx_seq()).map_err(|p| session_error(path, p))?;
+        }
         self.memory_seq_rm(seq, -1, -1);
         self.drop_logits();
         crate::logging::clear_errors();
@@ -212,6 +220,44 @@ fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
     path.with_file_name(name)
+}
+
+/// `io_magic` of llama-context.cpp: the first four bytes of a sequence state.
+const STATE_MAGIC: u32 = 0xaf14_3cd8;
+
+/// Bytes of the smallest cell record in a KV cache state (position, sequence-id count, one
+/// sequence id).
+const CELL_RECORD: u64 = 12;
+
+/// The head of llama.cpp's sequence state for a KV cache (`llama_context::state_seq_get_data`
+/// and `llama_kv_cache::state_write`): the magic, the sequence id, the stream count, then per stream a cell count and, when it is not zero, the cells
+/// and their data. llama.cpp allocates a batch of that many cells before it reads them
+/// (`state_read_meta`), so a forged count could ask for gigabytes: the first non-zero count
+/// must fit this context's cells, and its cell records the bytes that follow. What comes after
+/// is llama.cpp's to check (layer types and sizes against the context: refused cleanly).
+fn check_state_head(state: &[u8], max_cells: u32) -> std::result::Result<(), String> {
+    let mut r = Reader { bytes: state, at: 0 };
+    let magic = r.u32("the state's magic")?;
+    if magic != STATE_MAGIC {
+        return Err(format!("the state starts with {magic:#010x}, not llama.cpp's sequence-state magic"));
+    }
+    r.u32("the state's sequence id")?; // llama.cpp reads it and loads into the asked sequence
+    let n_stream = r.u32("the state's stream count")?;
+    for stream in 0..n_stream {
+        let cells = r.u32("a stream's cell count")?;
+        if cells == 0 {
+            continue;
+        }
+        let left = (state.len() - r.at) as u64;
+        if cells > max_cells || u64::from(cells) * CELL_RECORD > left {
+            return Err(format!(
+                "the state claims {cells} cells in stream {stream}, this context has {max_cells} per sequence \
+                 and {left} bytes of state follow"
+            ));
+        }
+        break;
+    }
+    Ok(())
 }
 
 /// The tokens and the state of a session file, after every check that needs no context.

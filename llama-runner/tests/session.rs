@@ -129,6 +129,32 @@ fn bad_sessions_are_errors(_: ()) {
     let sum = fnv(&commit[..n]);
     commit[n..].copy_from_slice(&sum.to_le_bytes());
     assert!(session_err(&mut fresh, &write("commit.session", &commit)).contains("written by llama.cpp"));
+    // Forged states (the checksum recomputed): a cell count that would have llama.cpp reserve
+    // a batch of 2^31 cells, one that reads the records out of step, another magic, garbage
+    // in the data; each refused, the context left empty.
+    let state_at = 8 + 4 + 40 + 8 + 4 + 4 * prefix.len() + 8;
+    let forge = |name: &str, at: usize, with: &[u8]| {
+        let mut f = bytes.clone();
+        f[state_at + at..state_at + at + with.len()].copy_from_slice(with);
+        let n = f.len() - 8;
+        let sum = fnv(&f[..n]);
+        f[n..].copy_from_slice(&sum.to_le_bytes());
+        write(name, &f)
+    };
+    // magic, sequence id, stream count, then the first stream's cell count.
+    assert_eq!(bytes[state_at + 12..state_at + 16], (prefix.len() as u32).to_le_bytes(), "the layout this test forges");
+    let t = std::time::Instant::now();
+    let e = session_err(&mut fresh, &forge("cells.session", 12, &0x7fff_ffffu32.to_le_bytes()));
+    assert!(e.contains("claims 2147483647 cells"), "{e}");
+    assert!(t.elapsed().as_secs() < 5, "refused before llama.cpp allocates");
+    let e = session_err(&mut fresh, &forge("cells1.session", 12, &(prefix.len() as u32 + 1).to_le_bytes()));
+    assert!(!e.is_empty());
+    let e = session_err(&mut fresh, &forge("smagic.session", 0, &[0; 4]));
+    assert!(e.contains("sequence-state magic"), "{e}");
+    let garbage: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    let e = session_err(&mut fresh, &forge("garbage.session", 16 + 12 * prefix.len(), &garbage));
+    assert!(!e.is_empty());
+    assert_eq!(fresh.seq_range(0).unwrap(), None);
     // Not a session: the model file itself, text, nothing.
     assert!(session_err(&mut fresh, &common::model(&ModelSpec::tiny_llama())).contains("magic"));
     assert!(session_err(&mut fresh, &write("text.session", b"hello")).contains("magic"));
