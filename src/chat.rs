@@ -66,6 +66,14 @@ impl ChatArgs {
         let is_name = |t: &str| chat::builtin_templates().iter().any(|n| n == t);
         let template = match text {
             Some(t) if self.no_jinja || is_name(&t) => ChatTemplate::builtin(&t)?,
+            // A misspelt name would otherwise be a template whose every rendering is that word.
+            Some(t) if !t.contains("{{") && !t.contains("{%") => {
+                return Err(invalid(format!(
+                    "`{}` is neither a built-in template name ({}) nor a Jinja template (it has no {{{{ or {{%)",
+                    t.chars().take(60).collect::<String>(),
+                    chat::builtin_templates().join(", ")
+                )));
+            }
             Some(t) => ChatTemplate::jinja(&t)?,
             None => {
                 let Some(own) = model.chat_template(None) else {

@@ -91,6 +91,7 @@ pub fn run(args: &PerplexityArgs, options: &RunOptions, backend: &'static Backen
             bail!("{} is a compact base of top-{top_k}, --compact-top-k {k} was given", base_path.display());
         }
         let popts = PerplexityOptions::new(base.header().n_ctx);
+        popts.check(&options.context)?;
         let mut ctx = Context::new(&model, &popts.context_options(&options.context))?;
         eprintln!(
             "kl_divergence: computing over {} chunks, n_ctx={}, batch_size={}, n_seq={} ({})",
@@ -106,6 +107,7 @@ pub fn run(args: &PerplexityArgs, options: &RunOptions, backend: &'static Backen
         let tokens = tokens.expect("checked above");
         let n_ctx = if options.context.n_ctx == 0 { DEFAULT_N_CTX } else { options.context.n_ctx };
         let popts = PerplexityOptions { n_ctx, n_chunks: args.chunks };
+        popts.check(&options.context)?;
         let mut ctx = Context::new(&model, &popts.context_options(&options.context))?;
         eprintln!(
             "perplexity: {} tokens; calculating perplexity over chunks of n_ctx={}, batch_size={}, n_seq={}",

@@ -143,6 +143,8 @@ fn bad_templates_exit_2_naming_the_problem() {
         (&["--chat-template", "{{ raise_exception('no way') }}"], "no way"),
         (&["--chat-template", "not-a-template", "--no-jinja"], "does not know the template"),
         (&["--chat-template-file", "/nonexistent/t.jinja"], "t.jinja"),
+        // A misspelt built-in name is not taken as a template that renders that word.
+        (&["--chat-template", "chatml2"], "neither a built-in template name"),
     ];
     for (args, needle) in cases {
         let mut all = vec!["--flags", flags.as_str(), "-n", "2"];

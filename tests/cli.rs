@@ -406,6 +406,12 @@ fn every_command_refuses_bad_input_with_exit_2() {
         format!("-m {m} --spec-draft-n-max -3"),
         format!("-m {m} --samplers warp"),
         format!("-m {m} -c 999999999"),
+        // Found by an independent test set: OpenMP crashed on these, std::regex hung, NaN passed.
+        format!("-m {m} -t 100000"),
+        format!("-m {m} -t 2 -tb 70000"),
+        format!("-m {m} -ot '(.*.*.*.*)*z=CPU'"),
+        format!("-m {m} --spec-type ngram-simple --spec-draft-p-min nan"),
+        format!("-m {m} --grammar 'root ::= \"\\U00110000\"'"),
     ] {
         cases.push(vec!["generate".into(), "--flags".into(), flags, "-p".into(), "x".into(), "-n".into(), "2".into()]);
     }
@@ -413,6 +419,7 @@ fn every_command_refuses_bad_input_with_exit_2() {
         vec!["--chat-template", "{% if %}"],
         vec!["--chat-template-file", "/nonexistent/t.jinja"],
         vec!["--chat-template", "nonsense", "--no-jinja"],
+        vec!["--chat-template", "nosuchformat"],
     ] {
         let mut c: Vec<String> = vec!["chat".into(), "--flags".into(), format!("-m {m}")];
         c.extend(extra.iter().map(|s| s.to_string()));

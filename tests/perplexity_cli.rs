@@ -94,10 +94,15 @@ fn bad_input_is_an_error() {
     std::fs::write(&garbage, "not a base file at all").unwrap();
     let (t, s, g) = (t.to_str().unwrap(), short.to_str().unwrap(), garbage.to_str().unwrap());
     let odd = format!("-m {} -c 63 -t 2", m.display());
+    // -c 1 used to be blamed on -np (2048 sequences of one token); -c 4 -b 2048 asks for 512.
+    let one = format!("-m {} -c 1 -t 2", m.display());
+    let many = format!("-m {} -c 4 -b 2048 -t 2", m.display());
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--flags", &flags], "no text"),
         (vec!["--flags", &flags, "-f", s], "at least 128"),
         (vec!["--flags", &odd, "-f", t], "must be even"),
+        (vec!["--flags", &one, "-f", t], "n_ctx 1"),
+        (vec!["--flags", &many, "-f", t], "more than 256 chunks"),
         (vec!["--flags", &flags, "--kl-divergence"], "--kl-divergence-base"),
         (vec!["--flags", &flags, "--kl-divergence-base", g, "--kl-divergence"], "not a base file"),
         (vec!["--flags", &flags, "-f", t, "--compact-top-k", "4"], "--compact-top-k needs"),

@@ -68,7 +68,10 @@ pub enum EmbedError {
     #[error("the context was not created in embedding mode (ContextOptions::embeddings, --embeddings)")]
     NotEmbeddingContext,
     /// A pooled call on a context with pooling none.
-    #[error("the context's pooling is none, which gives per-token embeddings: use embed_tokens, or set a pooling")]
+    #[error(
+        "the context's pooling is none (the model sets no pooling type), which gives per-token embeddings: \
+         use embed_tokens, or set a pooling (ContextOptions::pooling, --pooling mean|cls|last)"
+    )]
     PoolingNone,
     /// A per-token call on a pooled context.
     #[error("the context pools embeddings ({pooling}); per-token embeddings need pooling none")]

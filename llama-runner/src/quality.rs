@@ -274,6 +274,23 @@ impl PerplexityOptions {
     }
 }
 
+impl PerplexityOptions {
+    /// Checks the chunk size before a context is made for it: even, at least 4, and with
+    /// `base`'s `n_batch` asking for no more than 256 sequences (`n_batch / n_ctx` chunks are
+    /// decoded side by side, each its own sequence).
+    pub fn check(&self, base: &ContextOptions) -> QualityResult<()> {
+        check_n_ctx(self.n_ctx)?;
+        if base.n_batch / self.n_ctx > 256 {
+            return Err(QualityError::InvalidNCtx {
+                n_ctx: self.n_ctx,
+                reason: "with this n_batch (-b) it asks for more than 256 chunks side by side (n_batch / n_ctx \
+                         sequences): raise -c or lower -b",
+            });
+        }
+        Ok(())
+    }
+}
+
 fn check_n_ctx(n_ctx: u32) -> QualityResult<()> {
     if n_ctx % 2 == 1 {
         return Err(QualityError::InvalidNCtx {

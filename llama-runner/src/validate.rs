@@ -8,7 +8,8 @@
 //!
 //! - `n_batch = 0` with a non-zero `n_ubatch` aborts context creation
 //!   (`GGML_ASSERT(n_outputs_max <= cparams.n_outputs_max)` in `llama-context.cpp`);
-//! - a threadpool of 0 threads aborts the first decode (`GGML_ASSERT(cplan->n_threads > 0)`);
+//! - a threadpool of 0 threads aborts the first decode (`GGML_ASSERT(cplan->n_threads > 0)`),
+//!   and one of 65535 crashes it in OpenMP (above `GGML_MAX_N_THREADS`, 512, refused);
 //! - a quantized K or V cache whose block size does not divide the head dimension is refused by
 //!   llama.cpp with flash attention, but *without* flash attention it is accepted and computes
 //!   with per-head views that do not start on a block (`ggml_row_size` only `assert`s, which
@@ -20,6 +21,9 @@
 //! zero `n_ubatch`, and a context larger than the model's training context.
 
 use std::ffi::CString;
+
+/// `GGML_MAX_N_THREADS` (ggml.h): the most threads ggml computes with.
+const MAX_THREADS: u32 = 512;
 
 use llama_sys as sys;
 
@@ -209,11 +213,25 @@ pub fn context_options<'a>(model: &Model, o: &'a ContextOptions) -> Result<Check
             },
         ));
     }
-    if o.n_threads == Some(0) {
-        return Err(invalid(Opt::NThreads, "0", Reason::Zero));
-    }
-    if o.n_threads_batch == Some(0) {
-        return Err(invalid(Opt::NThreadsBatch, "0", Reason::Zero));
+    for (opt, n) in [(Opt::NThreads, o.n_threads), (Opt::NThreadsBatch, o.n_threads_batch)] {
+        match n {
+            Some(0) => return Err(invalid(opt, "0", Reason::Zero)),
+            // ggml's thread arrays hold GGML_MAX_N_THREADS; OpenMP crashes (SIGSEGV in
+            // GOMP_parallel) or fails to start threads long before 65535.
+            Some(n) if n > MAX_THREADS => {
+                return Err(invalid(
+                    opt,
+                    n.to_string(),
+                    Reason::OutOfRange {
+                        value: i64::from(n),
+                        min: 1,
+                        max: i64::from(MAX_THREADS),
+                        limit: Some("GGML_MAX_N_THREADS"),
+                    },
+                ));
+            }
+            _ => {}
+        }
     }
     // `-fa auto` is off on commits without an automatic mode (see params::effective_flash_attn).
     let fa_off = crate::params::effective_flash_attn(o.flash_attn) == FlashAttn::Off;

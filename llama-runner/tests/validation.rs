@@ -110,6 +110,13 @@ fn bad_context_options() {
     ctx(ContextOptions { n_seq_max: 4, ..base.clone() }).unwrap();
     assert_invalid(ctx(ContextOptions { n_threads: Some(0), ..base.clone() }), "n_threads (-t)", &[]);
     assert_invalid(ctx(ContextOptions { n_threads_batch: Some(0), ..base.clone() }), "n_threads_batch (-tb)", &[]);
+    // 65535 threads crash OpenMP (SIGSEGV in GOMP_parallel, found by an independent test set).
+    for n in [513, 65535, 100_000] {
+        assert_invalid(ctx(ContextOptions { n_threads: Some(n), ..base.clone() }), "n_threads (-t)", &["1..=512"]);
+        let o = ContextOptions { n_threads_batch: Some(n), ..base.clone() };
+        assert_invalid(ctx(o), "n_threads_batch (-tb)", &["GGML_MAX_N_THREADS"]);
+    }
+    ctx(ContextOptions { n_threads: Some(8), n_threads_batch: Some(8), ..base.clone() }).unwrap();
     // The model was trained with 2048 tokens.
     assert_invalid(ctx(ContextOptions { n_ctx: 4096, ..base.clone() }), "n_ctx (-c)", &["4096", "2048"]);
     ctx(ContextOptions { n_ctx: 2048, ..base.clone() }).unwrap();

@@ -364,7 +364,8 @@ impl SpeculativeOptions {
     /// The drafter these options ask for: a draft model (`draft-simple`, or `-md` alone),
     /// n-gram lookup (`ngram-simple`), or none. Both at once is an error (one drafter at a
     /// time here), as is `draft-simple` without a draft model, and a draft minimum above the
-    /// maximum (`--spec-draft-n-min` > `--spec-draft-n-max`) whatever the drafter.
+    /// maximum (`--spec-draft-n-min` > `--spec-draft-n-max`) or a `--spec-draft-p-min` that is
+    /// not a probability (NaN included) whatever the drafter.
     pub fn drafter(&self) -> crate::Result<Option<SpecType>> {
         let bad = |problem: &str| crate::Error::Speculative { problem: problem.to_string() };
         if self.n_min > self.n_max {
@@ -372,6 +373,9 @@ impl SpeculativeOptions {
                 "n_min {} (--spec-draft-n-min) is above n_max {} (--spec-draft-n-max)",
                 self.n_min, self.n_max
             )));
+        }
+        if !(0.0..=1.0).contains(&self.p_min) {
+            return Err(bad(&format!("p_min {} (--spec-draft-p-min) is not a probability (0 to 1)", self.p_min)));
         }
         let wants = |t: SpecType| self.types.contains(&t);
         let draft = wants(SpecType::DraftSimple) || (self.draft_model.is_some() && !wants(SpecType::None));

@@ -107,6 +107,23 @@ impl CheckedGbnf {
     }
 }
 
+/// Whether the ranges (inclusive; an upper bound below its lower one matches nothing) cover
+/// every Unicode scalar value, U+0000 to U+10FFFF (surrogates need not be listed).
+fn covers_every_character(ranges: &mut [(u32, u32)]) -> bool {
+    ranges.sort_unstable();
+    let mut next = 0u32; // the first code point not yet covered
+    for &(lo, hi) in ranges.iter().filter(|(lo, hi)| lo <= hi) {
+        if lo > next && !(next >= 0xD800 && lo <= 0xE000) {
+            return false;
+        }
+        next = next.max(hi.saturating_add(1));
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+    }
+    next > 0x10_FFFF
+}
+
 /// Reads `text` as llama.cpp's GBNF parser reads it and checks what llama.cpp checks (and
 /// what it would crash on): the syntax, repetition counts (at most [`MAX_REPETITIONS`], the
 /// maximum not below the minimum), every referenced rule defined, a `root` rule, no left
@@ -309,13 +326,27 @@ impl<'a> Parser<'a> {
         Ok((value, end))
     }
 
+    /// An escaped code point that must be a Unicode scalar value: llama.cpp takes any 32-bit
+    /// value and then matches the bytes of no valid text (a surrogate, or past U+10FFFF, is
+    /// what an invalid UTF-8 sequence from the model decodes to), so generation would emit
+    /// invalid UTF-8 under a grammar that looks like it names a character.
+    fn scalar(&self, i: usize, (value, end): (u32, usize)) -> Result<(u32, usize)> {
+        if value > 0x10_FFFF || (0xD800..=0xDFFF).contains(&value) {
+            let what = if value > 0x10_FFFF { "past U+10FFFF" } else { "a UTF-16 surrogate" };
+            return Err(
+                self.err(i, format!("{} is not a Unicode character ({what}) at {}", &self.text[i..end], self.near(i)))
+            );
+        }
+        Ok((value, end))
+    }
+
     /// One (possibly escaped) character of a literal or a class.
     fn parse_char(&self, i: usize) -> Result<(u32, usize)> {
         match self.at(i) {
             b'\\' => match self.at(i + 1) {
                 b'x' => self.parse_hex(i + 2, 2),
-                b'u' => self.parse_hex(i + 2, 4),
-                b'U' => self.parse_hex(i + 2, 8),
+                b'u' => self.scalar(i, self.parse_hex(i + 2, 4)?),
+                b'U' => self.scalar(i, self.parse_hex(i + 2, 8)?),
                 b't' => Ok(('\t' as u32, i + 2)),
                 b'r' => Ok(('\r' as u32, i + 2)),
                 b'n' => Ok(('\n' as u32, i + 2)),
@@ -413,21 +444,31 @@ impl<'a> Parser<'a> {
                     }
                     last_sym_start = rule.len();
                     n_prev_rules = 1;
+                    let mut ranges: Vec<(u32, u32)> = Vec::new();
                     while self.at(pos) != b']' {
                         if self.at(pos) == 0 {
                             return Err(self.err(open, "unexpected end of input (an unterminated character class)"));
                         }
-                        let (_, next) = self.parse_char(pos)?;
+                        let (lo, next) = self.parse_char(pos)?;
                         pos = next;
                         rule.push(if last_sym_start < rule.len() { Elem::CharAlt } else { start });
+                        let mut hi = lo;
                         if self.at(pos) == b'-' && self.at(pos + 1) != b']' {
                             if self.at(pos + 1) == 0 {
                                 return Err(self.err(pos, "unexpected end of input (in a character range)"));
                             }
-                            let (_, next) = self.parse_char(pos + 1)?;
+                            let (upper, next) = self.parse_char(pos + 1)?;
                             pos = next;
+                            hi = upper;
                             rule.push(Elem::CharRngUpper);
                         }
+                        ranges.push((lo, hi));
+                    }
+                    if start == Elem::CharNot && covers_every_character(&mut ranges) {
+                        // What is left for it to match are code points no valid UTF-8 encodes.
+                        return Err(
+                            self.err(open, format!("{} excludes every character: it matches no text", self.near(open)))
+                        );
                     }
                     if last_sym_start == rule.len() {
                         // llama.cpp stores an empty class as nothing at all: `[]` and `[^]`
@@ -1002,6 +1043,25 @@ mod tests {
 
     fn err(text: &str) -> String {
         check_gbnf(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn characters_are_unicode_scalar_values() {
+        // llama.cpp takes these and then generates invalid UTF-8 (found by an independent set).
+        assert!(err(r#"root ::= "\U00110000""#).contains("past U+10FFFF"));
+        assert!(err(r#"root ::= "\uD800""#).contains("surrogate"));
+        assert!(err(r"root ::= [\U00000041-\UFFFFFFFF]").contains("not a Unicode character"));
+        assert!(err(r"root ::= [^\x00-\U0010FFFF]").contains("excludes every character"));
+        assert!(err(r"root ::= [^\x00-\uD7FF\uE000-\U0010FFFF]").contains("excludes every character"));
+        assert!(err(r"root ::= [^\x00-\x7F\x80-\U0010FFFF]").contains("excludes every character"));
+        for ok in [
+            r"root ::= [^a]",
+            r"root ::= [^\x00-\uD7FF]",
+            r#"root ::= "\U0010FFFF\uE000""#,
+            r"root ::= [\x41-\U0010FFFF]",
+        ] {
+            check_gbnf(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
     }
 
     #[test]
