@@ -338,6 +338,20 @@ fn hparams(g: &Gguf, arch: &str) -> Result<(), Error> {
         opt_u32(g, &k("attention.sliding_window"))?;
     }
     let n_embd = req_u32(g, &k("embedding_length"))?;
+    // abort: an embedding context copies n_embd_out floats per output from a tensor of n_embd
+    // (ggml asserts the read is in bounds) unless the architecture projects to that width.
+    let key = k("embedding_length_out");
+    if let Some(out) = opt_u32(g, &key)?
+        && out > n_embd
+        && !["lfm2", "lfm2moe", "gemma4-assistant", "wavtokenizer-dec"].contains(&arch)
+    {
+        return Err(Error::key(
+            &key,
+            format!(
+                "{out} is more than the embedding width {n_embd}, and {arch} has no projection to it (an out-of-bounds read, a process abort)"
+            ),
+        ));
+    }
     let head0 = n_head.as_ref().and_then(|h| h.first().copied()).unwrap_or(0);
     rope_dims(g, arch, u64::from(n_embd), head0)?;
     swa_pattern(g, arch)?;

@@ -186,8 +186,9 @@ const CELL_BYTES: u64 = 64;
 /// The KV cells `params` ask for: `n_ctx`, or the model's training context for 0.
 fn cells_asked(model: &Model, params: &sys::llama_context_params) -> u64 {
     if params.n_ctx == 0 {
-        // SAFETY: a valid model; a plain getter.
-        u64::try_from(unsafe { sys::llama_model_n_ctx_train(model.raw().as_ptr()) }).unwrap_or(0)
+        // SAFETY: a valid model; a plain getter. llama.cpp keeps the training context as a
+        // uint32_t and returns it as int32_t: 2^31 and above come back negative.
+        u64::from(unsafe { sys::llama_model_n_ctx_train(model.raw().as_ptr()) } as u32)
     } else {
         u64::from(params.n_ctx)
     }

@@ -203,7 +203,7 @@ impl Model {
                 size_bytes: sys::llama_model_size(m),
                 n_layer: sys::llama_model_n_layer(m).max(0) as u32,
                 n_embd: sys::llama_model_n_embd(m).max(0) as u32,
-                n_ctx_train: sys::llama_model_n_ctx_train(m).max(0) as u32,
+                n_ctx_train: sys::llama_model_n_ctx_train(m) as u32, // a uint32_t returned as int32_t
                 n_vocab: sys::llama_vocab_n_tokens(self.vocab()).max(0) as u32,
                 n_expert,
                 architecture,
@@ -385,8 +385,9 @@ impl Model {
 
     /// Context length the model was trained with.
     pub fn n_ctx_train(&self) -> u32 {
-        // SAFETY: the model is valid.
-        unsafe { sys::llama_model_n_ctx_train(self.raw.as_ptr()) }.max(0) as u32
+        // SAFETY: the model is valid. llama.cpp keeps it as a uint32_t and returns it as
+        // int32_t: the cast gives back values of 2^31 and above.
+        (unsafe { sys::llama_model_n_ctx_train(self.raw.as_ptr()) }) as u32
     }
 
     fn check_token(&self, t: Token) -> Result<()> {

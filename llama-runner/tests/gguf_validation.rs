@@ -391,6 +391,12 @@ fn corpus(spec: &ModelSpec) -> Vec<Variant> {
     let mut shifted = base.clone().set("general.alignment", u32v(16)).clone();
     shifted.tensors[0].offset += 16;
     out.push(v(tag("tensor-16-aligned"), shifted.encode().bytes, &["not a multiple of 32", "32-byte aligned"]));
+    let out_width = a("embedding_length_out");
+    out.push(v(
+        tag("embedding-out-wider"),
+        base.clone().set(&out_width, u32v(spec.n_embd + 1)).set(&a("pooling_type"), u32v(1)).encode().bytes,
+        &[&out_width, "projection"],
+    ));
     let pooling = a("pooling_type");
     out.push(v(tag("pooling-type-99"), base.clone().set(&pooling, u32v(99)).encode().bytes, &[&pooling, "99"]));
     out.push(any(tag("pooling-type-mean"), base.clone().set(&pooling, u32v(1)).encode().bytes));
@@ -658,4 +664,23 @@ fn text_on_a_vocabulary_that_cannot_do_it_is_an_error() {
             Err(e) => assert!(matches!(e, Error::Tokenize(_)), "{}: {e}", path.display()),
         }
     }
+}
+
+/// A training context of 2^31 (llama.cpp returns its uint32_t as a negative int32_t): the
+/// default context (n_ctx 0) is refused by the memory check, as 2^30 is, instead of llama.cpp
+/// allocating its cells until the machine kills the process (found by an independent corpus).
+#[test]
+fn a_training_context_of_2_pow_31_is_refused_not_allocated() {
+    let base = Parts::from_file(&common::model(&ModelSpec::tiny_llama()));
+    let path = write("ctx-2-pow-31", &base.clone().set("llama.context_length", u32v(1 << 31)).encode().bytes);
+    let model = Model::load(Backend::get().unwrap(), &path, &ModelOptions::default()).unwrap();
+    assert_eq!(model.n_ctx_train(), 1 << 31);
+    let t = std::time::Instant::now();
+    let e = Context::new(&model, &ContextOptions { n_threads: Some(1), ..Default::default() }).unwrap_err();
+    assert!(matches!(e, Error::ContextMemory { .. }), "{e}");
+    assert!(t.elapsed().as_secs() < 10, "refused before allocating");
+    // A context of a size it can have still works.
+    let mut ctx =
+        Context::new(&model, &ContextOptions { n_ctx: 128, n_threads: Some(1), ..Default::default() }).unwrap();
+    assert_eq!(ctx.generate_greedy(&model.tokenize("hello", true).unwrap(), 2).unwrap().tokens.len(), 2);
 }
