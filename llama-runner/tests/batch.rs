@@ -64,9 +64,15 @@ const PROMPTS: [&str; 3] = ["The quick brown fox", "Once upon a time there was",
 
 /// Three prompts in one batch (each in its own sequence), then a few greedy steps with one
 /// token per sequence per batch: every sequence's logits match those of the same sequence
-/// decoded alone in its own context.
-fn sequences_in_one_batch_compute_what_they_compute_alone(path: &Path) {
-    let model = load(path);
+/// decoded alone in its own context, to `tolerance` (relative to the largest logit).
+///
+/// The real model runs without repacked weights, where batch and alone are bit-equal
+/// (tolerance 0). With repacking, llama.cpp's repacked Q4_K/Q8_0 kernels give results that
+/// depend on the rows computed together: on an AVX-512 Xeon (2026-12-04) batch and alone
+/// differed by 1.7-5.2 % of the largest logit, and each differed from the unrepacked result by
+/// as much (3-5.7 %); on an AMD EPYC (no AVX-512) the difference stayed under 2 %.
+fn sequences_in_one_batch_compute_what_they_compute_alone(path: &Path, repack: bool, tolerance: f32) {
+    let model = Model::load(Backend::get().unwrap(), path, &ModelOptions { repack, ..Default::default() }).unwrap();
     for kv_unified in [false, true] {
         let prompts: Vec<Vec<i32>> = PROMPTS.iter().map(|p| model.tokenize(p, true).unwrap()).collect();
         let mut ctx = ctx_with(&model, 3, kv_unified);
@@ -97,7 +103,7 @@ fn sequences_in_one_batch_compute_what_they_compute_alone(path: &Path) {
             let mut next = Batch::new(3, 1).unwrap();
             for s in 0..3 {
                 let d = rel_diff(&rows[s], &alone[s].1);
-                assert!(d < 2e-2, "kv_unified {kv_unified}, step {step}, sequence {s}: logits differ by {d}");
+                assert!(d <= tolerance, "kv_unified {kv_unified}, step {step}, sequence {s}: logits differ by {d}");
                 let t = argmax(&alone[s].1);
                 let pos = ctx.seq_next_pos(s as i32).unwrap();
                 assert_eq!(pos as usize, prompts[s].len() + step);
@@ -365,13 +371,13 @@ fn main() {
     let moe = || Prerequisite::Met(common::model(&ModelSpec::tiny_moe()));
     common::run_trials(vec![
         common::trial("generated/sequences_in_one_batch", tiny(), |p| {
-            sequences_in_one_batch_compute_what_they_compute_alone(&p)
+            sequences_in_one_batch_compute_what_they_compute_alone(&p, true, 2e-2)
         }),
         common::trial("generated_moe/sequences_in_one_batch", moe(), |p| {
-            sequences_in_one_batch_compute_what_they_compute_alone(&p)
+            sequences_in_one_batch_compute_what_they_compute_alone(&p, true, 2e-2)
         }),
         common::trial("real_model/sequences_in_one_batch", common::real_model(), |p| {
-            sequences_in_one_batch_compute_what_they_compute_alone(&p)
+            sequences_in_one_batch_compute_what_they_compute_alone(&p, false, 0.0)
         }),
         common::trial("generated/shared_prefix", tiny(), |p| shared_prefix_equals_decoding_the_whole_text(&p)),
         common::trial("real_model/shared_prefix", common::real_model(), |p| {
