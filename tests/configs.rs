@@ -386,6 +386,21 @@ fn sampling_comes_from_flags_and_its_table() {
         &["repeat_penalty_x"],
     );
     toml_error("model_path = \"m.gguf\"\n[sampling]\npenalty_repeat = 0.0\n", &["--repeat-penalty", "greater than 0"]);
+    assert!(warned(&c, "bench measures decoding without sampling"), "{:?}", c.warnings());
+    // The grammar and its triggers are checked without a model (found by an independent set:
+    // bench took all of these in silence).
+    toml_error("model_path = \"m.gguf\"\n[sampling.grammar]\ngbnf = \"root ::= foo\"\n", &["foo"]);
+    toml_error("model_path = \"m.gguf\"\n[sampling.grammar]\njson_schema = \"{\"\n", &["JSON"]);
+    toml_error(
+        "model_path = \"m.gguf\"\n[sampling]\ngrammar_lazy = true\ngrammar = { gbnf = \"root ::= \\\"a\\\"\" }\n\
+         grammar_triggers = [{ pattern = \"([\" }]\n",
+        &["pattern"],
+    );
+    toml_error(
+        "model_path = \"m.gguf\"\n[sampling]\ngrammar = { gbnf = \"root ::= \\\"a\\\"\" }\n\
+         grammar_triggers = [{ word = \"x\" }]\n",
+        &["grammar_lazy"],
+    );
 }
 
 #[test]

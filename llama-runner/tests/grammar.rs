@@ -187,11 +187,15 @@ fn malformed_grammars_are_errors(_: ()) {
     assert_eq!(o.grammar, Some(sampling::Grammar::Gbnf(YES_NO.into())));
     assert_eq!(sampling::parse_flags(&sampling::render_flags(&o)).unwrap(), o, "renders back inline");
     // Trigger patterns llama.cpp's std::regex would throw on, and tokens outside the vocabulary.
-    for trigger in [GrammarTrigger::Pattern("(unclosed".into()), GrammarTrigger::Token(n_vocab as i32)] {
-        let o = SamplingOptions::builder().grammar(YES_NO).lazy_grammar([trigger.clone()]).build().unwrap();
-        let e = Sampler::new(&model, &o).map(|_| ()).unwrap_err();
-        assert!(matches!(e, Error::GrammarTrigger { .. }), "{trigger:?}: {e:?}");
-    }
+    // A pattern is refused when the options are built (no model needed), a token by the
+    // sampler (it needs the vocabulary).
+    let bad_pattern = GrammarTrigger::Pattern("(unclosed".into());
+    let e = SamplingOptions::builder().grammar(YES_NO).lazy_grammar([bad_pattern]).build().unwrap_err();
+    assert!(matches!(e, Error::GrammarTrigger { .. }), "{e:?}");
+    let trigger = GrammarTrigger::Token(n_vocab as i32);
+    let o = SamplingOptions::builder().grammar(YES_NO).lazy_grammar([trigger.clone()]).build().unwrap();
+    let e = Sampler::new(&model, &o).map(|_| ()).unwrap_err();
+    assert!(matches!(e, Error::GrammarTrigger { .. }), "{trigger:?}: {e:?}");
 }
 
 /// A grammar that allows only what the chain bans is a dead end: llama.cpp would accept a

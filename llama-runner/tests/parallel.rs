@@ -77,8 +77,10 @@ fn alone(model: &Model, i: usize) -> Vec<String> {
 /// Six requests through `slots` slots equal the six generated alone. Sampling at a
 /// temperature reads the probabilities, which a batch of several sequences rounds a little
 /// differently from one sequence alone (other matrix shapes): on the real model a seeded
-/// request may then take another token where two are nearly equally likely. With
-/// `seeded_exact` off, seeded requests are checked to repeat exactly over two runs instead.
+/// request may then take another token where two are nearly equally likely, and on an AVX-512
+/// Xeon (2026-12-04) the generated models' seeded request 1 did too at its 14th token with 3
+/// slots (exact on an AMD EPYC). With `seeded_exact` off, seeded requests are checked to
+/// repeat exactly over two runs instead; greedy requests always equal their runs alone.
 fn requests_equal_streams_alone(path: &Path, slots: u32, seeded_exact: bool) {
     let model = load(path);
     let expected: Vec<Vec<String>> = (0..PROMPTS.len()).map(|i| alone(&model, i)).collect();
@@ -140,7 +142,8 @@ fn on_generated(_: ()) {
     for spec in [ModelSpec::tiny_llama(), ModelSpec::tiny_moe()] {
         let path = common::model(&spec);
         for slots in [1, 3, 8] {
-            requests_equal_streams_alone(&path, slots, true);
+            // One slot decodes the shapes a request alone decodes: seeded ones equal too.
+            requests_equal_streams_alone(&path, slots, slots == 1);
         }
     }
 }

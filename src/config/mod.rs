@@ -263,6 +263,13 @@ impl Config {
             .sampling
             .validate()
             .map_err(|source| Error::ConfigOption { path: path(), source: Box::new(source) })?;
+        if self.options.sampling != llama_runner::sampling::SamplingOptions::default() {
+            self.warnings.push(
+                "the sampling options are checked and recorded, but bench measures decoding without sampling \
+                 (as llama-bench does)"
+                    .into(),
+            );
+        }
         let c = &self.options.context;
         if let ModelSource::Generated(model) = self.model
             && c.n_ctx > model.context_length()

@@ -20,6 +20,8 @@ pub enum GeneratedModel {
     TinyMoe,
     /// gemma3 with sliding-window layers, Q8_0 (about 0.6 MB).
     TinySwa,
+    /// qwen3 reranker: a classifier head and rank pooling, F32 (about 1.5 MB).
+    TinyRerank,
     /// qwen3moe, Q8_0, 6 layers, 8 experts (about 65 MB).
     BenchMoe,
     /// qwen3moe, Q8_0, 6 layers, 16 wide experts (about 300 MB).
@@ -28,10 +30,11 @@ pub enum GeneratedModel {
 
 impl GeneratedModel {
     /// Every preset.
-    pub const ALL: [GeneratedModel; 5] = [
+    pub const ALL: [GeneratedModel; 6] = [
         GeneratedModel::TinyLlama,
         GeneratedModel::TinyMoe,
         GeneratedModel::TinySwa,
+        GeneratedModel::TinyRerank,
         GeneratedModel::BenchMoe,
         GeneratedModel::LargeMoe,
     ];
@@ -42,6 +45,7 @@ impl GeneratedModel {
             GeneratedModel::TinyLlama => "tiny-llama",
             GeneratedModel::TinyMoe => "tiny-moe",
             GeneratedModel::TinySwa => "tiny-swa",
+            GeneratedModel::TinyRerank => "tiny-rerank",
             GeneratedModel::BenchMoe => "bench-moe",
             GeneratedModel::LargeMoe => "large-moe",
         }
@@ -50,7 +54,10 @@ impl GeneratedModel {
     /// The training context the generator writes (`n_ctx = 0` means this many tokens).
     pub fn context_length(self) -> u32 {
         match self {
-            GeneratedModel::TinyLlama | GeneratedModel::TinyMoe | GeneratedModel::TinySwa => 2048,
+            GeneratedModel::TinyLlama
+            | GeneratedModel::TinyMoe
+            | GeneratedModel::TinySwa
+            | GeneratedModel::TinyRerank => 2048,
             GeneratedModel::BenchMoe | GeneratedModel::LargeMoe => 4096,
         }
     }

@@ -505,6 +505,38 @@ impl SamplingOptions {
                 "a bias must be a number or -inf (which bans the token)",
             ));
         }
+        self.check_grammar()
+    }
+
+    /// What of the grammar can be checked without a model: the GBNF text parses as llama.cpp
+    /// parses it (a JSON Schema converts), trigger patterns compile, trigger words are not
+    /// empty (one would fire at once), and triggers come with a lazy grammar (llama.cpp ignores
+    /// them otherwise). Token references are checked against the model by [`Sampler::new`].
+    fn check_grammar(&self) -> Result<()> {
+        if let Some(g) = &self.grammar {
+            grammar::check_gbnf(&g.to_gbnf()?)?;
+        }
+        let lazy_grammar = self.grammar_lazy && self.grammar.is_some();
+        if !self.grammar_triggers.is_empty() && !lazy_grammar {
+            return Err(crate::Error::GrammarTrigger {
+                trigger: format!("{} trigger(s)", self.grammar_triggers.len()),
+                problem: "triggers start a lazy grammar: they need a grammar and grammar_lazy".into(),
+            });
+        }
+        for t in &self.grammar_triggers {
+            let (shown, pattern) = match t {
+                GrammarTrigger::Word(w) if w.is_empty() => {
+                    return Err(crate::Error::GrammarTrigger {
+                        trigger: "word \"\"".into(),
+                        problem: "an empty word would start the grammar at once".into(),
+                    });
+                }
+                GrammarTrigger::Pattern(p) => (format!("pattern {p:?}"), p),
+                GrammarTrigger::PatternFull(p) => (format!("full pattern {p:?}"), p),
+                GrammarTrigger::Word(_) | GrammarTrigger::Token(_) => continue,
+            };
+            crate::regex::check(pattern).map_err(|problem| crate::Error::GrammarTrigger { trigger: shown, problem })?;
+        }
         Ok(())
     }
 
