@@ -4,17 +4,19 @@
 
 use serde::Serialize;
 
-use llama_runner::speculative::{DraftModel, Drafter, NgramDraft, SpecStats};
+use llama_runner::speculative::{DraftModel, Drafter, NgramDraft, NgramMap, SpecStats};
 use llama_runner::{Backend, Context, ContextOptions, Model, RunOptions, SpecType, Token};
 
 use crate::error::Result;
 
 /// What a speculative run drafts with: a loaded draft model, or n-gram lookup.
 pub struct Drafting {
-    /// `draft-simple` or `ngram-simple`.
+    /// `draft-simple`, `ngram-simple`, `ngram-map-k` or `ngram-map-k4v`.
     pub name: &'static str,
     model: Option<Model>,
     ngram: NgramDraft,
+    /// The `ngram-map-k` / `ngram-map-k4v` drafter, fresh (each run starts from its own).
+    map: Option<NgramMap>,
     n_max: usize,
     n_min: usize,
     p_min: f32,
@@ -38,7 +40,17 @@ impl Drafting {
                 let path = s.draft_model.clone().unwrap_or_default();
                 ("draft-simple", Some(crate::progress::load_model(backend, &path, &options.model)?))
             }
-            _ => ("ngram-simple", None),
+            other => (other.name(), None),
+        };
+        let map = match kind {
+            SpecType::NgramMapK | SpecType::NgramMapK4v => {
+                let sizes = if kind == SpecType::NgramMapK { s.map_k } else { s.map_k4v };
+                // The flags keep min_hits within u16.
+                let hits = u16::try_from(sizes.min_hits).unwrap_or(u16::MAX);
+                let (n, m) = (sizes.size_n as usize, sizes.size_m as usize);
+                Some(NgramMap::new(kind == SpecType::NgramMapK, n, m, hits, s.n_min as usize)?)
+            }
+            _ => None,
         };
         if kind == SpecType::NgramSimple && s.n_min > s.ngram_size_m {
             return Err(llama_runner::Error::Speculative {
@@ -52,7 +64,7 @@ impl Drafting {
         }
         let ngram =
             NgramDraft { ngram: s.ngram_size_n as usize, n_max: s.ngram_size_m as usize, n_min: s.n_min as usize };
-        Ok(Some(Drafting { name, model, ngram, n_max: s.n_max as usize, n_min: s.n_min as usize, p_min: s.p_min }))
+        Ok(Some(Drafting { name, model, ngram, map, n_max: s.n_max as usize, n_min: s.n_min as usize, p_min: s.p_min }))
     }
 
     /// The draft model's context (`None` for n-gram lookup), with the target's context options.
@@ -70,9 +82,10 @@ impl Drafting {
         ctx: Option<&'c mut Context<'d>>,
         target: &Model,
     ) -> Result<Box<dyn Drafter + 'c>> {
-        Ok(match ctx {
-            Some(c) => Box::new(DraftModel::new(c, target, self.n_max, self.n_min, self.p_min)?),
-            None => Box::new(self.ngram.clone()),
+        Ok(match (ctx, &self.map) {
+            (Some(c), _) => Box::new(DraftModel::new(c, target, self.n_max, self.n_min, self.p_min)?),
+            (None, Some(map)) => Box::new(map.clone()),
+            (None, None) => Box::new(self.ngram.clone()),
         })
     }
 }
@@ -81,7 +94,7 @@ impl Drafting {
 /// record.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SpecReport {
-    /// `draft-simple` or `ngram-simple`.
+    /// `draft-simple`, `ngram-simple`, `ngram-map-k` or `ngram-map-k4v`.
     pub drafter: String,
     /// Draft tokens proposed.
     pub drafted: usize,

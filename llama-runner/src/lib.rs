@@ -58,8 +58,8 @@ pub use logging::Recorder;
 pub use model::{Model, ModelInfo, Token};
 pub use options::{
     AdapterOptions, BufferTarget, CacheType, ContextOptions, CpuMask, DeviceKind, FlashAttn, GpuLayers, LoadMode,
-    ModelOptions, Opt, Priority, RunOptions, ScaledPath, SpecType, SpeculativeOptions, SplitMode, TensorOverride,
-    TensorSplit, ThreadPlacement,
+    ModelOptions, NgramMapSizes, Opt, Priority, RunOptions, ScaledPath, SpecType, SpeculativeOptions, SplitMode,
+    TensorOverride, TensorSplit, ThreadPlacement,
 };
 pub use quality::{BaseFormat, BaseReader, KlDivergence, Perplexity, PerplexityOptions, QualityError};
 pub use quantize::{QuantType, QuantizeError, QuantizeOptions, Quantized, TensorType, quantize};

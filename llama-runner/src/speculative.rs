@@ -107,9 +107,22 @@ impl NgramDraft {
 /// A source of drafts for [`Context::generate_speculative_greedy_with`]: n-gram lookup
 /// ([`NgramDraft`]) or a draft model ([`DraftModel`]).
 pub trait Drafter {
+    /// A generation starts after `history` (what the cache holds and the prompt): drafters
+    /// with state keep what still applies (llama.cpp's `common_speculative_begin`). The
+    /// default does nothing.
+    fn begin(&mut self, history: &[Token]) {
+        let _ = history;
+    }
+
     /// Up to `limit` tokens proposed to follow `history` (the prompt and every token generated
     /// so far, the last one included).
     fn propose(&mut self, history: &[Token], limit: usize) -> Result<Vec<Token>>;
+
+    /// The target accepted `n` tokens of the last draft it verified (llama.cpp's
+    /// `common_speculative_accept`). The default does nothing.
+    fn accepted(&mut self, n: usize) {
+        let _ = n;
+    }
 
     /// The most tokens proposed per step (`--spec-draft-n-max`).
     fn n_max(&self) -> usize;
@@ -125,6 +138,276 @@ impl Drafter for NgramDraft {
 
     fn n_max(&self) -> usize {
         self.n_max
+    }
+
+    fn n_min(&self) -> usize {
+        self.n_min
+    }
+}
+
+/// llama.cpp's `ngram-map-k` and `ngram-map-k4v` drafters (`common/ngram-map.cpp`), token for
+/// token: the last `size_n` tokens (the key) are looked up earlier in the text (through a hash
+/// of every key seen, then by scanning back), and the `size_m` tokens that followed the match
+/// are the draft, cut to as many as the target accepted the last time this key drafted.
+/// `ngram-map-k4v` also counts the up to 4 different continuations seen after the key and
+/// drafts only once the key was seen `min_hits` times and its most frequent continuation is at
+/// least twice as frequent as the others together (the draft is still the text after the
+/// match, as llama.cpp takes it). The state follows the text across generations:
+/// [`Drafter::begin`] forgets what lies past a history that was cut.
+#[derive(Debug, Clone)]
+pub struct NgramMap {
+    size_n: usize,
+    size_m: usize,
+    key_only: bool,
+    min_hits: u16,
+    n_min: usize,
+    keys: Vec<MapKey>,
+    /// The history's length at the last `begin`.
+    size_last_begin: usize,
+    /// The key and value slot of the last draft, until `accepted`.
+    last_draft: Option<(usize, usize)>,
+    /// The history's length at the last look-up.
+    idx_last_check: usize,
+    /// Hash of a key (mod the size) to the index of a key with that hash (0: none).
+    key_map: Vec<u32>,
+    /// Keys at indices up to this one are in `key_map`.
+    key_map_last_idx: usize,
+}
+
+/// A key seen in the text, with the continuations seen after it (`common_ngram_map_key`).
+#[derive(Debug, Clone)]
+struct MapKey {
+    key_idx: usize,
+    /// Continuations are counted up to this index.
+    stat_idx: usize,
+    key_num: u16,
+    values: [MapValue; MAP_VALUES],
+}
+
+/// One continuation of a key (`common_ngram_map_value`).
+#[derive(Debug, Clone, Copy, Default)]
+struct MapValue {
+    /// Where it starts in the text (0: slot unused).
+    value_idx: usize,
+    value_num: u16,
+    /// Tokens of it the target accepted the last time it drafted (`size_m` at first).
+    n_accepted: usize,
+}
+
+/// Continuations kept per key (`COMMON_NGRAM_MAX_VALUES`).
+const MAP_VALUES: usize = 4;
+/// Entries of the key hash map (`COMMON_NGRAM_HASH_MAP_SIZE`).
+const MAP_HASH_SIZE: usize = 1 << 18;
+/// Counts saturate here (`COMMON_NGRAM_MAX_VALUE_COUNT`).
+const MAP_MAX_COUNT: u16 = 16380;
+
+impl NgramMap {
+    /// `ngram-map-k` (`key_only`) or `ngram-map-k4v`, with llama.cpp's sizes
+    /// (`--spec-ngram-map-k-size-n`, `-size-m`, `-min-hits`) and the shortest draft verified
+    /// (`--spec-draft-n-min`). Sizes must be 1 to 1024 and `min_hits` at least 1, as
+    /// llama.cpp's parser requires, and `n_min` at most `size_m`.
+    pub fn new(key_only: bool, size_n: usize, size_m: usize, min_hits: u16, n_min: usize) -> Result<NgramMap> {
+        let bad = |what: String| Error::Speculative { problem: what };
+        let name = if key_only { "ngram-map-k" } else { "ngram-map-k4v" };
+        for (what, v) in [("size-n", size_n), ("size-m", size_m)] {
+            if !(1..=1024).contains(&v) {
+                return Err(bad(format!("--spec-{name}-{what} {v} is not between 1 and 1024")));
+            }
+        }
+        if min_hits == 0 {
+            return Err(bad(format!("--spec-{name}-min-hits must be at least 1")));
+        }
+        if n_min > size_m {
+            return Err(bad(format!(
+                "n_min {n_min} (--spec-draft-n-min) is above the draft size {size_m} (--spec-{name}-size-m)"
+            )));
+        }
+        Ok(NgramMap {
+            size_n,
+            size_m,
+            key_only,
+            min_hits,
+            n_min,
+            keys: Vec::new(),
+            size_last_begin: 0,
+            last_draft: None,
+            idx_last_check: 0,
+            key_map: vec![0; MAP_HASH_SIZE],
+            key_map_last_idx: 0,
+        })
+    }
+
+    /// The LCG hash llama.cpp keys its map by (a uint32_t, wrapping).
+    fn hash(tokens: &[Token]) -> usize {
+        tokens.iter().fold(0u32, |h, &t| h.wrapping_mul(2_654_435_761).wrapping_add(t as u32)) as usize % MAP_HASH_SIZE
+    }
+
+    /// `common_ngram_map_begin`: a generation starts after `tokens`; keys and continuations
+    /// past what it still shares with the last begin are dropped.
+    fn start(&mut self, tokens: &[Token]) {
+        let (n, m) = (self.size_n, self.size_m);
+        let size_begin = tokens.len();
+        let mut cleanup = self.size_last_begin;
+        if cleanup > size_begin {
+            cleanup = size_begin.saturating_sub(n + m);
+        }
+        if size_begin < self.idx_last_check {
+            for e in self.key_map.iter_mut().filter(|e| **e != 0 && **e as usize >= cleanup) {
+                *e = 0;
+            }
+            self.key_map_last_idx = cleanup.saturating_sub(1);
+            let key_only = self.key_only;
+            self.keys.retain_mut(|key| {
+                if key.key_idx >= cleanup {
+                    return false;
+                }
+                if key_only {
+                    return true;
+                }
+                for j in (0..MAP_VALUES).rev() {
+                    if key.values[j].value_idx != 0 && key.values[j].value_idx >= cleanup {
+                        key.values.copy_within(j + 1.., j);
+                        let last = &mut key.values[MAP_VALUES - 1];
+                        (last.value_idx, last.value_num) = (0, 0);
+                    }
+                }
+                key.values[0].value_idx != 0
+            });
+        }
+        self.idx_last_check = size_begin;
+        self.size_last_begin = size_begin;
+    }
+
+    /// `common_ngram_map_draft` for the text `inp` and the token `sampled` after it.
+    fn lookup(&mut self, inp: &[Token], sampled: Token) -> Vec<Token> {
+        self.last_draft = None;
+        let (n, m) = (self.size_n, self.size_m);
+        let cur_len = inp.len();
+        if cur_len < 2 * n + m || cur_len >= u32::MAX as usize {
+            return Vec::new();
+        }
+        if self.idx_last_check > cur_len || self.size_last_begin > cur_len {
+            // llama.cpp aborts here (a history shorter than at the last begin): begin again.
+            self.start(inp);
+        }
+        self.idx_last_check = cur_len;
+        let mut key = inp[cur_len - n + 1..].to_vec();
+        key.push(sampled);
+        let at = |j: usize| &inp[j..j + n];
+        // Candidate positions: [1, size_last_begin - n - m - 1] and then (size_last_begin,
+        // cur_len - n - m - 1], each scanned downwards and above key_map_last_idx.
+        let old_top =
+            self.size_last_begin.checked_sub(n + m + 1).filter(|&t| t > 0 && self.size_last_begin > n + m + 1);
+        let new_top = cur_len - n - m - 1;
+        let floor = self.key_map_last_idx;
+        let (last_begin, old_floor) = (self.size_last_begin, floor);
+        let old_range = move || old_top.into_iter().flat_map(move |top| (old_floor + 1..=top).rev());
+        let new_range = move || (last_begin.max(floor) + 1..=new_top).rev();
+        let mut match_pos = 0;
+        let idx_key = self.key_map[Self::hash(&key)] as usize;
+        if idx_key != 0 && idx_key < new_top && at(idx_key) == key.as_slice() {
+            match_pos = idx_key;
+        }
+        if match_pos == 0 {
+            match_pos = old_range().find(|&j| at(j) == key.as_slice()).unwrap_or(0);
+        }
+        if match_pos == 0 {
+            match_pos = new_range().find(|&j| at(j) == key.as_slice()).unwrap_or(0);
+        }
+        for j in old_range().chain(new_range()) {
+            let slot = &mut self.key_map[Self::hash(at(j))];
+            if *slot == 0 {
+                *slot = j as u32;
+            }
+        }
+        self.key_map_last_idx = self.key_map_last_idx.max(new_top);
+        if match_pos == 0 {
+            return Vec::new();
+        }
+        // Stored indices are below the text's length since the last begin; `get` keeps a
+        // text changed in place (not through `begin`) from indexing past it.
+        let offset = match self.keys.iter().position(|k| inp.get(k.key_idx..k.key_idx + n) == Some(&key[..])) {
+            Some(i) => i,
+            None => {
+                let value = MapValue { value_idx: 0, value_num: 0, n_accepted: m };
+                self.keys.push(MapKey { key_idx: match_pos, stat_idx: 0, key_num: 0, values: [value; MAP_VALUES] });
+                self.keys.len() - 1
+            }
+        };
+        let key_only = self.key_only;
+        let min_hits = self.min_hits;
+        let curr = &mut self.keys[offset];
+        curr.key_num = (curr.key_num + 1).min(MAP_MAX_COUNT);
+        let draft = |n_accepted: usize| inp[match_pos + n..match_pos + n + m.min(n_accepted)].to_vec();
+        if key_only {
+            self.last_draft = Some((offset, 0));
+            return draft(curr.values[0].n_accepted);
+        }
+        if curr.key_num < min_hits {
+            return Vec::new();
+        }
+        // Count the continuations after each occurrence of the key not counted yet.
+        for i in curr.stat_idx..=match_pos {
+            if inp[i..i + n] != key[..] {
+                continue;
+            }
+            let value_at = i + n;
+            let mut found = None;
+            for (v, value) in curr.values.iter_mut().enumerate() {
+                if value.value_idx == 0 {
+                    *value = MapValue { value_idx: value_at, value_num: 0, n_accepted: m };
+                    found = Some(v);
+                    break;
+                }
+                if inp.get(value.value_idx..value.value_idx + m) == Some(&inp[value_at..value_at + m]) {
+                    found = Some(v);
+                    break;
+                }
+            }
+            if let Some(v) = found {
+                curr.values[v].value_num = (curr.values[v].value_num + 1).min(MAP_MAX_COUNT);
+            }
+        }
+        curr.stat_idx = match_pos;
+        let (mut slot, mut max) = (0, 0);
+        for (v, value) in curr.values.iter().enumerate() {
+            if value.value_num > max {
+                (slot, max) = (v, value.value_num);
+            }
+        }
+        let others: u32 =
+            curr.values.iter().enumerate().filter(|(v, _)| *v != slot).map(|(_, x)| u32::from(x.value_num)).sum();
+        if others > 0 && u32::from(max) < 2 * others {
+            return Vec::new();
+        }
+        let n_accepted = curr.values[slot].n_accepted;
+        self.last_draft = Some((offset, slot));
+        draft(n_accepted)
+    }
+}
+
+impl Drafter for NgramMap {
+    fn begin(&mut self, history: &[Token]) {
+        self.start(history);
+    }
+
+    fn propose(&mut self, history: &[Token], limit: usize) -> Result<Vec<Token>> {
+        let Some((&sampled, inp)) = history.split_last() else { return Ok(Vec::new()) };
+        let mut draft = self.lookup(inp, sampled);
+        draft.truncate(limit);
+        Ok(draft)
+    }
+
+    fn accepted(&mut self, n: usize) {
+        if let Some((key, slot)) = self.last_draft
+            && let Some(k) = self.keys.get_mut(key)
+        {
+            k.values[slot].n_accepted = n;
+        }
+    }
+
+    fn n_max(&self) -> usize {
+        self.size_m
     }
 
     fn n_min(&self) -> usize {

@@ -282,6 +282,7 @@ impl<'m> Context<'m> {
         history.extend_from_slice(before);
         history.extend_from_slice(prompt);
         let mut stream = self.stream(sampler, prompt, stop)?;
+        drafter.begin(&history);
         stream.spec = Some(Speculation { drafter, history, batch, stats: SpecStats::default() });
         Ok(stream)
     }
@@ -441,6 +442,7 @@ impl Stream<'_, '_> {
             stats.accepted_at.resize(draft.len(), 0);
         }
         let accepted = sampled.iter().zip(&draft).take_while(|(s, d)| s == d).count();
+        spec.drafter.accepted(accepted);
         stats.drafted_at[..draft.len()].iter_mut().for_each(|n| *n += 1);
         stats.accepted_at[..accepted].iter_mut().for_each(|n| *n += 1);
         stats.accepted += accepted;

@@ -406,8 +406,24 @@ fn speculative_flags() {
     assert!(self::o("--spec-type draft-simple").speculative.drafter().is_err(), "no draft model");
     assert!(self::o("-md d.gguf --spec-type ngram-simple").speculative.drafter().is_err(), "two drafters");
     assert!(flags::render(&self::o("-md d.gguf"), Dialect::Bench).omitted.iter().any(|w| w.contains("speculative")));
+    let o = self::o("--spec-type ngram-map-k4v --spec-ngram-map-k4v-size-n 4 --spec-ngram-map-k4v-min-hits 2");
+    assert_eq!(o.speculative.drafter().unwrap(), Some(SpecType::NgramMapK4v));
+    assert_eq!(
+        (o.speculative.map_k4v.size_n, o.speculative.map_k4v.size_m, o.speculative.map_k4v.min_hits),
+        (4, 48, 2)
+    );
+    let o = self::o("--spec-type ngram-map-k --spec-ngram-map-k-size-m 16");
+    assert_eq!(o.speculative.drafter().unwrap(), Some(SpecType::NgramMapK));
+    assert_eq!(o.speculative.map_k.size_m, 16);
+    let back = flags::parse(&flags::render(&o, Dialect::Server).to_string()).unwrap();
+    assert_eq!(back.options.speculative, o.speculative, "renders back");
+    let e = self::o("--spec-type ngram-map-k,ngram-simple").speculative.drafter().unwrap_err().to_string();
+    assert!(e.contains("one drafter at a time"), "{e}");
     for (flags, flag) in [
         ("--spec-type ngram-mod", "--spec-type"),
+        ("--spec-ngram-map-k-size-n 0", "--spec-ngram-map-k-size-n"),
+        ("--spec-ngram-map-k4v-size-m 1025", "--spec-ngram-map-k4v-size-m"),
+        ("--spec-ngram-map-k-min-hits 0", "--spec-ngram-map-k-min-hits"),
         ("--spec-type warp", "--spec-type"),
         ("--spec-ngram-simple-size-n 0", "--spec-ngram-simple-size-n"),
         ("--spec-ngram-simple-size-m 2000", "--spec-ngram-simple-size-m"),

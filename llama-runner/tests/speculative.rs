@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::Prerequisite;
-use llama_runner::speculative::{DraftModel, Drafter, NgramDraft};
+use llama_runner::speculative::{DraftModel, Drafter, NgramDraft, NgramMap};
 use llama_runner::stream::{Event, StopConditions};
 use llama_runner::{Backend, Context, ContextOptions, Error, Model, ModelOptions, Sampler, SamplingOptions};
 use tiny_gguf::ModelSpec;
@@ -78,6 +78,30 @@ fn exact_on(path: &Path, n: usize) {
                 spec_s,
                 plain_s,
                 plain_s / spec_s
+            );
+        }
+    }
+    // llama.cpp's ngram-map drafters (their drafts equal llama.cpp's: ngram_map_equals_llama_cpp).
+    for (i, p) in prompts().iter().enumerate() {
+        let prompt = model.tokenize(p, true).unwrap();
+        let plain = ctx(&model).generate_greedy(&prompt, n).unwrap();
+        for key_only in [true, false] {
+            runs += 1;
+            let mut map = NgramMap::new(key_only, 3, 8, 1, 1).unwrap();
+            let mut c = ctx(&model);
+            let spec = c.generate_speculative_greedy_with(&prompt, n, &mut map).unwrap();
+            if spec.generation.tokens != plain.tokens {
+                explain_divergence(&model, &prompt, &plain.tokens, &spec.generation.tokens, &name);
+                diverged += 1;
+                continue;
+            }
+            let s = &spec.stats;
+            assert!(s.accepted <= s.drafted && s.accepted_at.iter().sum::<usize>() == s.accepted);
+            eprintln!(
+                "{name}, prompt {i}, ngram-map-{}: drafted {}, accepted {}",
+                if key_only { "k" } else { "k4v" },
+                s.drafted,
+                s.accepted
             );
         }
     }
@@ -585,8 +609,108 @@ fn cancelled_stream(_: ()) {
     assert!(c.n_past() <= prompt.len() + emitted, "{} > {} + {emitted}", c.n_past(), prompt.len());
 }
 
+/// Compiles `tests/reference/ngram_map.cpp` (llama.cpp's common/ngram-map.cpp) once.
+fn ngram_map_reference() -> &'static Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = Path::new(llama_sys::build_info::SOURCE_DIR);
+        common::compile_reference(
+            "ngram_map",
+            &[format!("-I{}", src.join("common").display()), format!("-I{}", src.join("vendor").display())],
+            &["-lllama-common", "-lllama-common-base", "-lcpp-httplib"],
+        )
+    })
+}
+
+/// A text with recurring phrases whose continuations differ (what ngram-map-k4v counts): 600
+/// tokens drawn from 8 phrases of 5-9 tokens, in a fixed pseudo-random order.
+fn phrase_text() -> Vec<i32> {
+    let phrases: Vec<Vec<i32>> = (0..8).map(|p| (0..5 + p % 5).map(|i| 10 + p * 7 + i * 3).collect()).collect();
+    let mut state = 0x2545_f491_u32;
+    let mut out = Vec::new();
+    while out.len() < 600 {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        // Phrase 0 and 1 often, so that keys recur with several continuations.
+        let p = [0, 1, 0, 2, 1, 3, 0, 4, 5, 1, 6, 7][(state % 12) as usize];
+        out.extend_from_slice(&phrases[p]);
+    }
+    out
+}
+
+/// The runner's `ngram-map-k` / `ngram-map-k4v` drafts equal llama.cpp's own
+/// (`common_ngram_map_begin` / `_draft` / `_accept`, through a reference program) at every
+/// step of a scripted generation: the target text is known, a draft is accepted as far as it
+/// agrees with it, and generations begin again after a longer and after a cut history.
+fn ngram_map_equals_llama_cpp(_: ()) {
+    let text = phrase_text();
+    for (key_only, n, m, hits) in
+        [(true, 3, 8, 1), (true, 2, 4, 1), (false, 3, 8, 1), (false, 2, 6, 2), (true, 12, 48, 1)]
+    {
+        let mut map = NgramMap::new(key_only, n, m, hits, 0).unwrap();
+        let mut script = String::new();
+        let mut ours = Vec::new();
+        let (mut drafted, mut accepted) = (0, 0);
+        // Three generations: from 40 tokens to 300, from 300 to 500, then from a cut at 200.
+        for (start, end) in [(40, 300), (300, 500), (200, 400)] {
+            let begin = &text[..start];
+            map.begin(begin);
+            script.push_str(&format!("b {}\n", join(begin)));
+            // The begun text and the token sampled after it (llama.cpp drafts after the text in
+            // the cache and the sampled token not yet decoded).
+            let mut pos = start;
+            while pos < end {
+                let history = &text[..=pos];
+                let draft = map.propose(history, usize::MAX).unwrap();
+                script.push_str(&format!("d {}\n", join(history)));
+                let ok = draft.iter().zip(&text[pos + 1..]).take_while(|(d, t)| d == t).count();
+                if !draft.is_empty() {
+                    map.accepted(ok);
+                    script.push_str(&format!("a {ok}\n"));
+                }
+                drafted += draft.len();
+                accepted += ok;
+                ours.push(draft);
+                pos += ok + 1;
+            }
+        }
+        let mut child = std::process::Command::new(ngram_map_reference())
+            .args([n.to_string(), m.to_string(), u8::from(key_only).to_string(), hits.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "the reference failed");
+        let theirs: Vec<Vec<i32>> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.strip_prefix("draft:").unwrap().split_whitespace().map(|t| t.parse().unwrap()).collect())
+            .collect();
+        assert_eq!(theirs.len(), ours.len(), "steps");
+        for (step, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert_eq!(a, b, "key_only {key_only} n {n} m {m} min_hits {hits}: step {step}");
+        }
+        eprintln!(
+            "ngram-map{} n={n} m={m} min_hits={hits}: {} steps, {drafted} drafted, {accepted} accepted: as llama.cpp",
+            if key_only { "-k" } else { "-k4v" },
+            ours.len()
+        );
+        assert!(accepted > 0 && drafted > accepted, "the script exercises drafts, acceptance and rejection");
+    }
+}
+
+fn join(tokens: &[i32]) -> String {
+    tokens.iter().map(i32::to_string).collect::<Vec<_>>().join(" ")
+}
+
 fn main() {
     common::run_trials(vec![
+        common::trial("ngram_map_equals_llama_cpp", common::llama_common(), ngram_map_equals_llama_cpp),
         common::trial("generated/output_equals_plain_greedy", Prerequisite::Met(()), |()| {
             for spec in [ModelSpec::tiny_llama(), ModelSpec::tiny_moe(), ModelSpec::tiny_swa()] {
                 exact_on(&common::model(&spec), 48);

@@ -384,8 +384,10 @@ impl State {
                         "none" => SpecType::None,
                         "draft-simple" => SpecType::DraftSimple,
                         "ngram-simple" => SpecType::NgramSimple,
-                        "draft-eagle3" | "draft-mtp" | "draft-dflash" | "draft-dspark" | "ngram-map-k"
-                        | "ngram-map-k4v" | "ngram-mod" | "ngram-cache" => {
+                        "ngram-map-k" => SpecType::NgramMapK,
+                        "ngram-map-k4v" => SpecType::NgramMapK4v,
+                        "draft-eagle3" | "draft-mtp" | "draft-dflash" | "draft-dspark" | "ngram-mod"
+                        | "ngram-cache" => {
                             return Err(bad(FlagReason::Unsupported { by: "llama-runner's speculative decoding" }));
                         }
                         _ => {
@@ -436,6 +438,41 @@ impl State {
                     self.o.speculative.ngram_size_n = n;
                 } else {
                     self.o.speculative.ngram_size_m = n;
+                }
+            }
+            Opt::SpecMapKN | Opt::SpecMapKM | Opt::SpecMapK4vN | Opt::SpecMapK4vM => {
+                let n = self.at_least(item, 1, None)?;
+                if n > 1024 {
+                    return Err(bad(FlagReason::NotInRange {
+                        value: n as i32,
+                        what: "n-gram size",
+                        min: 1,
+                        max: 1024,
+                    }));
+                }
+                let s = &mut self.o.speculative;
+                match item.spec.opt {
+                    Opt::SpecMapKN => s.map_k.size_n = n,
+                    Opt::SpecMapKM => s.map_k.size_m = n,
+                    Opt::SpecMapK4vN => s.map_k4v.size_n = n,
+                    _ => s.map_k4v.size_m = n,
+                }
+            }
+            Opt::SpecMapKHits | Opt::SpecMapK4vHits => {
+                let n = self.at_least(item, 1, None)?;
+                if n > u32::from(u16::MAX) {
+                    return Err(bad(FlagReason::NotInRange {
+                        value: n as i32,
+                        what: "minimum hits",
+                        min: 1,
+                        max: i32::from(u16::MAX),
+                    }));
+                }
+                let s = &mut self.o.speculative;
+                if item.spec.opt == Opt::SpecMapKHits {
+                    s.map_k.min_hits = n;
+                } else {
+                    s.map_k4v.min_hits = n;
                 }
             }
             Opt::ControlVectorLayerRange => {

@@ -58,6 +58,12 @@ pub(super) enum Opt {
     SpecPMin,
     SpecNgramN,
     SpecNgramM,
+    SpecMapKN,
+    SpecMapKM,
+    SpecMapKHits,
+    SpecMapK4vN,
+    SpecMapK4vM,
+    SpecMapK4vHits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +168,12 @@ pub(super) const SPECS: &[Spec] = &[
     spec(Opt::SpecType, &["--spec-type"], Value, Some("LLAMA_ARG_SPEC_TYPE")),
     spec(Opt::SpecNgramN, &["--spec-ngram-simple-size-n"], Value, None),
     spec(Opt::SpecNgramM, &["--spec-ngram-simple-size-m"], Value, None),
+    spec(Opt::SpecMapKN, &["--spec-ngram-map-k-size-n"], Value, None),
+    spec(Opt::SpecMapKM, &["--spec-ngram-map-k-size-m"], Value, None),
+    spec(Opt::SpecMapKHits, &["--spec-ngram-map-k-min-hits"], Value, None),
+    spec(Opt::SpecMapK4vN, &["--spec-ngram-map-k4v-size-n"], Value, None),
+    spec(Opt::SpecMapK4vM, &["--spec-ngram-map-k4v-size-m"], Value, None),
+    spec(Opt::SpecMapK4vHits, &["--spec-ngram-map-k4v-min-hits"], Value, None),
 ];
 
 pub(super) fn neg_env(s: &Spec) -> Option<String> {

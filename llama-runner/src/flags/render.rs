@@ -142,6 +142,17 @@ impl Out {
         if s.ngram_size_m != d.ngram_size_m {
             self.int("--spec-ngram-simple-size-m", s.ngram_size_m);
         }
+        for (name, m, dm) in [("map-k", &s.map_k, &d.map_k), ("map-k4v", &s.map_k4v, &d.map_k4v)] {
+            if m.size_n != dm.size_n {
+                self.int(&format!("--spec-ngram-{name}-size-n"), m.size_n);
+            }
+            if m.size_m != dm.size_m {
+                self.int(&format!("--spec-ngram-{name}-size-m"), m.size_m);
+            }
+            if m.min_hits != dm.min_hits {
+                self.int(&format!("--spec-ngram-{name}-min-hits"), m.min_hits);
+            }
+        }
     }
 
     /// A number llama.cpp reads with std::stoi.

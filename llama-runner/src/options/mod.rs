@@ -310,6 +310,10 @@ pub enum SpecType {
     DraftSimple,
     /// `ngram-simple`: draftless n-gram lookup in the prompt and the text so far.
     NgramSimple,
+    /// `ngram-map-k`: n-gram keys kept in a map, drafts cut to what was accepted last time.
+    NgramMapK,
+    /// `ngram-map-k4v`: as `ngram-map-k`, with the continuations after each key counted.
+    NgramMapK4v,
 }
 
 impl SpecType {
@@ -319,6 +323,8 @@ impl SpecType {
             SpecType::None => "none",
             SpecType::DraftSimple => "draft-simple",
             SpecType::NgramSimple => "ngram-simple",
+            SpecType::NgramMapK => "ngram-map-k",
+            SpecType::NgramMapK4v => "ngram-map-k4v",
         }
     }
 }
@@ -344,6 +350,30 @@ pub struct SpeculativeOptions {
     pub ngram_size_n: u32,
     /// `ngram-simple`: the most tokens drafted (`--spec-ngram-simple-size-m`, default 48).
     pub ngram_size_m: u32,
+    /// `ngram-map-k`: `--spec-ngram-map-k-size-n`, `-size-m`, `-min-hits`.
+    pub map_k: NgramMapSizes,
+    /// `ngram-map-k4v`: `--spec-ngram-map-k4v-size-n`, `-size-m`, `-min-hits`.
+    pub map_k4v: NgramMapSizes,
+}
+
+/// The sizes of an `ngram-map-k` / `ngram-map-k4v` drafter, with llama.cpp's defaults
+/// (`common_params_speculative_ngram_map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct NgramMapSizes {
+    /// Length of the n-gram looked up (default 12).
+    pub size_n: u32,
+    /// Length of the m-gram drafted (default 48).
+    pub size_m: u32,
+    /// Times a key must have been seen before it drafts (`ngram-map-k4v`; default 1).
+    pub min_hits: u32,
+}
+
+impl Default for NgramMapSizes {
+    fn default() -> Self {
+        NgramMapSizes { size_n: 12, size_m: 48, min_hits: 1 }
+    }
 }
 
 impl Default for SpeculativeOptions {
@@ -356,13 +386,15 @@ impl Default for SpeculativeOptions {
             p_min: 0.0,
             ngram_size_n: 12,
             ngram_size_m: 48,
+            map_k: NgramMapSizes::default(),
+            map_k4v: NgramMapSizes::default(),
         }
     }
 }
 
 impl SpeculativeOptions {
     /// The drafter these options ask for: a draft model (`draft-simple`, or `-md` alone),
-    /// n-gram lookup (`ngram-simple`), or none. Both at once is an error (one drafter at a
+    /// n-gram lookup (`ngram-simple`, `ngram-map-k`, `ngram-map-k4v`), or none. Both at once is an error (one drafter at a
     /// time here), as is `draft-simple` without a draft model, and a draft minimum above the
     /// maximum (`--spec-draft-n-min` > `--spec-draft-n-max`) or a `--spec-draft-p-min` that is
     /// not a probability (NaN included) whatever the drafter.
@@ -379,13 +411,20 @@ impl SpeculativeOptions {
         }
         let wants = |t: SpecType| self.types.contains(&t);
         let draft = wants(SpecType::DraftSimple) || (self.draft_model.is_some() && !wants(SpecType::None));
-        let ngram = wants(SpecType::NgramSimple);
-        match (draft, ngram) {
-            (true, true) => Err(bad("draft-simple and ngram-simple together: one drafter at a time")),
-            (true, false) if self.draft_model.is_none() => Err(bad("draft-simple needs a draft model (-md FILE)")),
-            (true, false) => Ok(Some(SpecType::DraftSimple)),
-            (false, true) => Ok(Some(SpecType::NgramSimple)),
-            (false, false) => Ok(None),
+        let mut chosen: Vec<SpecType> = [SpecType::NgramSimple, SpecType::NgramMapK, SpecType::NgramMapK4v]
+            .into_iter()
+            .filter(|&t| wants(t))
+            .collect();
+        if draft {
+            if self.draft_model.is_none() {
+                return Err(bad("draft-simple needs a draft model (-md FILE)"));
+            }
+            chosen.insert(0, SpecType::DraftSimple);
+        }
+        match chosen[..] {
+            [] => Ok(None),
+            [one] => Ok(Some(one)),
+            [a, b, ..] => Err(bad(&format!("{} and {} together: one drafter at a time", a.name(), b.name()))),
         }
     }
 }
