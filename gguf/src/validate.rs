@@ -156,11 +156,14 @@ pub fn validate(gguf: &Gguf) -> Result<(), Error> {
 }
 
 /// gguf_init_from_file_impl (ggml/src/gguf.cpp) and llama_model_loader: names, types, shapes,
-/// sizes and offsets inside the data section, without overlaps.
+/// sizes, and offsets inside the data section, each tensor's data right after the previous
+/// one's (so none overlap).
 fn tensors(g: &Gguf) -> Result<(), Error> {
     let data_size = if g.tensors().is_empty() { 0 } else { g.file_size().saturating_sub(g.data_offset()) };
     let mut names: HashSet<&str, Fx> = HashSet::with_capacity_and_hasher(g.tensors().len(), Fx::default());
-    let mut spans = Vec::with_capacity(g.tensors().len());
+    // gguf.cpp wants each tensor's data right after the previous one's (padded to the
+    // alignment), in table order; it refuses others naming only the tensor that moved.
+    let mut expected: Option<(u64, &str)> = None;
     for (i, t) in g.tensors().iter().enumerate() {
         let name = t.name.as_str();
         if name.is_empty() {
@@ -214,7 +217,7 @@ fn tensors(g: &Gguf) -> Result<(), Error> {
                 format!("offset {} is not a multiple of the alignment {}", t.offset, g.alignment()),
             ));
         }
-        let end = t.offset.checked_add(nbytes).filter(|&e| e <= data_size).ok_or_else(|| {
+        t.offset.checked_add(nbytes).filter(|&e| e <= data_size).ok_or_else(|| {
             Error::tensor(
                 name,
                 format!(
@@ -238,18 +241,23 @@ fn tensors(g: &Gguf) -> Result<(), Error> {
                 ),
             ));
         }
-        spans.push((t.offset, end, i));
-    }
-    spans.sort_unstable();
-    for w in spans.windows(2) {
-        let (&(_, end_a, a), &(start_b, _, b)) = (&w[0], &w[1]);
-        if start_b < end_a {
-            let (na, nb) = (&g.tensors()[a].name, &g.tensors()[b].name);
+        let (want, previous) = expected.unwrap_or((0, ""));
+        if t.offset != want {
+            let after = if previous.is_empty() {
+                "the data section's start".to_string()
+            } else {
+                format!("the end of `{previous}`, the tensor before it in the table")
+            };
             return Err(Error::tensor(
-                nb,
-                format!("data at offset {start_b} overlaps tensor `{na}` (which ends at {end_a})"),
+                name,
+                format!(
+                    "data starts at offset {}, not at {want} ({after}): a tensor is missing from the table, or the offsets are wrong",
+                    t.offset
+                ),
             ));
         }
+        expected =
+            nbytes.checked_next_multiple_of(g.alignment()).and_then(|p| t.offset.checked_add(p)).map(|e| (e, name));
     }
     Ok(())
 }
@@ -261,8 +269,11 @@ fn hparams(g: &Gguf, arch: &str) -> Result<(), Error> {
         return Ok(()); // llama.cpp reads no hyperparameters for it
     }
     let k = |s: &str| format!("{arch}.{s}");
-    req_u32(g, &k("context_length"))?;
-    req_u32(g, &k("embedding_length"))?;
+    for key in [k("context_length"), k("embedding_length")] {
+        if req_u32(g, &key)? == 0 {
+            return Err(Error::key(&key, "is 0"));
+        }
+    }
     let key = k("block_count");
     let n_layer_all = req_u32(g, &key)?;
     // abort: GGML_ASSERT(n_layer_all > 0 && n_layer_all <= LLAMA_MAX_LAYERS)
@@ -270,6 +281,20 @@ fn hparams(g: &Gguf, arch: &str) -> Result<(), Error> {
         return Err(Error::key(
             &key,
             format!("is {n_layer_all}; llama.cpp asserts 1..={LLAMA_MAX_LAYERS} (a process abort)"),
+        ));
+    }
+    // llama.cpp counts the tensors it expects from block_count and refuses the file with the
+    // totals only ("wrong number of tensors"): name the first tensor of a layer past it.
+    if let Some(t) = g.tensors().iter().find(|t| {
+        t.name
+            .strip_prefix("blk.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|il| il >= n_layer_all)
+    }) {
+        return Err(Error::key(
+            &key,
+            format!("is {n_layer_all}, but the file has tensor `{}` of a layer past it", t.name),
         ));
     }
     let key = k("nextn_predict_layers");

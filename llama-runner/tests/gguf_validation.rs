@@ -388,9 +388,14 @@ fn corpus(spec: &ModelSpec) -> Vec<Variant> {
     if spec.weight_type == tiny_gguf::WeightType::F16 {
         out.push(aborting(v(tag("tensor-i16"), i16.encode().bytes, &[&name0, "i16"]), SIGABRT));
     }
-    let mut shifted = base.clone().set("general.alignment", u32v(16)).clone();
-    shifted.tensors[0].offset += 16;
-    out.push(v(tag("tensor-16-aligned"), shifted.encode().bytes, &["not a multiple of 32", "32-byte aligned"]));
+    // general.alignment 16 with a header whose end makes the data section start 16 bytes past
+    // a multiple of 32 (a padding key of the right length): every offset is 16-aligned, and
+    // the first tensor is not 32-aligned in the file.
+    let sixteen = (0..32)
+        .map(|len| base.clone().set("general.alignment", u32v(16)).set("pad", strv(&"x".repeat(len))).clone())
+        .find(|p| (1..=16).contains(&(p.encode().infos_end % 32)))
+        .unwrap();
+    out.push(v(tag("tensor-16-aligned"), sixteen.encode().bytes, &[&name0, "not a multiple of 32", "32-byte aligned"]));
     let out_width = a("embedding_length_out");
     out.push(v(
         tag("embedding-out-wider"),
@@ -437,7 +442,25 @@ fn corpus(spec: &ModelSpec) -> Vec<Variant> {
     out.push(v(tag("offset-past-end"), tensor(&|t| t[last].offset = data_len), &[&name_last, "outside"]));
     out.push(v(tag("offset-huge"), tensor(&|t| t[last].offset = u64::MAX - 31), &[&name_last, "outside"]));
     out.push(v(tag("offset-misaligned"), tensor(&|t| t[last].offset += 1), &[&name_last, "alignment"]));
-    out.push(v(tag("overlap"), tensor(&|t| t[1].offset = t[0].offset), &["overlaps"]));
+    out.push(v(tag("overlap"), tensor(&|t| t[1].offset = t[0].offset), &["tensor before it"]));
+    // A tensor left out of the table, its data still there: named by the one after it.
+    out.push(v(
+        tag("tensor-missing-from-table"),
+        tensor(&|t| {
+            t.remove(1);
+        }),
+        &[&base.tensors[2].name, "missing from the table", &base.tensors[0].name],
+    ));
+    out.push(v(
+        tag("context-length-0"),
+        base.clone().set(&a("context_length"), u32v(0)).encode().bytes,
+        &[&a("context_length"), "is 0"],
+    ));
+    out.push(v(
+        tag("layer-past-block-count"),
+        base.clone().set(&a("block_count"), u32v(spec.n_layer - 1)).encode().bytes,
+        &[&a("block_count"), "past it"],
+    ));
     out.push(v(tag("duplicate-tensor"), tensor(&|t| t.push(t[0].clone())), &[&name0, "twice"]));
     out.push(v(tag("unknown-type"), tensor(&|t| t[0].ggml_type = 4), &[&name0, "unknown ggml type"]));
     out.push(v(tag("type-out-of-range"), tensor(&|t| t[0].ggml_type = 999), &[&name0]));
