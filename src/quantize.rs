@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::ProgressDrawTarget;
-use llama_runner::quantize::{QuantizeProgress, Quantized, TensorTypeOverride};
+use llama_runner::quantize::{ImportanceMatrix, QuantizeProgress, Quantized, TensorTypeOverride};
 use llama_runner::{Backend, QuantType, QuantizeOptions, TensorType};
 
 use crate::error::Result;
@@ -49,6 +49,15 @@ pub struct QuantizeArgs {
     /// Threads (default: one per hardware thread).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<u32>,
+    /// An importance matrix (llama-imatrix's output, GGUF or the legacy format).
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+    /// Use the importance matrix only for tensors whose name contains NAME (repeatable).
+    #[arg(long = "include-weights", value_name = "NAME", requires = "imatrix", conflicts_with = "exclude_weights")]
+    pub include_weights: Vec<String>,
+    /// Do not use the importance matrix for tensors whose name contains NAME (repeatable).
+    #[arg(long = "exclude-weights", value_name = "NAME", requires = "imatrix")]
+    pub exclude_weights: Vec<String>,
 }
 
 fn parse<T: std::str::FromStr<Err = llama_runner::Error>>(s: &str) -> std::result::Result<T, String> {
@@ -56,9 +65,17 @@ fn parse<T: std::str::FromStr<Err = llama_runner::Error>>(s: &str) -> std::resul
 }
 
 impl QuantizeArgs {
-    /// The library's options.
-    pub fn options(&self) -> QuantizeOptions {
-        QuantizeOptions {
+    /// The library's options, the importance matrix read.
+    pub fn options(&self) -> Result<QuantizeOptions> {
+        let imatrix = match &self.imatrix {
+            Some(path) => {
+                let mut m = ImportanceMatrix::load(path)?;
+                m.retain(&self.include_weights, &self.exclude_weights);
+                Some(std::sync::Arc::new(m))
+            }
+            None => None,
+        };
+        Ok(QuantizeOptions {
             target: self.target,
             allow_requantize: self.allow_requantize,
             leave_output_tensor: self.leave_output_tensor,
@@ -67,14 +84,16 @@ impl QuantizeArgs {
             token_embedding_type: self.token_embedding_type,
             tensor_types: self.tensor_types.clone(),
             n_threads: self.threads,
-        }
+            imatrix,
+        })
     }
 }
 
 /// Runs `quantize`: the bar while it works, then the summary on standard output.
 pub fn run(args: &QuantizeArgs, backend: &Backend) -> Result<Quantized> {
     let mut bar = QuantizeBar::new(crate::progress::SHOW_AFTER, ProgressDrawTarget::stderr());
-    let done = llama_runner::quantize(backend, &args.input, &args.output, &args.options(), |p| bar.update(p));
+    let options = args.options()?;
+    let done = llama_runner::quantize(backend, &args.input, &args.output, &options, |p| bar.update(p));
     bar.finish();
     let done = done?;
     print!("{}", summary(&done));

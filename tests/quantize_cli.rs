@@ -130,6 +130,9 @@ fn bad_input_is_an_error_that_leaves_nothing() {
         (vec![s(&m), s(&out), "Q8_0", "--tensor-type", "attn_(q=q8_0"], "attn_(q"),
         (vec![s(&m), s(&out), "Q8_0", "--output-tensor-type", "q4_K"], "blocks of 256 do not divide"),
         (vec![s(&m), s(&out), "Q8_0", "-t", "0"], "thread count 0"),
+        (vec![s(&m), s(&out), "IQ2_XXS", "--imatrix", s(&text)], "importance matrix"),
+        (vec![s(&m), s(&out), "IQ2_XXS", "--imatrix", s(&missing)], "cannot read"),
+        (vec![s(&m), s(&out), "Q8_0", "--include-weights", "attn"], "--imatrix"),
     ] {
         let o = quantize(&args);
         let err = String::from_utf8_lossy(&o.stderr);

@@ -306,6 +306,14 @@ pub enum Error {
     /// before llama.cpp saw it.
     #[error("embeddings: {0}")]
     Embedding(crate::embeddings::EmbedError),
+    /// An importance matrix file that cannot be used ([`crate::quantize::ImportanceMatrix`]).
+    #[error("importance matrix {}: {problem}", .path.display())]
+    Imatrix {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// A session file that cannot be written, read or restored ([`session`](crate::session)).
     #[error("session file {path}: {problem}")]
     Session {

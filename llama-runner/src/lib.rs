@@ -27,6 +27,7 @@ pub mod embeddings;
 pub mod error;
 pub mod flags;
 pub mod gguf_check;
+mod imatrix;
 pub mod knobs;
 pub mod logging;
 pub mod memory;

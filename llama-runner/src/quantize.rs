@@ -30,9 +30,14 @@
 //!   else [`QuantizeError::BlockSize`].
 //! - `ggml_quantize_chunk` asserts an importance matrix for IQ2_XXS, IQ2_XS and IQ1_S, and
 //!   llama.cpp checks this for every tensor except `output.weight` and the token embeddings, so
-//!   an explicit type of that kind there aborts. No importance matrix can be given here, so every
-//!   type and mixture that needs one is refused by name ([`QuantizeError::NeedsImatrix`]); llama.cpp
-//!   would refuse the others only after minutes of work.
+//!   an explicit type of that kind there aborts: such explicit types are refused by name
+//!   ([`QuantizeError::NeedsImatrix`]), with or without an importance matrix (the matrix has no
+//!   values for the token embeddings, which no product reads). A target mixture that needs one
+//!   is refused without [`imatrix`](QuantizeOptions::imatrix) (llama.cpp would refuse it only
+//!   after minutes of work); with one, a tensor it has no values for is llama.cpp's clean
+//!   refusal.
+//! - An importance matrix ([`ImportanceMatrix`], llama-quantize's `--imatrix`) is read and
+//!   checked in Rust; llama.cpp refuses values whose size does not match a tensor, cleanly.
 //! - Types ggml cannot quantize to (`q8_K`, `q8_1`, the integer and `f64` types) fall through
 //!   `ggml_quantize_chunk`'s switch to an assert: [`QuantizeError::CannotQuantizeTo`].
 //! - Tensor-type patterns are compiled by `std::regex` inside llama.cpp (a bad one throws there,
@@ -74,6 +79,8 @@ use std::time::{Duration, Instant};
 use llama_gguf::Gguf;
 use llama_sys as sys;
 
+pub use crate::imatrix::ImportanceMatrix;
+
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 
@@ -91,9 +98,11 @@ pub enum QuantizeError {
         /// The names accepted.
         known: Vec<String>,
     },
-    /// A type or mixture that needs an importance matrix (llama-quantize's `--imatrix`), which
-    /// this API does not take.
-    #[error("{name} needs an importance matrix (llama-quantize --imatrix), which this runner does not take{}", tensor_suffix(.option))]
+    /// A type or mixture that needs an importance matrix (llama-quantize's `--imatrix`): as the
+    /// target without [`QuantizeOptions::imatrix`], or as an explicit tensor type, which is
+    /// refused with or without one (llama.cpp aborts where the matrix has no values for a
+    /// tensor it does not check, such as the token embeddings).
+    #[error("{name} needs an importance matrix{}", imatrix_suffix(.option))]
     NeedsImatrix {
         /// The type (`IQ2_XXS`, `iq1_s`).
         name: String,
@@ -198,8 +207,14 @@ pub enum QuantizeError {
     },
 }
 
-fn tensor_suffix(option: &Option<String>) -> String {
-    option.as_ref().map(|o| format!(" (given as {o})")).unwrap_or_default()
+fn imatrix_suffix(option: &Option<String>) -> String {
+    match option {
+        None => " (--imatrix FILE, QuantizeOptions::imatrix)".into(),
+        Some(o) => format!(
+            " (given as {o}): an explicit type that needs one is refused (llama.cpp aborts on a tensor the matrix has \
+             no values for, such as the token embeddings); leave the choice to the target's mixture"
+        ),
+    }
 }
 
 fn log_suffix(log: &[String]) -> String {
@@ -453,8 +468,8 @@ impl std::fmt::Display for TensorTypeOverride {
     }
 }
 
-/// What [`quantize`] does: llama-quantize's options (without the importance matrix, split
-/// outputs, pruning and metadata overrides).
+/// What [`quantize`] does: llama-quantize's options (without split outputs, pruning and
+/// metadata overrides).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuantizeOptions {
     /// The target (the tool's `TYPE` argument).
@@ -475,6 +490,10 @@ pub struct QuantizeOptions {
     pub tensor_types: Vec<TensorTypeOverride>,
     /// Worker threads (the tool's `nthreads`); `None`: one per hardware thread.
     pub n_threads: Option<u32>,
+    /// An importance matrix (`--imatrix FILE`, with `--include-weights` / `--exclude-weights`
+    /// applied by [`ImportanceMatrix::retain`]); recorded in the output's metadata as
+    /// llama-quantize records it (`quantize.imatrix.*`).
+    pub imatrix: Option<std::sync::Arc<ImportanceMatrix>>,
 }
 
 impl QuantizeOptions {
@@ -489,6 +508,7 @@ impl QuantizeOptions {
             token_embedding_type: None,
             tensor_types: Vec::new(),
             n_threads: None,
+            imatrix: None,
         }
     }
 }
@@ -689,6 +709,7 @@ struct Lowered {
     only_copy: bool,
     pure: bool,
     overrides: Vec<(CString, sys::ggml_type)>,
+    imatrix: Option<std::sync::Arc<ImportanceMatrix>>,
 }
 
 /// Runs `llama_model_quantize` on this (worker) thread: its status and the errors it logged.
@@ -715,16 +736,67 @@ fn run_llama(input: &CString, output: &CString, lowered: &Lowered) -> (u32, Vec<
     } else {
         params.tt_overrides = overrides.as_ptr();
     }
+    // The matrix as llama.cpp reads it (up to the entry with a null name), and the metadata
+    // llama-quantize writes with it (up to the entry with an empty key).
+    let mut imatrix: Vec<sys::llama_model_imatrix_data> = match &lowered.imatrix {
+        Some(m) => m
+            .entries()
+            .iter()
+            .map(|(name, v)| sys::llama_model_imatrix_data { name: name.as_ptr(), data: v.as_ptr(), size: v.len() })
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut kv: Vec<sys::llama_model_kv_override> = Vec::new();
+    if let Some(m) = &lowered.imatrix {
+        imatrix.push(sys::llama_model_imatrix_data { name: std::ptr::null(), data: std::ptr::null(), size: 0 });
+        params.imatrix = imatrix.as_ptr();
+        kv.push(kv_str("quantize.imatrix.file", m.file().to_string_lossy().as_bytes()));
+        if let Some(d) = m.datasets().first() {
+            kv.push(kv_str("quantize.imatrix.dataset", d.as_bytes()));
+        }
+        kv.push(kv_int("quantize.imatrix.entries_count", m.len() as i64));
+        if m.chunk_count() > 0 {
+            kv.push(kv_int("quantize.imatrix.chunks_count", i64::from(m.chunk_count())));
+        }
+        kv.push(kv_int("", 0));
+        params.kv_overrides = kv.as_ptr();
+    }
     crate::logging::clear_errors();
-    // SAFETY: both paths are NUL-terminated strings; `params` and the override array it points
-    // to (null-terminated, its patterns owned by `lowered`) live until the call returns, and
-    // llama.cpp keeps no pointer into them afterwards. The input passed the GGUF checks and
+    // SAFETY: both paths are NUL-terminated strings; `params` and the arrays it points to
+    // (overrides, importance matrix and metadata, each terminated as llama.cpp reads it, their
+    // strings and values owned by `lowered` and `kv`) live until the call returns, and llama.cpp
+    // keeps no pointer into them afterwards. The input passed the GGUF checks and
     // the options the checks of this module (see the module docs), which rule out the asserts
     // on this path; every C++ exception is caught inside and turned into status 1.
     let status = unsafe { sys::llama_model_quantize(input.as_ptr(), output.as_ptr(), &params) };
     let errors = crate::logging::take_errors();
     crate::logging::resume_panic();
     (status, errors)
+}
+
+/// A string metadata override, as llama-quantize fills one (`strncpy` of at most 127 bytes).
+fn kv_str(key: &str, value: &[u8]) -> sys::llama_model_kv_override {
+    let mut o = kv_int(key, 0);
+    o.tag = sys::LLAMA_KV_OVERRIDE_TYPE_STR;
+    let mut s = [0 as std::ffi::c_char; 128];
+    for (d, &b) in s.iter_mut().zip(value.iter().take(127)) {
+        *d = b as std::ffi::c_char;
+    }
+    o.__bindgen_anon_1.val_str = s;
+    o
+}
+
+/// An integer metadata override (an empty key ends the list).
+fn kv_int(key: &str, value: i64) -> sys::llama_model_kv_override {
+    let mut k = [0 as std::ffi::c_char; 128];
+    for (d, &b) in k.iter_mut().zip(key.as_bytes().iter().take(127)) {
+        *d = b as std::ffi::c_char;
+    }
+    sys::llama_model_kv_override {
+        tag: sys::LLAMA_KV_OVERRIDE_TYPE_INT,
+        key: k,
+        __bindgen_anon_1: sys::llama_model_kv_override__bindgen_ty_1 { val_i64: value },
+    }
 }
 
 /// Reads llama.cpp's per-tensor lines as they arrive.
@@ -799,7 +871,7 @@ fn check_input(path: &Path) -> Result<Gguf> {
 
 /// The checks that need only the options.
 fn check_options(o: &QuantizeOptions) -> Result<Lowered> {
-    if o.target.needs_imatrix(o.pure) {
+    if o.target.needs_imatrix(o.pure) && o.imatrix.as_ref().is_none_or(|m| m.is_empty()) {
         return Err(QuantizeError::NeedsImatrix { name: o.target.name().to_string(), option: None }.into());
     }
     let nthread = match o.n_threads {
@@ -837,6 +909,7 @@ fn check_options(o: &QuantizeOptions) -> Result<Lowered> {
         only_copy: o.target.is_copy(),
         pure: o.pure,
         overrides,
+        imatrix: o.imatrix.clone().filter(|m| !m.is_empty()),
     })
 }
 
