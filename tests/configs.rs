@@ -227,7 +227,7 @@ fn bad_values_are_errors() {
         ("generated = \"bench-moee\"", &["bench-moee", "unknown variant"][..]),
         ("[context]\ntype_k = \"q9_0\"", &["q9_0"]),
         ("[context]\nn_ctx = -1", &["n_ctx"]),
-        ("[model]\ngpu_layers = \"most\"", &["gpu_layers"]),
+        ("[model]\ngpu_layers = \"most\"", &["gpu_layers", "a number of layers (0 or more), \"auto\" or \"all\""]),
         ("flags = \"-ctk q9_0\"", &["`flags`", "-ctk", "q9_0", "unknown cache type"]),
         ("flags = \"-c 1024 --port\"", &["--port", "missing value"]),
         ("workloads = [\"huge\"]", &["huge", "short, medium, long, multi-turn"]),

@@ -403,7 +403,7 @@ impl PartialEq<&str> for DeviceKind {
 
 /// How many layers to offload to GPUs (`-ngl`): `auto`, `all` or a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum GpuLayers {
     /// llama.cpp decides (`-ngl auto`, the CLI default). Without llama.cpp's fit step, which this
@@ -415,6 +415,39 @@ pub enum GpuLayers {
     /// The first N layers (`-ngl N`); 0 keeps everything on the CPU.
     #[cfg_attr(feature = "serde", serde(untagged))]
     Count(u32),
+}
+
+/// `"auto"`, `"all"` or a layer count, with an error that says so (serde's untagged enums
+/// answer "data did not match any variant").
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for GpuLayers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = GpuLayers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of layers (0 or more), \"auto\" or \"all\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<GpuLayers, E> {
+                u32::try_from(v)
+                    .map(GpuLayers::Count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<GpuLayers, E> {
+                u32::try_from(v)
+                    .map(GpuLayers::Count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<GpuLayers, E> {
+                match v {
+                    "auto" => Ok(GpuLayers::Auto),
+                    "all" => Ok(GpuLayers::All),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl GpuLayers {

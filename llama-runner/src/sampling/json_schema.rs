@@ -420,8 +420,14 @@ mod imp {
     }
 
     pub(super) fn convert(text: &str) -> Result<String> {
-        let doc: Value =
-            serde_json::from_str(text).map_err(|e| err("", format!("the schema is not valid JSON: {e}")))?;
+        let doc: Value = serde_json::from_str(text).map_err(|e| {
+            // serde_json stops at 128 nested arrays/objects and calls that a recursion limit.
+            if e.to_string().starts_with("recursion limit exceeded") {
+                err("", format!("the schema nests arrays and objects deeper than serde_json reads (128 levels): {e}"))
+            } else {
+                err("", format!("the schema is not valid JSON: {e}"))
+            }
+        })?;
         if !doc.is_object() && !doc.is_boolean() {
             return Err(err("", format!("a JSON Schema must be an object or a boolean, not {}", kind(&doc))));
         }
@@ -1742,6 +1748,9 @@ mod tests {
         bad(r##"{"$ref": "#/$defs/A", "type": "object"}"##, "/type", &["`$ref`", "`type`"]);
         // Left recursion: a definition reaching itself before matching anything.
         bad(r##"{"$ref": "#"}"##, "/$ref", &["left recursion"]);
+        // Valid JSON nested past serde_json's limit: said as such, not "not valid JSON".
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        bad(&deep, "", &["deeper than serde_json reads"]);
         bad(r##"{"anyOf": [{"type": "null"}, {"$ref": "#"}]}"##, "/anyOf/1/$ref", &["left recursion"]);
         bad(
             r##"{"$defs": {"A": {"anyOf": [{"$ref": "#/$defs/B"}, {"type": "null"}]}, "B": {"$ref": "#/$defs/A"}},
