@@ -97,6 +97,16 @@ pub fn run(args: &EmbedArgs, options: &RunOptions, backend: &'static Backend) ->
     let model = crate::progress::load_model(backend, &path, &options.model)?;
     let mut ctx = Context::new(&model, &options.context)?;
     let rank = ctx.pooling() == llama_runner::Pooling::Rank;
+    // No text may have more tokens than the context has cells: a line far longer than that is
+    // refused before llama.cpp tokenizes it (minutes for megabytes on a byte-fallback vocabulary).
+    let n_ctx = ctx.n_ctx() as usize;
+    let spell = model.max_piece_bytes().saturating_mul(n_ctx).saturating_mul(4);
+    if let Some((i, t)) = texts.iter().enumerate().find(|(_, t)| t.len() > spell) {
+        return Err(Error::InvalidOption {
+            option: "input".into(),
+            reason: format!("line {} is {} bytes, more than {n_ctx} tokens (the context) could hold", i + 1, t.len()),
+        });
+    }
     let tokens: Vec<Vec<i32>> = texts
         .iter()
         .map(|t| match t.split_once('\t') {

@@ -133,7 +133,8 @@ pub fn run(args: &GenerateArgs, options: &RunOptions, backend: &'static Backend)
     adapters.apply(&mut ctx)?;
     let sampling = crate::generate::model_sampling(&model, &args.flags)?;
     let mut sampler = Sampler::new(&model, &sampling)?;
-    let prompt = model.tokenize(&prompt_text, true)?;
+    // A prompt far longer than the context is refused before llama.cpp tokenizes it.
+    let prompt = model.tokenize_at_most(&prompt_text, true, ctx.n_ctx() as usize)?;
     // Declared before what borrows them: the draft model, its context, the drafter.
     let drafting = Drafting::new(options, backend)?;
     let mut draft_ctx = match &drafting {

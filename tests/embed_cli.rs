@@ -82,6 +82,15 @@ fn bad_input_is_an_error() {
         assert_eq!(out.status.code(), Some(2), "{flags} {extra:?}: {err}");
         assert!(err.contains(needle), "{flags} {extra:?}: {err}");
     }
+    // A 10 MB line: refused at once (llama.cpp's byte-fallback tokenizer took minutes on it;
+    // found by an independent test set), with the next line fine.
+    let t = std::time::Instant::now();
+    let out =
+        embed(&format!("-m {} --pooling mean -c 256", m.display()), &[], &format!("{}\nok\n", "a".repeat(10_000_000)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 1 is 10000000 bytes"), "{err}");
+    assert!(t.elapsed().as_secs() < 20, "refused without tokenizing");
 }
 
 /// With rank pooling a `query<TAB>document` line is a reranking pair: the JSON's first output

@@ -123,6 +123,19 @@ pub enum Error {
         /// What the status means.
         meaning: &'static str,
     },
+    /// A text longer than what it is for can take ([`crate::Model::tokenize_at_most`]).
+    #[error(
+        "a text of {bytes} bytes{} is more than the {max_tokens} tokens it may have here",
+        .n_tokens.map(|n| format!(" ({n} tokens)")).unwrap_or_else(|| " (too long to tokenize)".into())
+    )]
+    TextTooLong {
+        /// Its length in bytes.
+        bytes: usize,
+        /// The most tokens it may have.
+        max_tokens: usize,
+        /// Its tokens, when it was tokenized (`None`: refused by its length alone).
+        n_tokens: Option<usize>,
+    },
     /// More tokens than the context holds.
     #[error("{needed} tokens do not fit into the context ({n_ctx} cells, {used} in use)")]
     ContextFull {

@@ -31,6 +31,8 @@ pub struct Model {
     /// loaded on first use (`None`: llama.cpp refused it). Declared before `_params`, whose
     /// pointers it was loaded with, so that it is freed first.
     dry: std::sync::OnceLock<Option<crate::memory::DryModel>>,
+    /// The longest token piece in bytes, computed on first use ([`Model::tokenize_at_most`]).
+    max_piece: std::sync::OnceLock<usize>,
     // Owns every pointer inside the params handed to llama.cpp; lives as long as the model.
     _params: RawModelParams,
 }
@@ -228,6 +230,49 @@ impl Model {
             ));
         }
         Ok(())
+    }
+
+    /// [`tokenize`](Self::tokenize) for a text that must come to at most `max_tokens` tokens
+    /// (what a context or a batch can take): [`Error::TextTooLong`] when it does not, found
+    /// without tokenizing when the text is longer than that many of the vocabulary's longest
+    /// pieces could spell, four times over (normalisation may shorten a text). llama.cpp's
+    /// tokenizers can take minutes on megabytes of text (its SentencePiece byte fallback is
+    /// quadratic), so text from outside should come through here.
+    pub fn tokenize_at_most(&self, text: &str, add_special: bool, max_tokens: usize) -> Result<Vec<Token>> {
+        let spell = self.max_piece_bytes().saturating_mul(max_tokens).saturating_mul(4).saturating_add(16);
+        if text.len() > spell {
+            return Err(Error::TextTooLong { bytes: text.len(), max_tokens, n_tokens: None });
+        }
+        let tokens = self.tokenize(text, add_special)?;
+        if tokens.len() > max_tokens {
+            return Err(Error::TextTooLong { bytes: text.len(), max_tokens, n_tokens: Some(tokens.len()) });
+        }
+        Ok(tokens)
+    }
+
+    /// The longest piece of any token, in bytes (special tokens rendered), at least 1:
+    /// `n` tokens spell at most `n` times this many bytes. Computed once per model.
+    pub fn max_piece_bytes(&self) -> usize {
+        *self.max_piece.get_or_init(|| {
+            let mut buf = vec![0u8; 256];
+            let mut longest = 1;
+            for t in 0..self.n_vocab() as Token {
+                // SAFETY: valid vocabulary and token id; the buffer is valid for its length.
+                let n = unsafe {
+                    sys::token_to_piece_nothrow(
+                        self.vocab(),
+                        t,
+                        buf.as_mut_ptr().cast::<c_char>(),
+                        buf.len() as i32,
+                        0,
+                        true,
+                    )
+                };
+                // A piece longer than the buffer reports its length negated.
+                longest = longest.max(n.map_or(0, |n| n.unsigned_abs() as usize));
+            }
+            longest
+        })
     }
 
     /// `llama_tokenize` with both of its flags: `parse_special` reads special tokens written in
@@ -482,6 +527,7 @@ fn load_impl(
         id,
         _params: raw_params,
         dry: std::sync::OnceLock::new(),
+        max_piece: std::sync::OnceLock::new(),
     });
     crate::logging::resume_panic();
     match state {

@@ -415,8 +415,15 @@ fn session_errors(_: ()) {
     let mut chat = ChatSession::new(Context::new(&plain, &small).unwrap(), chatml.for_model(&plain));
     let mut sampler = Sampler::greedy(&plain).unwrap();
     assert!(matches!(chat.generate(&mut sampler, StopConditions::max_tokens(4)), Err(Error::EmptyInput { .. })));
-    let e = chat.reply("x".repeat(5000), &mut sampler, StopConditions::max_tokens(4)).unwrap_err();
-    assert!(matches!(e, Error::ContextFull { .. }), "{e}");
+    // Far too long to fit: refused by its length, without tokenizing it (llama.cpp's byte
+    // fallback takes minutes on megabytes); a little too long: tokenized, then refused.
+    let t = std::time::Instant::now();
+    let e = chat.reply("x".repeat(10_000_000), &mut sampler, StopConditions::max_tokens(4)).unwrap_err();
+    assert!(matches!(e, Error::TextTooLong { n_tokens: None, .. }), "{e}");
+    assert!(t.elapsed().as_secs() < 5, "refused at once");
+    assert!(chat.messages().is_empty(), "the refused message was taken back");
+    let e = chat.reply("x".repeat(400), &mut sampler, StopConditions::max_tokens(4)).unwrap_err();
+    assert!(matches!(e, Error::TextTooLong { max_tokens, n_tokens: Some(n), .. } if n > max_tokens), "{e}");
     assert!(chat.messages().is_empty(), "the refused message was taken back");
     let e = chat
         .respond("hi", &mut sampler, StopConditions { stop_strings: vec![String::new()], ..Default::default() })

@@ -200,13 +200,12 @@ impl<'m> ChatSession<'m> {
             return Err(Error::EmptyInput { what: "chat messages" });
         }
         let text = self.template.prompt(&self.messages, &self.options)?;
-        let tokens = model.tokenize(&text, true)?;
+        // At least one cell is left for the answer; a conversation far too long for the
+        // context is refused without tokenizing it (see Model::tokenize_at_most).
+        let n_ctx = self.ctx.n_ctx() as usize;
+        let tokens = model.tokenize_at_most(&text, true, n_ctx.saturating_sub(1))?;
         if tokens.is_empty() {
             return Err(Error::EmptyInput { what: "rendered chat prompt" });
-        }
-        let n_ctx = self.ctx.n_ctx() as usize;
-        if tokens.len() >= n_ctx {
-            return Err(Error::ContextFull { needed: tokens.len(), used: 0, n_ctx: n_ctx as u32 });
         }
         // The cached prefix that stays: at least one token is decoded, for its logits.
         let mut keep = self.cached.iter().zip(&tokens).take_while(|(a, b)| a == b).count().min(tokens.len() - 1);
