@@ -154,7 +154,7 @@ impl Drafter for NgramDraft {
 /// least twice as frequent as the others together (the draft is still the text after the
 /// match, as llama.cpp takes it). The state follows the text across generations:
 /// [`Drafter::begin`] forgets what lies past a history that was cut.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NgramMap {
     size_n: usize,
     size_m: usize,
@@ -172,6 +172,20 @@ pub struct NgramMap {
     key_map: Vec<u32>,
     /// Keys at indices up to this one are in `key_map`.
     key_map_last_idx: usize,
+}
+
+impl std::fmt::Debug for NgramMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the 2^18-entry hash map.
+        f.debug_struct("NgramMap")
+            .field("key_only", &self.key_only)
+            .field("size_n", &self.size_n)
+            .field("size_m", &self.size_m)
+            .field("min_hits", &self.min_hits)
+            .field("n_min", &self.n_min)
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A key seen in the text, with the continuations seen after it (`common_ngram_map_key`).

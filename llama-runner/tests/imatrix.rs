@@ -134,14 +134,7 @@ fn quantize_with(
 /// The reference program (llama.cpp's loader and quantizer), compiled once.
 fn reference() -> &'static Path {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(llama_sys::build_info::SOURCE_DIR);
-        common::compile_reference(
-            "quantize_imatrix",
-            &[format!("-I{}", src.join("common").display()), format!("-I{}", src.join("vendor").display())],
-            &["-lllama-common", "-lllama-common-base", "-lcpp-httplib"],
-        )
-    })
+    BIN.get_or_init(|| common::compile_common_reference("quantize_imatrix"))
 }
 
 /// Quantizing with an importance matrix gives llama.cpp's file byte for byte, for a type that

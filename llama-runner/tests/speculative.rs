@@ -612,14 +612,7 @@ fn cancelled_stream(_: ()) {
 /// Compiles `tests/reference/ngram_map.cpp` (llama.cpp's common/ngram-map.cpp) once.
 fn ngram_map_reference() -> &'static Path {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(llama_sys::build_info::SOURCE_DIR);
-        common::compile_reference(
-            "ngram_map",
-            &[format!("-I{}", src.join("common").display()), format!("-I{}", src.join("vendor").display())],
-            &["-lllama-common", "-lllama-common-base", "-lcpp-httplib"],
-        )
-    })
+    BIN.get_or_init(|| common::compile_common_reference("ngram_map"))
 }
 
 /// A text with recurring phrases whose continuations differ (what ngram-map-k4v counts): 600

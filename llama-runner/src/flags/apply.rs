@@ -424,23 +424,13 @@ impl State {
                 let n = stof(flag, v)?;
                 self.o.speculative.p_min = n.value;
             }
-            Opt::SpecNgramN | Opt::SpecNgramM => {
-                let n = self.at_least(item, 1, None)?;
-                if n > 1024 {
-                    return Err(bad(FlagReason::NotInRange {
-                        value: n as i32,
-                        what: "n-gram size",
-                        min: 1,
-                        max: 1024,
-                    }));
-                }
-                if item.spec.opt == Opt::SpecNgramN {
-                    self.o.speculative.ngram_size_n = n;
-                } else {
-                    self.o.speculative.ngram_size_m = n;
-                }
-            }
-            Opt::SpecMapKN | Opt::SpecMapKM | Opt::SpecMapK4vN | Opt::SpecMapK4vM => {
+            Opt::SpecNgramN
+            | Opt::SpecNgramM
+            | Opt::SpecMapKN
+            | Opt::SpecMapKM
+            | Opt::SpecMapK4vN
+            | Opt::SpecMapK4vM => {
+                // arg.cpp takes n-gram sizes from 1 to 1024.
                 let n = self.at_least(item, 1, None)?;
                 if n > 1024 {
                     return Err(bad(FlagReason::NotInRange {
@@ -452,6 +442,8 @@ impl State {
                 }
                 let s = &mut self.o.speculative;
                 match item.spec.opt {
+                    Opt::SpecNgramN => s.ngram_size_n = n,
+                    Opt::SpecNgramM => s.ngram_size_m = n,
                     Opt::SpecMapKN => s.map_k.size_n = n,
                     Opt::SpecMapKM => s.map_k.size_m = n,
                     Opt::SpecMapK4vN => s.map_k4v.size_n = n,

@@ -115,18 +115,22 @@ pub fn reference_binary() -> &'static Path {
 /// `llama-common` library llama-sys builds alongside libllama), once.
 pub fn params_reference_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Prerequisite::Missing(reason) | Prerequisite::Required(reason) = llama_common() {
-            panic!("{reason}");
-        }
-        // The common headers are not installed: take them from the source tree that was built.
-        let src = Path::new(llama_sys::build_info::SOURCE_DIR);
-        compile_reference(
-            "params",
-            &[format!("-I{}", src.join("common").display()), format!("-I{}", src.join("vendor").display())],
-            &["-lllama-common", "-lllama-common-base", "-lcpp-httplib"],
-        )
-    })
+    BIN.get_or_init(|| compile_common_reference("params"))
+}
+
+/// Compiles `tests/reference/NAME.cpp` with llama.cpp's common library (its headers from the
+/// source tree that was built, its static libraries beside libllama). Panics when the common
+/// library was not built (see [`llama_common`]).
+pub fn compile_common_reference(name: &str) -> PathBuf {
+    if let Prerequisite::Missing(reason) | Prerequisite::Required(reason) = llama_common() {
+        panic!("{reason}");
+    }
+    let src = Path::new(llama_sys::build_info::SOURCE_DIR);
+    compile_reference(
+        name,
+        &[format!("-I{}", src.join("common").display()), format!("-I{}", src.join("vendor").display())],
+        &["-lllama-common", "-lllama-common-base", "-lcpp-httplib"],
+    )
 }
 
 /// Compiles `tests/reference/NAME.cpp` into the scratch directory, linked against the very
@@ -185,17 +189,7 @@ pub fn reference_generate(
 /// Panics when the common library was not built (see [`llama_common`]).
 pub fn sampling_reference_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Prerequisite::Missing(reason) | Prerequisite::Required(reason) = llama_common() {
-            panic!("{reason}");
-        }
-        let src = Path::new(llama_sys::build_info::SOURCE_DIR);
-        compile_reference(
-            "sampling",
-            &[format!("-I{}", src.join("common").display()), format!("-I{}", src.join("vendor").display())],
-            &["-lllama-common", "-lllama-common-base", "-lcpp-httplib"],
-        )
-    })
+    BIN.get_or_init(|| compile_common_reference("sampling"))
 }
 
 /// What `tests/reference/sampling.cpp run` printed: the chain's sampler names and the tokens.
