@@ -690,7 +690,8 @@ fn vocab(g: &Gguf) -> Result<(), Error> {
     if n_tokens > i32::MAX as usize {
         return Err(Error::key(key, format!("has {n_tokens} tokens; token ids are int32")));
     }
-    unique_tokens(g, tokens)?;
+    // Where each token's text lies in the array's bytes.
+    let spans = unique_tokens(g, tokens)?;
 
     typed_array(g, "tokenizer.ggml.scores", &[ValueType::F32], Some(n_tokens))?;
     // Read through an int32_t pointer; a u32 array has the same bits but is not what the
@@ -707,6 +708,31 @@ fn vocab(g: &Gguf) -> Result<(), Error> {
                 "token {i} is a byte token (type 6), which a bert (WordPiece) vocabulary cannot have (llama.cpp aborts)"
             ),
         ));
+    }
+    // llama_vocab::token_to_byte reads a byte token's value from its text, `<0xHH>`, with
+    // substr(3, 2): a shorter text throws (a message about basic_string, not the token), a
+    // longer or non-hex one gives a wrong byte.
+    if let Some(types) = types
+        && matches!(model, "llama" | "t5" | "gemma4")
+    {
+        let byte_text = |t: &[u8]| {
+            t.len() == 6 && t.starts_with(b"<0x") && t[5] == b'>' && t[3..5].iter().all(u8::is_ascii_hexdigit)
+        };
+        let bytes = g.array_bytes(tokens);
+        // An i32 array (checked above): read in place, 6 is LLAMA_TOKEN_TYPE_BYTE.
+        let byte_tokens = g.array_bytes(types).chunks_exact(4).enumerate().filter(|(_, c)| *c == 6i32.to_le_bytes());
+        for (i, &(start, len)) in byte_tokens.filter_map(|(i, _)| spans.get(i).map(|s| (i, s))) {
+            let text = bytes.get(start..start + len).unwrap_or_default();
+            if !byte_text(text) {
+                return Err(Error::key(
+                    "tokenizer.ggml.tokens",
+                    format!(
+                        "token {i} is a byte token (type 6) whose text {:?} is not <0xHH>",
+                        String::from_utf8_lossy(&text[..text.len().min(32)])
+                    ),
+                ));
+            }
+        }
     }
     typed_array(g, "tokenizer.ggml.suppress_tokens", &[ValueType::I32, ValueType::U32], None)?;
     typed_array(g, "tokenizer.ggml.precompiled_charsmap", &[ValueType::U8, ValueType::I8], None)?;
@@ -730,7 +756,7 @@ fn vocab(g: &Gguf) -> Result<(), Error> {
 /// handful in a 262,144-token vocabulary) have their text looked up and compared, sorted, so
 /// that even a file made of colliding tokens costs O(n log n). A hash table would cost a cache
 /// miss per token; the sort streams through memory.
-fn unique_tokens(g: &Gguf, tokens: &Array) -> Result<(), Error> {
+fn unique_tokens(g: &Gguf, tokens: &Array) -> Result<Vec<(usize, usize)>, Error> {
     let key = "tokenizer.ggml.tokens";
     let bytes = g.array_bytes(tokens);
     let mut hashes: Vec<u32> = Vec::with_capacity(tokens.len);
@@ -754,7 +780,7 @@ fn unique_tokens(g: &Gguf, tokens: &Array) -> Result<(), Error> {
     radix_sort_u32(&mut sorted);
     let mut shared: Vec<u32> = sorted.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
     if shared.is_empty() {
-        return Ok(());
+        return Ok(spans);
     }
     shared.dedup();
     // The tokens with a shared hash, and the text llama.cpp keys each by.
@@ -784,7 +810,7 @@ fn unique_tokens(g: &Gguf, tokens: &Array) -> Result<(), Error> {
             ));
         }
     }
-    Ok(())
+    Ok(spans)
 }
 
 const SEED0: u64 = 0xa076_1d64_78bd_642f;

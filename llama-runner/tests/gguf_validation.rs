@@ -396,6 +396,14 @@ fn corpus(spec: &ModelSpec) -> Vec<Variant> {
         .find(|p| (1..=16).contains(&(p.encode().infos_end % 32)))
         .unwrap();
     out.push(v(tag("tensor-16-aligned"), sixteen.encode().bytes, &[&name0, "not a multiple of 32", "32-byte aligned"]));
+    // A byte token whose text is not <0xHH> (llama.cpp's token_to_byte reads it with substr).
+    let mut renamed = token_array(&base);
+    renamed[3 + 0x41] = b"<0x4".to_vec();
+    out.push(v(
+        tag("byte-token-text"),
+        base.clone().set("tokenizer.ggml.tokens", tokens_value(&renamed)).encode().bytes,
+        &["tokenizer.ggml.tokens", "<0xHH>", "token 68"],
+    ));
     let out_width = a("embedding_length_out");
     out.push(v(
         tag("embedding-out-wider"),
@@ -673,8 +681,17 @@ fn text_on_a_vocabulary_that_cannot_do_it_is_an_error() {
     for t in renamed.iter_mut().filter(|t| t.starts_with(b"<0x")) {
         t.splice(0..1, *b"byte"); // `byte0x41>`: unique, and no longer a byte token's text
     }
-    let no_bytes =
-        write("no-byte-tokens", &base.clone().set("tokenizer.ggml.tokens", tokens_value(&renamed)).encode().bytes);
+    // ...and typed normal (1) instead of byte (6): a vocabulary without byte tokens at all.
+    let types: Vec<[u8; 4]> = (0..renamed.len()).map(|i| (if i < 3 { 3i32 } else { 1 }).to_le_bytes()).collect();
+    let no_bytes = write(
+        "no-byte-tokens",
+        &base
+            .clone()
+            .set("tokenizer.ggml.tokens", tokens_value(&renamed))
+            .set("tokenizer.ggml.token_type", arr_fixed(5, types))
+            .encode()
+            .bytes,
+    );
     for (path, words) in [(&no_vocab, "no vocabulary"), (&no_bytes, "tokenizer failed")] {
         let model = Model::load(backend, path, &ModelOptions::default()).unwrap();
         let e = model.tokenize("Hello", true).unwrap_err();
