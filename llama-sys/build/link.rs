@@ -26,6 +26,9 @@ pub fn emit(built: &Built, opts: &Options, toolkit: Option<&Toolkit>) {
         // (it is searched first). `rustc-link-arg` reaches this package's own tests only; the
         // `cargo:lib_dir` metadata lets dependents' build scripts add the same rpath.
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", built.lib_dir.display());
+        // The C++ shims (build/shim.rs, static, with try/catch) need the C++ runtime, which
+        // the shared libraries bring only to themselves.
+        println!("cargo:rustc-link-lib=dylib=stdc++");
     } else {
         println!("cargo:rustc-link-lib=dylib=stdc++");
         println!("cargo:rustc-link-lib=dylib=gomp");
