@@ -239,6 +239,7 @@ impl Model {
     /// tokenizers can take minutes on megabytes of text (its SentencePiece byte fallback is
     /// quadratic), so text from outside should come through here.
     pub fn tokenize_at_most(&self, text: &str, add_special: bool, max_tokens: usize) -> Result<Vec<Token>> {
+        self.check_vocab()?;
         let spell = self.max_piece_bytes().saturating_mul(max_tokens).saturating_mul(4).saturating_add(16);
         if text.len() > spell {
             return Err(Error::TextTooLong { bytes: text.len(), max_tokens, n_tokens: None });
@@ -251,9 +252,13 @@ impl Model {
     }
 
     /// The longest piece of any token, in bytes (special tokens rendered), at least 1:
-    /// `n` tokens spell at most `n` times this many bytes. Computed once per model.
+    /// `n` tokens spell at most `n` times this many bytes. Computed once per model; 1 for a
+    /// model without a vocabulary (llama.cpp asserts on a piece of one).
     pub fn max_piece_bytes(&self) -> usize {
         *self.max_piece.get_or_init(|| {
+            if self.check_vocab().is_err() {
+                return 1;
+            }
             let mut buf = vec![0u8; 256];
             let mut longest = 1;
             for t in 0..self.n_vocab() as Token {

@@ -108,7 +108,10 @@ pub struct Parallel<'c, 'm> {
 
 impl<'c, 'm> Parallel<'c, 'm> {
     /// Generation over `ctx`, which is cleared first: one slot per sequence (`n_seq_max`).
+    /// Errors: [`Error::Tokenize`] for a model without a vocabulary (requests stream text).
     pub fn new(ctx: &'c mut Context<'m>) -> Result<Self> {
+        // Requests stream text, which llama.cpp asserts on without a vocabulary.
+        ctx.model().check_vocab()?;
         ctx.clear();
         let n_slots = ctx.n_seq_max() as usize;
         let batch = Batch::new(ctx.max_batch_tokens(), 1)?;

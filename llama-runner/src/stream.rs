@@ -203,6 +203,9 @@ impl<'m> Context<'m> {
         if self.model().id() != sampler.model().id() {
             return Err(Error::SamplerModelMismatch);
         }
+        // The stream turns tokens into text, which llama.cpp asserts on without a vocabulary:
+        // checked once here, not per token.
+        self.model().check_vocab()?;
         if prompt.is_empty() {
             return Err(Error::EmptyInput { what: "prompt" });
         }
@@ -527,7 +530,6 @@ fn token_bytes(model: &Model, token: Token, buf: &mut Vec<u8>) -> Result<()> {
     if token < 0 || token as u32 >= n_vocab {
         return Err(Error::InvalidToken { token, n_vocab });
     }
-    model.check_vocab()?;
     buf.resize(buf.capacity().max(64), 0);
     for _ in 0..2 {
         let len = i32::try_from(buf.len()).unwrap_or(i32::MAX);

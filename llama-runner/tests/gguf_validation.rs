@@ -696,6 +696,18 @@ fn text_on_a_vocabulary_that_cannot_do_it_is_an_error() {
         let model = Model::load(backend, path, &ModelOptions::default()).unwrap();
         let e = model.tokenize("Hello", true).unwrap_err();
         assert!(matches!(e, Error::Tokenize(_)) && e.to_string().contains(words), "{}: {e}", path.display());
+        let e = model.tokenize_at_most("Hello", true, 64).unwrap_err();
+        assert!(matches!(e, Error::Tokenize(_)) && e.to_string().contains(words), "{}: {e}", path.display());
+        assert!(model.max_piece_bytes() >= 1);
+        if path == &no_vocab {
+            // Streams turn tokens into text: refused up front, not per token.
+            let mut ctx =
+                Context::new(&model, &ContextOptions { n_ctx: 64, n_threads: Some(1), ..Default::default() }).unwrap();
+            let mut sampler = llama_runner::Sampler::greedy(&model).unwrap();
+            let stop = llama_runner::StopConditions::max_tokens(2);
+            assert!(matches!(ctx.stream(&mut sampler, &[1, 70], stop).map(|_| ()), Err(Error::Tokenize(_))));
+            assert!(matches!(llama_runner::parallel::Parallel::new(&mut ctx).map(|_| ()), Err(Error::Tokenize(_))));
+        }
         let mut ctx =
             Context::new(&model, &ContextOptions { n_ctx: 64, n_threads: Some(1), ..Default::default() }).unwrap();
         // Token ids still decode; the pieces of the generated tokens are the text's problem.
