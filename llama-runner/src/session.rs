@@ -230,8 +230,8 @@ const STATE_MAGIC: u32 = 0xaf14_3cd8;
 const CELL_RECORD: u64 = 12;
 
 /// The head of llama.cpp's sequence state for a KV cache (`llama_context::state_seq_get_data`
-/// and `llama_kv_cache::state_write`): the magic, the sequence id, the stream count, then per stream a cell count and, when it is not zero, the cells
-/// and their data. llama.cpp allocates a batch of that many cells before it reads them
+/// and `llama_kv_cache::state_write`): the magic, the sequence id, the stream count, then per
+/// stream a cell count and, when it is not zero, the cells and their data. llama.cpp allocates a batch of that many cells before it reads them
 /// (`state_read_meta`), so a forged count could ask for gigabytes: the first non-zero count
 /// must fit this context's cells, and its cell records the bytes that follow. What comes after
 /// is llama.cpp's to check (layer types and sizes against the context: refused cleanly).
